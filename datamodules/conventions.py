@@ -1,0 +1,38 @@
+"""Signal conventions shared by every part of nfy (DESIGN.md section 2).
+
+One place for the numbers that link datasets, model, generation and metrics. Change them
+here and the CLI, the DataModules and the metric suite follow.
+"""
+
+from __future__ import annotations
+
+# Video
+FPS: int = 25
+"""Frames per second of every preprocessed clip and every generated video."""
+IMAGE_SIZE: int = 512
+"""Side of the square face crop in the paper (Sec. 4.1)."""
+
+# Audio
+SAMPLE_RATE: int = 16_000
+"""Mono float32 samples in [-1, 1] at this rate, everywhere after decoding."""
+SAMPLES_PER_FRAME: int = SAMPLE_RATE // FPS  # 640
+PROFILE_SECONDS: float = 2.0
+"""Length of the voice profile: the first 2 s of the utterance (Sec. 4.1)."""
+PROFILE_SAMPLES: int = int(PROFILE_SECONDS * SAMPLE_RATE)  # 32000
+
+# Mel spectrogram: the settings of speechbrain's 16 kHz LibriTTS HiFi-GAN recipe, so that a
+# pretrained vocoder can turn our mels into speech.
+N_MELS: int = 80
+N_FFT: int = 1024
+HOP_LENGTH: int = 256
+WIN_LENGTH: int = 1024
+F_MIN: float = 0.0
+F_MAX: float = 8000.0
+MEL_FRAMES_PER_SECOND: float = SAMPLE_RATE / HOP_LENGTH  # 62.5
+MEL_FRAMES_PER_VIDEO_FRAME: float = MEL_FRAMES_PER_SECOND / FPS  # 2.5
+
+# Clips
+MAX_SOURCE_SECONDS: float = 20.0
+"""The paper crops every source video to its first 20 s (Sec. 4.1)."""
+MAX_UTTERANCE_SECONDS: float = 10.0
+"""Utterances are cut at transcript segment boundaries to at most about 10 s."""
