@@ -198,6 +198,11 @@ def read_audio(
         if not container.streams.audio:
             raise MediaError(path, "no_audio")
         stream = container.streams.audio[0]
+        # AAC pads its last frame: the stream's own duration says where the signal really ends
+        if stream.duration is not None and stream.time_base:
+            stream_end = float((stream.duration + (stream.start_time or 0)) * stream.time_base)
+            total = int(round(stream_end * sample_rate))
+            need = total if need is None else min(need, total)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(stream):

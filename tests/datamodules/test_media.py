@@ -1,0 +1,117 @@
+"""PyAV reading/writing: frame-rate resampling, audio resampling, atomic writes, errors."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from datamodules.media import MediaError, probe, read_audio, read_video, write_mp4
+
+
+def _index_frames(num: int, size: int = 32) -> np.ndarray:
+    """Frames whose mean grey level encodes their index (robust to H.264 at crf 0)."""
+    levels = np.linspace(10, 245, num).astype(np.uint8)
+    return np.broadcast_to(levels[:, None, None, None], (num, size, size, 3)).copy()
+
+
+def _write_raw(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray | None = None,
+               sample_rate: int = 44100, layout: str = "stereo") -> None:
+    """Write a clip at an arbitrary fps / audio layout (write_mp4 covers the nfy defaults only)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "0"}
+        astream = None if audio is None else container.add_stream("aac", rate=sample_rate, layout=layout)
+        for image in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode(None))
+        if astream is not None:
+            channels = 2 if layout == "stereo" else 1
+            planar = np.ascontiguousarray(np.tile(audio[None, :], (channels, 1)).astype(np.float32))
+            for offset in range(0, planar.shape[1], 1024):
+                frame = av.AudioFrame.from_ndarray(planar[:, offset : offset + 1024], format="fltp", layout=layout)
+                frame.sample_rate, frame.pts, frame.time_base = sample_rate, offset, Fraction(1, sample_rate)
+                container.mux(astream.encode(frame))
+            container.mux(astream.encode(None))
+
+
+def test_write_then_read_round_trip(tmp_path: Path) -> None:
+    frames = _index_frames(50)
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)
+    path = write_mp4(tmp_path / "clip.mp4", frames, fps=25, audio=tone, crf=0)
+    info = probe(path)
+    assert (info.fps, info.width, info.height, info.sample_rate, info.channels) == (25.0, 32, 32, 16000, 1)
+    video = read_video(path)
+    assert video.shape == (50, 32, 32, 3)
+    np.testing.assert_allclose(video.mean(axis=(1, 2, 3)), frames.mean(axis=(1, 2, 3)), atol=2)
+    wav = read_audio(path)
+    assert abs(wav.size - tone.size) <= 640  # within one video frame (AAC pads its last frame)
+    peak = np.abs(np.fft.rfft(wav[:16000])).argmax()  # 1 s window -> bin index == Hz
+    assert peak == 440
+
+
+def test_30fps_is_resampled_to_25fps_by_nearest_timestamp(tmp_path: Path) -> None:
+    frames = _index_frames(60)  # 2 s at 30 fps
+    _write_raw(tmp_path / "v30.mp4", frames, fps=30)
+    video = read_video(tmp_path / "v30.mp4", fps=25)
+    assert video.shape[0] == 50
+    # output frame k at t = k / 25 takes source frame round(k * 30 / 25)
+    expected = frames[np.minimum(np.round(np.arange(50) * 30 / 25).astype(int), 59)].mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(video.mean(axis=(1, 2, 3)), expected, atol=2)
+
+
+def test_start_end_window(tmp_path: Path) -> None:
+    frames = _index_frames(75)
+    write_mp4(tmp_path / "clip.mp4", frames, crf=0)
+    video = read_video(tmp_path / "clip.mp4", start=1.0, end=2.0)
+    assert video.shape[0] == 25
+    np.testing.assert_allclose(video.mean(axis=(1, 2, 3)), frames[25:50].mean(axis=(1, 2, 3)), atol=2)
+
+
+def test_stereo_44k_audio_becomes_16k_mono(tmp_path: Path) -> None:
+    tone = (0.3 * np.sin(2 * np.pi * 1000 * np.arange(44100) / 44100)).astype(np.float32)
+    _write_raw(tmp_path / "stereo.mp4", _index_frames(25), fps=25, audio=tone)
+    wav = read_audio(tmp_path / "stereo.mp4")
+    assert wav.dtype == np.float32 and wav.ndim == 1
+    assert abs(wav.size - 16000) <= 640
+    assert np.abs(np.fft.rfft(wav[:16000])).argmax() == 1000
+    assert 0.15 < np.abs(wav[2000:14000]).max() < 0.45  # downmix keeps the level
+
+
+def test_write_is_atomic_and_validates(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="even height and width"):
+        write_mp4(tmp_path / "odd.mp4", np.zeros((2, 31, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        write_mp4(tmp_path / "float.mp4", np.zeros((2, 32, 32, 3), np.float32))
+    assert list(tmp_path.iterdir()) == []  # nothing half-written, no temporary file left
+
+
+@pytest.mark.parametrize(
+    "content, reader, reason",
+    [
+        (None, read_video, "unreadable"),  # missing file
+        (b"not a video at all" * 100, read_video, "unreadable"),
+        ("silent", read_audio, "no_audio"),
+    ],
+)
+def test_errors_name_file_and_reason(tmp_path: Path, content, reader, reason) -> None:
+    path = tmp_path / "bad.mp4"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "silent":
+        write_mp4(path, _index_frames(5))  # no audio track
+    with pytest.raises(MediaError) as info:
+        reader(path)
+    assert info.value.reason == reason
+    assert str(path) in str(info.value)
+
+
+def test_real_clip_lengths_agree(shared_data: Path) -> None:
+    path = shared_data / "clips" / "kid_1.mp4"
+    video, wav = read_video(path), read_audio(path)
+    assert video.shape[1:] == (512, 512, 3)
+    assert abs(wav.size / 16000 - video.shape[0] / 25) <= 1 / 25
