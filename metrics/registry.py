@@ -149,6 +149,97 @@ def _verify(entry: WeightFile, path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Registered files. Every entry names the published file and its published checksum.
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# Video: FID (Inception), FVD/KVD (I3D), FVMD (PIPs++).
+# The 8 hex digits in "pt_inception-...-6726825d.pth" are the only published part of its
+# sha256 (torch.hub naming); the full digest is not published, so the size is checked alone.
+register(WeightFile(
+    name="inception_fid",
+    filename="pt_inception-2015-12-05-6726825d.pth",
+    url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+    "pt_inception-2015-12-05-6726825d.pth",
+    sha256=None,
+    size=95_628_359,
+    used_by="FID (metrics.fid.VideoFID, Inception pool3 features)",
+))
+# StyleGAN-V's TorchScript export of the TF-hub I3D (Kinetics-400); no digest or size published.
+register(WeightFile(
+    name="i3d_fvd",
+    filename="i3d_torchscript.pt",
+    url="https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1",
+    sha256=None,
+    size=None,
+    used_by="FVD/KVD (metrics.fvd, I3D 400-d logits)",
+))
+# FVMD's release of the PIPs++ tracker. The authors publish no digest; this one is the digest
+# of the 421,766,633-byte release file as recorded by downstream users of that release.
+register(WeightFile(
+    name="pips2",
+    filename="pips2_weights.pth",
+    url="https://github.com/ljh0v0/FVMD-frechet-video-motion-distance/releases/download/"
+    "pips2_weights/pips2_weights.pth",
+    sha256="74dd05ba7f85a34784851f50fede610a99f9acdeb20620b134596837021de3d1",
+    size=421_766_633,
+    used_by="FVMD (metrics.fvmd, PIPs++ point tracker)",
+))
+
+# Audio: FAD (VGGish). torchvggish publishes only an 8-hex sha256 prefix in each file name.
+register(WeightFile(
+    name="vggish",
+    filename="vggish-10086976.pth",
+    url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth",
+    sha256=None,
+    size=None,
+    used_by="FAD (metrics.fad, VGGish 128-d embeddings)",
+))
+register(WeightFile(
+    name="vggish_pca",
+    filename="vggish_pca_params-970ea276.pth",
+    url="https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
+    "vggish_pca_params-970ea276.pth",
+    sha256=None,
+    size=None,
+    used_by="FAD (metrics.fad, VGGish PCA/whitening parameters)",
+))
+
+# Sync: LSE-C/LSE-D (SyncNet) and its S3FD face detector, as fetched by syncnet_python's
+# download_model.sh. No digests are published for either file.
+register(WeightFile(
+    name="syncnet",
+    filename="syncnet_v2.model",
+    url="http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model",
+    sha256=None,
+    size=None,
+    used_by="LSE-C/LSE-D (metrics.lse, SyncNet v2)",
+))
+register(WeightFile(
+    name="s3fd",
+    filename="sfd_face.pth",
+    url="http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/sfd_face.pth",
+    sha256=None,
+    size=89_844_381,
+    used_by="LSE face cropping (metrics.facecrop, S3FD detector)",
+))
+
+# Whisper: openai publishes each checkpoint's sha256 as a folder of its URL.
+_WHISPER_SHA256 = {
+    "tiny": "65147644a518d12f04e32d6f3b26facc3f8dd46e5390956a9424a650c0ce22b9",
+    "tiny.en": "d3dd57d32accea0b295c96e26691aa14d8822fac7d9d27d5dc00b4ca2826dd03",
+    "base": "ed3a0b6b1c0edf879ad9b11b1af5a0e6ab5db9205f891f668f8b0e6c6326e34e",
+    "base.en": "25a8566e1d0c1e2231d1c762132cd20e0f96a85d16145c3a00adf5d1ac670ead",
+    "small": "9ecf779972d90ba49c06d968637d720dd632c55bbf19d441fb42bf17a411e794",
+    "small.en": "f953ad0fd29cacd07d5a9eda5624af0f6bcf2258be67c92b79389873d91e0872",
+}
+for _size, _digest in _WHISPER_SHA256.items():
+    register(WeightFile(
+        name="whisper_" + _size.replace(".", "_"),
+        filename=f"{_size}.pt",
+        url=f"https://openaipublic.azureedge.net/main/whisper/models/{_digest}/{_size}.pt",
+        sha256=_digest,
+        size=None,
+        used_by=f"WER transcription (metrics.asr, Whisper {_size})",
+    ))
+del _size, _digest
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -1,0 +1,134 @@
+"""Shared checks of the torchmetrics contract for every metric in :mod:`metrics`.
+
+``check_metric_contract(make_metric, batches)`` checks, for a factory of fresh metric objects
+and a list of update argument tuples:
+
+1. ``forward(*batch)`` returns what ``update(*batch); compute()`` returns on a fresh object;
+2. accumulating the batches one by one equals one update on all of them concatenated;
+3. ``reset()`` brings the object back to a fresh one;
+4. a DDP-style merge (two objects, each fed half of the batches, their states combined as
+   each state's ``dist_reduce_fx`` would combine them across processes) equals one object
+   fed everything;
+5. a pickled/unpickled object with accumulated state computes the same value.
+
+Arguments to ``update`` may be tensors (concatenated on dim 0), lists (joined) or other values
+that are equal across batches (passed through, e.g. a sample rate).
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torchmetrics import Metric
+
+Batch = tuple
+
+
+def assert_close(actual: Any, expected: Any, atol: float, rtol: float, what: str) -> None:
+    """Recursive ``torch.testing.assert_close`` over tensors, numbers, dicts and sequences."""
+    if isinstance(expected, dict):
+        if set(actual) != set(expected):
+            raise AssertionError(f"{what}: keys {sorted(actual)} != {sorted(expected)}")
+        for key in expected:
+            assert_close(actual[key], expected[key], atol, rtol, f"{what}[{key!r}]")
+    elif isinstance(expected, (list, tuple)):
+        if len(actual) != len(expected):
+            raise AssertionError(f"{what}: length {len(actual)} != {len(expected)}")
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close(a, e, atol, rtol, f"{what}[{i}]")
+    else:
+        a = torch.as_tensor(actual, dtype=torch.float64)
+        e = torch.as_tensor(expected, dtype=torch.float64)
+        torch.testing.assert_close(a, e, atol=atol, rtol=rtol, msg=lambda m: f"{what}: {m}")
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    """Join update-argument tuples: tensors on dim 0, lists end to end, others must agree."""
+    joined = []
+    for position, values in enumerate(zip(*batches)):
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            joined.append(torch.cat(values, dim=0))
+        elif isinstance(first, list):
+            joined.append([item for value in values for item in value])
+        else:
+            if any(value != first for value in values):
+                raise ValueError(f"update argument {position} differs between batches: {values}")
+            joined.append(first)
+    return tuple(joined)
+
+
+def merge_states(left: Metric, right: Metric) -> None:
+    """Fold ``right``'s states into ``left`` as ``dist_reduce_fx`` would across two processes."""
+    for name, reduce_fx in left._reductions.items():
+        a, b = getattr(left, name), getattr(right, name)
+        if isinstance(a, list):
+            setattr(left, name, list(a) + list(b))  # "cat" list state: gathered in rank order
+        elif reduce_fx is None:
+            raise AssertionError(f"state {name!r} has no dist_reduce_fx: DDP would not merge it")
+        else:
+            setattr(left, name, reduce_fx(torch.stack([a, b])))  # "sum"/"cat"/"mean"... over ranks
+    left._update_count += right._update_count
+    left._computed = None
+
+
+def check_metric_contract(
+    make_metric: Callable[[], Metric],
+    batches: Sequence[Batch],
+    atol: float = 1e-6,
+    rtol: float = 1e-5,
+    expected: Optional[Any] = None,
+) -> Any:
+    """Run the five contract checks of the module docstring; returns the value over all batches.
+
+    Args:
+        make_metric: returns a fresh metric object (same configuration every call).
+        batches: at least two tuples of ``update`` arguments.
+        atol: absolute tolerance of every comparison.
+        rtol: relative tolerance of every comparison.
+        expected: if given, the value over all batches must also equal it (reference value).
+    """
+    if len(batches) < 2:
+        raise ValueError(f"check_metric_contract needs at least 2 batches, got {len(batches)}")
+    metric = make_metric()
+    if metric.full_state_update is not False:
+        raise AssertionError(f"{type(metric).__name__}.full_state_update must be False")
+
+    # 1. forward == update + compute on a fresh object (the batch value).
+    for i, batch in enumerate(batches):
+        single = make_metric()
+        single.update(*batch)
+        assert_close(metric(*batch), single.compute(), atol, rtol, f"forward of batch {i}")
+    accumulated = metric.compute()
+
+    # 2. accumulation over batches == one big batch.
+    whole = make_metric()
+    whole.update(*concat_batches(batches))
+    total = whole.compute()
+    assert_close(accumulated, total, atol, rtol, "accumulated vs concatenated")
+    if expected is not None:
+        assert_close(total, expected, atol, rtol, "value vs reference")
+
+    # 3. reset gives a fresh object.
+    metric.reset()
+    metric.update(*batches[0])
+    fresh = make_metric()
+    fresh.update(*batches[0])
+    assert_close(metric.compute(), fresh.compute(), atol, rtol, "after reset")
+
+    # 4. DDP-style merge of two halves.
+    half = len(batches) // 2
+    left, right = make_metric(), make_metric()
+    for batch in batches[:half]:
+        left.update(*batch)
+    for batch in batches[half:]:
+        right.update(*batch)
+    merge_states(left, right)
+    assert_close(left.compute(), total, atol, rtol, "DDP-merged states vs one object")
+
+    # 5. pickling keeps the state.
+    clone = pickle.loads(pickle.dumps(whole))
+    assert_close(clone.compute(), total, atol, rtol, "unpickled object")
+    return total
