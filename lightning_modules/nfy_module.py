@@ -1,0 +1,276 @@
+"""Training logic of the NFY model (paper Sec. 3.4 and 4.1) around an injected :class:`NFYNetwork`.
+
+The network (``lightning_modules/networks/nfy.py``) computes the unweighted loss terms of one
+teacher-forced pass; this module weights them, logs each on its own, owns the optimiser and the
+schedule, and turns the network's two generation calls (speech, then video window by window)
+into whole talking-face clips for the sample/metric callbacks and the generation API.
+
+Loss (Sec. 3.4 plus the two terms a diffusion model and a stop head need)::
+
+    L = w_video * L1(frames) + w_audio * MSE(mel) + w_denoise * L_denoise + w_stop * BCE(stop)
+
+with the paper's L_video + 0.1 * L_audio as the defaults of the first two weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from torch import nn
+from torchmetrics import MeanMetric
+from tqdm.auto import tqdm
+
+from datamodules.batch import NFYBatch, validate_batch
+from datamodules.conventions import MEL_FRAMES_PER_VIDEO_FRAME, SAMPLES_PER_FRAME
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS: tuple[str, ...] = ("video_l1", "audio_mse", "denoise", "stop")
+"""Unweighted loss terms every :class:`NFYNetwork` forward returns."""
+STAGES: tuple[str, ...] = ("train", "val", "test")
+
+
+class NFYLitModule(LightningModule):
+    """Weights, logs and optimises the NFY network; generates whole clips from a batch.
+
+    Args:
+        net: the network (``lightning_modules.networks.NFYNetwork`` or anything with its
+            interface: ``forward(batch) -> dict`` of loss terms, ``generate_speech``,
+            ``generate_video`` and the ``image_size``/``num_frames``/``motion_frames`` attributes).
+        optimizer: partial optimiser, called with the trainable parameters (AdamW by default).
+        scheduler: partial LR scheduler, called with the optimiser; stepped every training step
+            (the paper's StepLR(1000, 0.5) counts steps). ``None`` keeps the LR constant.
+        video_weight: weight of the pixel L1 between decoded x0 estimate and ground truth frames.
+        audio_weight: weight of the mel MSE (0.1 in the paper).
+        denoise_weight: weight of the diffusion denoising objective.
+        stop_weight: weight of the stop-head binary cross-entropy.
+        num_inference_steps: DDIM steps used by :meth:`generate_batch` (samples and metrics).
+        guidance_scale: classifier-free guidance scale used by :meth:`generate_batch`.
+        max_mel_frames: cap on autoregressive mel frames per utterance at generation
+            (62.5 per second; 625 = 10 s, the longest training utterance).
+
+    Raises:
+        ValueError: a negative loss weight, or ``net`` lacking part of the interface.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        scheduler: Optional[LRSchedulerCallable] = None,
+        video_weight: float = 1.0,
+        audio_weight: float = 0.1,
+        denoise_weight: float = 1.0,
+        stop_weight: float = 1.0,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.0,
+        max_mel_frames: int = 625,
+    ) -> None:
+        super().__init__()
+        weights = dict(video_l1=video_weight, audio_mse=audio_weight, denoise=denoise_weight, stop=stop_weight)
+        for name, value in weights.items():
+            if value < 0:
+                raise ValueError(f"loss weight for {name!r} must be >= 0, got {value}")
+        for attr in ("generate_speech", "generate_video", "image_size", "num_frames", "motion_frames"):
+            if not hasattr(net, attr):
+                raise ValueError(f"net ({type(net).__name__}) lacks {attr!r} of the NFYNetwork interface")
+        if num_inference_steps < 1 or max_mel_frames < 1:
+            raise ValueError(
+                f"num_inference_steps and max_mel_frames must be >= 1, got {num_inference_steps}, {max_mel_frames}"
+            )
+        # Under LightningCLI the hyperparameters are the parsed class_path configs (of the network
+        # and the optimiser too), so load_from_checkpoint rebuilds everything. Built by hand, the
+        # network is an object whose weights the checkpoint holds anyway, and the optimiser
+        # partials may be lambdas that cannot be pickled: keep only the primitive arguments.
+        by_cli = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if by_cli else ["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.loss_weights = weights
+        self._batch_checked = False
+        # One MeanMetric per stage and term (plus the weighted total): epoch means sync over DDP.
+        # (ModuleDict keys "train"/"val" would clash with nn.Module.train, hence "train_loss" ...)
+        self.losses = nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in (*LOSS_TERMS, "loss")}
+        )
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: NFYBatch) -> dict[str, torch.Tensor]:
+        """One teacher-forced pass; see :meth:`NFYNetwork.forward` for the returned keys."""
+        return self.net(batch)
+
+    def _step(self, batch: NFYBatch, stage: str) -> dict[str, torch.Tensor]:
+        """Shared by every stage: forward, weight the terms, log each term and the total."""
+        if not self._batch_checked:
+            validate_batch(batch)  # cheap, once: a DataModule breaking the contract fails at step 0
+            self._batch_checked = True
+        out = self(batch)
+        missing = [name for name in LOSS_TERMS if name not in out]
+        if missing:
+            raise KeyError(f"{type(self.net).__name__}.forward returned no {missing}; expected {list(LOSS_TERMS)}")
+        loss = sum(self.loss_weights[name] * out[name] for name in LOSS_TERMS)
+        batch_size = batch["text_ids"].shape[0]
+        values = {**{name: out[name] for name in LOSS_TERMS}, "loss": loss}
+        for name, value in values.items():
+            metric = self.losses[f"{stage}_{name}"]
+            metric(value.detach())
+            self.log(
+                f"{stage}/{name}", metric, on_step=stage == "train", on_epoch=True,
+                prog_bar=name == "loss", batch_size=batch_size,
+            )
+        return {**out, "loss": loss}
+
+    def training_step(self, batch: NFYBatch, batch_idx: int) -> torch.Tensor:
+        """Weighted loss of one batch."""
+        return self._step(batch, "train")["loss"]
+
+    def validation_step(self, batch: NFYBatch, batch_idx: int) -> None:
+        """Log the validation loss terms."""
+        self._step(batch, "val")
+
+    def test_step(self, batch: NFYBatch, batch_idx: int) -> None:
+        """Log the test loss terms."""
+        self._step(batch, "test")
+
+    def on_train_start(self) -> None:
+        """Drop the sanity-check values from the validation means."""
+        for name in (*LOSS_TERMS, "loss"):
+            self.losses[f"val_{name}"].reset()
+
+    def configure_optimizers(self) -> Any:
+        """The injected optimiser on trainable parameters, and the scheduler stepped per step."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer(params)
+        if self.scheduler is None:
+            return optimizer
+        scheduler = self.scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate_batch(self, batch: NFYBatch) -> dict[str, torch.Tensor]:
+        """Generate speech and video for the conditioning of ``batch`` (used by the callbacks).
+
+        Returns:
+            ``video`` (B, T, 3, H, W) float in [0, 1] at 25 fps and ``wav`` (B, S) float at
+            16 kHz, plus ``wav_lengths`` (B,) and ``mel`` (B, 80, T_mel).
+        """
+        return self.generate(
+            text_ids=batch["text_ids"],
+            text_mask=batch["text_mask"],
+            ref_image=batch["ref_image"],
+            face_mask=batch["face_mask"],
+            lip_mask=batch["lip_mask"],
+            profile_wav=batch["profile_wav"],
+            num_inference_steps=self.hparams.num_inference_steps,
+            guidance_scale=self.hparams.guidance_scale,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        ref_image: torch.Tensor,
+        face_mask: torch.Tensor,
+        lip_mask: torch.Tensor,
+        profile_wav: torch.Tensor,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 1.0,
+        generator: Optional[torch.Generator] = None,
+        progress: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Speech first (autoregressive until the stop head fires, then the vocoder), then video.
+
+        Args:
+            text_ids: (B, L) int64 token ids; ``text_mask`` (B, L) bool.
+            ref_image: (B, 3, H, W) float in [-1, 1], the face photo.
+            face_mask: (B, 1, H, W) float {0, 1}; ``lip_mask`` likewise.
+            profile_wav: (B, 32000) float in [-1, 1], 2 s of the target voice at 16 kHz.
+            num_inference_steps: DDIM steps per video window.
+            guidance_scale: classifier-free guidance scale.
+            generator: seeds the diffusion noise.
+            progress: show a tqdm bar over video windows.
+
+        Returns:
+            ``video`` (B, T, 3, H, W) float in [0, 1], T = ceil(longest speech / 640 samples);
+            ``wav`` (B, S) float in [-1, 1]; ``wav_lengths`` (B,); ``mel`` (B, 80, T_mel);
+            ``mel_lengths`` (B,); ``num_frames`` (B,) int64 frames covering each row's speech.
+        """
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            speech = self.net.generate_speech(
+                text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav,
+                max_mel_frames=self.hparams.max_mel_frames,
+            )
+            num_frames = _frames_for_samples(speech["wav_lengths"])  # (B,)
+            video = self._generate_windows(
+                ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav,
+                speech["audio_hidden"], int(num_frames.max()), num_inference_steps, guidance_scale,
+                generator, progress,
+            )  # (B, T, 3, H, W) in [-1, 1]
+        finally:
+            self.net.train(was_training)
+        return {
+            "video": ((video + 1.0) / 2.0).clamp(0.0, 1.0),
+            "wav": speech["wav"].clamp(-1.0, 1.0),
+            "wav_lengths": speech["wav_lengths"],
+            "mel": speech["mel"],
+            "mel_lengths": speech["mel_lengths"],
+            "num_frames": num_frames,
+        }
+
+    def _generate_windows(
+        self, ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, audio_hidden,
+        total_frames: int, num_inference_steps: int, guidance_scale: float,
+        generator: Optional[torch.Generator], progress: bool,
+    ) -> torch.Tensor:
+        """Video window by window, each conditioned on the previous window's last frames."""
+        window, context = int(self.net.num_frames), int(self.net.motion_frames)
+        windows = max(1, math.ceil(total_frames / window))
+        frames: list[torch.Tensor] = []
+        motion: Optional[torch.Tensor] = None  # the first window starts from the reference image
+        for index in tqdm(range(windows), desc="video windows", unit="window", disable=not progress):
+            hidden = _window_hidden(audio_hidden, index * window, window)  # (B, ceil(2.5 F), D)
+            clip = self.net.generate_video(
+                ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, hidden,
+                num_frames=window, motion_frames=motion, num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale, generator=generator,
+            )  # (B, F, 3, H, W)
+            frames.append(clip)
+            motion = clip[:, -context:] if context > 0 else None
+        return torch.cat(frames, dim=1)[:, :total_frames]  # (B, T, 3, H, W)
+
+
+def _frames_for_samples(wav_lengths: torch.Tensor) -> torch.Tensor:
+    """Video frames (25 fps) that cover ``wav_lengths`` samples (16 kHz), at least one."""
+    return torch.clamp((wav_lengths + SAMPLES_PER_FRAME - 1) // SAMPLES_PER_FRAME, min=1).long()
+
+
+def _window_hidden(audio_hidden: torch.Tensor, first_frame: int, num_frames: int) -> torch.Tensor:
+    """Decoder states (B, T_mel, D) of video frames ``first_frame`` .. + ``num_frames`` - 1.
+
+    2.5 mel frames per video frame; a window that runs past the speech is padded with the last
+    state (the face keeps its final mouth shape rather than attending to zeros).
+    """
+    start = int(math.floor(first_frame * MEL_FRAMES_PER_VIDEO_FRAME))
+    length = int(math.ceil(num_frames * MEL_FRAMES_PER_VIDEO_FRAME))
+    part = audio_hidden[:, start : start + length]  # (B, <= length, D)
+    if part.shape[1] < length:
+        if audio_hidden.shape[1]:
+            fill = audio_hidden[:, -1:]  # (B, 1, D)
+        else:
+            fill = audio_hidden.new_zeros(audio_hidden.shape[0], 1, audio_hidden.shape[2])
+        part = torch.cat([part, fill.expand(-1, length - part.shape[1], -1)], dim=1)
+    return part  # (B, length, D)
+
+
+__all__: list[str] = ["NFYLitModule", "LOSS_TERMS"]

@@ -1,0 +1,202 @@
+"""NFYLitModule: loss weighting, per-term logging, optimiser wiring and windowed generation.
+
+A small stand-in network with the NFYNetwork interface keeps these tests independent of the
+real network's internals (its own tests live in tests/model/test_networks*.py); the real
+network is exercised through the configs in test_configs.py and test_fit_cli.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from torch import nn
+from torch.utils.data import DataLoader
+
+from datamodules.batch import collate
+from datamodules.conventions import PROFILE_SAMPLES, SAMPLES_PER_FRAME
+from lightning_modules import NFYLitModule
+from lightning_modules.nfy_module import _window_hidden
+
+
+class StandInNetwork(nn.Module):
+    """The NFYNetwork interface with linear internals: learns, generates, costs nothing."""
+
+    def __init__(self, vocab_size: int = 32, image_size: int = 16, num_frames: int = 4, motion_frames: int = 2,
+                 hidden: int = 8, speech_frames: int = 13) -> None:
+        super().__init__()
+        self.image_size, self.num_frames, self.motion_frames = image_size, num_frames, motion_frames
+        self.speech_frames, self.hidden = speech_frames, hidden
+        self.embed = nn.Embedding(vocab_size, hidden)
+        self.to_frame = nn.Linear(hidden, 3)
+        self.to_mel = nn.Linear(hidden, 80)
+        self.to_stop = nn.Linear(hidden, 1)
+        self.video_calls: list[dict] = []
+
+    def _text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(text_ids) * text_mask[..., None]  # (B, L, D)
+        return emb.sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        text = self._text(batch["text_ids"], batch["text_mask"])  # (B, D)
+        target = batch["video"][:, self.motion_frames:]  # (B, F, 3, H, W)
+        pred = torch.tanh(self.to_frame(text))[:, None, :, None, None].expand_as(target)
+        mel = self.to_mel(text)[:, :, None].expand_as(batch["mel"])  # (B, 80, T)
+        stop = self.to_stop(text).squeeze(-1)  # (B,)
+        return {
+            "video_l1": (pred - target).abs().mean(),
+            "audio_mse": ((mel - batch["mel"]) ** 2).mean(),
+            "denoise": (pred - target).pow(2).mean(),
+            "stop": nn.functional.binary_cross_entropy_with_logits(stop, torch.ones_like(stop)),
+            "pred_frames": pred,
+            "pred_mel": mel,
+        }
+
+    @torch.no_grad()
+    def generate_speech(self, text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav,
+                        max_mel_frames: int = 625) -> dict:
+        b, t = text_ids.shape[0], min(self.speech_frames, max_mel_frames)
+        text = self._text(text_ids, text_mask)  # (B, D)
+        wav_lengths = torch.full((b,), t * 256, dtype=torch.long)
+        return {
+            "mel": self.to_mel(text)[:, :, None].expand(b, 80, t),
+            "mel_lengths": torch.full((b,), t, dtype=torch.long),
+            "wav": torch.tanh(torch.randn(b, t * 256)) * 0.1,
+            "wav_lengths": wav_lengths,
+            "audio_hidden": torch.arange(t, dtype=torch.float)[None, :, None].expand(b, t, self.hidden),
+        }
+
+    @torch.no_grad()
+    def generate_video(self, ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, audio_hidden,
+                       num_frames: int, motion_frames=None, num_inference_steps: int = 25,
+                       guidance_scale: float = 1.0, generator=None) -> torch.Tensor:
+        self.video_calls.append({"hidden": audio_hidden.clone(), "motion": motion_frames,
+                                 "steps": num_inference_steps})
+        base = ref_image[:, None].expand(-1, num_frames, -1, -1, -1)  # (B, F, 3, H, W)
+        shift = len(self.video_calls) * 0.01
+        return (base + shift).clamp(-1, 1)
+
+
+def synthetic_sample(index: int, vocab_size: int = 32, image_size: int = 16, frames: int = 6) -> dict:
+    """One per-clip sample of the batch contract, seeded by ``index``."""
+    g = torch.Generator().manual_seed(index)
+    n_text, seconds = 5 + index % 3, 0.4 + 0.1 * (index % 2)
+    wav = torch.rand(int(seconds * 16000), generator=g) * 0.2 - 0.1
+    masks = torch.zeros(1, image_size, image_size)
+    masks[:, image_size // 4 : -image_size // 4, image_size // 4 : -image_size // 4] = 1
+    return {
+        "text_ids": torch.randint(1, vocab_size, (n_text,), generator=g),
+        "ref_image": torch.rand(3, image_size, image_size, generator=g) * 2 - 1,
+        "face_mask": masks, "lip_mask": masks,
+        "profile_wav": torch.rand(PROFILE_SAMPLES, generator=g) * 0.2 - 0.1,
+        "video": torch.rand(frames, 3, image_size, image_size, generator=g) * 2 - 1,
+        "frame_start": -2, "wav": wav,
+        "mel": torch.randn(80, int(seconds * 62.5), generator=g) - 4,
+        "key": f"clip{index}", "speaker": f"spk{index % 2}", "dataset": "synthetic",
+    }
+
+
+class SyntheticDataModule(LightningDataModule):
+    """Batches of the NFY contract from seeded random samples (no files)."""
+
+    def __init__(self, vocab_size: int = 32, image_size: int = 16, num_frames: int = 4, motion_frames: int = 2,
+                 num_samples: int = 4, batch_size: int = 2) -> None:
+        super().__init__()
+        self.vocab_size, self.image_size = vocab_size, image_size
+        self.num_frames, self.motion_frames = num_frames, motion_frames
+        self.num_samples, self.batch_size = num_samples, batch_size
+
+    def _loader(self, offset: int) -> DataLoader:
+        samples = [synthetic_sample(offset + i, self.vocab_size, self.image_size, self.num_frames + self.motion_frames)
+                   for i in range(self.num_samples)]
+        return DataLoader(samples, batch_size=self.batch_size, collate_fn=collate)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(0)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(100)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(200)
+
+
+def _trainer(**kwargs) -> Trainer:
+    defaults = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False)
+    return Trainer(**{**defaults, **kwargs})
+
+
+def test_step_weights_and_logs_every_term() -> None:
+    module = NFYLitModule(StandInNetwork(), video_weight=2.0, audio_weight=0.5, denoise_weight=0.0, stop_weight=3.0)
+    batch = next(iter(SyntheticDataModule().train_dataloader()))
+    out = module._step(batch, "train")
+    expected = 2.0 * out["video_l1"] + 0.5 * out["audio_mse"] + 3.0 * out["stop"]
+    torch.testing.assert_close(out["loss"], expected)
+    trainer = _trainer(max_steps=2, limit_val_batches=1)
+    trainer.fit(module, datamodule=SyntheticDataModule())
+    for key in ("train/video_l1", "train/audio_mse", "train/denoise", "train/stop", "train/loss",
+                "val/loss", "val/video_l1", "val/stop"):
+        assert key in trainer.callback_metrics, key
+    trainer.test(module, datamodule=SyntheticDataModule())
+    assert "test/audio_mse" in trainer.callback_metrics
+
+
+def test_optimizer_and_step_scheduler() -> None:
+    module = NFYLitModule(
+        StandInNetwork(),
+        optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=1e-2),
+        scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.5),
+    )
+    module.net.embed.weight.requires_grad_(False)
+    config = module.configure_optimizers()
+    params = {id(p) for group in config["optimizer"].param_groups for p in group["params"]}
+    assert id(module.net.embed.weight) not in params and id(module.net.to_mel.weight) in params
+    assert config["lr_scheduler"]["interval"] == "step"
+    trainer = _trainer(max_steps=3, limit_val_batches=0)
+    module.net.embed.weight.requires_grad_(True)
+    trainer.fit(module, datamodule=SyntheticDataModule())
+    # three optimiser steps, the StepLR halves after each one
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 / 8)
+
+
+def test_bad_arguments_and_bad_batches() -> None:
+    with pytest.raises(ValueError, match="audio_mse"):
+        NFYLitModule(StandInNetwork(), audio_weight=-1.0)
+    with pytest.raises(ValueError, match="generate_speech"):
+        NFYLitModule(nn.Linear(2, 2))
+    module = NFYLitModule(StandInNetwork())
+    batch = next(iter(SyntheticDataModule().train_dataloader()))
+    batch["ref_image"] = batch["ref_image"] * 3  # outside [-1, 1]
+    with pytest.raises(ValueError, match="ref_image"):
+        module._step(batch, "train")
+
+
+def test_window_hidden_slices_and_pads() -> None:
+    hidden = torch.arange(10, dtype=torch.float)[None, :, None].expand(2, 10, 3)  # (B, T, D)
+    first = _window_hidden(hidden, 0, 2)  # frames 0-1 -> mel frames 0..4
+    assert first.shape == (2, 5, 3) and first[0, :, 0].tolist() == [0, 1, 2, 3, 4]
+    last = _window_hidden(hidden, 2, 2)  # frames 2-3 -> mel 5..9
+    assert last[0, :, 0].tolist() == [5, 6, 7, 8, 9]
+    past = _window_hidden(hidden, 4, 2)  # beyond the speech -> last state repeated
+    assert past.shape == (2, 5, 3) and past[0, :, 0].tolist() == [9] * 5
+
+
+def test_generate_batch_covers_the_speech_window_by_window() -> None:
+    net = StandInNetwork(num_frames=4, motion_frames=2, speech_frames=25)  # 25 mel frames = 0.4 s = 10 video frames
+    module = NFYLitModule(net, num_inference_steps=3)
+    batch = next(iter(SyntheticDataModule().val_dataloader()))
+    out = module.generate_batch(batch)
+    frames = math.ceil(25 * 256 / SAMPLES_PER_FRAME)
+    assert out["video"].shape == (2, frames, 3, 16, 16)
+    assert 0.0 <= float(out["video"].min()) and float(out["video"].max()) <= 1.0
+    assert out["wav"].shape == (2, 25 * 256) and out["num_frames"].tolist() == [frames, frames]
+    assert len(net.video_calls) == math.ceil(frames / 4)
+    assert net.video_calls[0]["motion"] is None and net.video_calls[0]["steps"] == 3
+    # each later window is conditioned on the last 2 frames the previous window produced
+    torch.testing.assert_close(net.video_calls[1]["motion"], ((batch["ref_image"] + 0.01).clamp(-1, 1))[:, None]
+                               .expand(-1, 2, -1, -1, -1))
+    assert net.video_calls[1]["hidden"][0, 0, 0].item() == 10.0  # frame 4 starts at mel frame 10
+    assert module.net.training  # generation restores the mode
