@@ -1,0 +1,112 @@
+"""STOI and extended STOI (ESTOI), computed by ``pystoi``.
+
+Taal et al., "An Algorithm for Intelligibility Prediction of Time-Frequency Weighted Noisy
+Speech", IEEE TASLP 2011; Jensen & Taal, "An Algorithm for Predicting the Intelligibility of
+Speech Masked by Modulated Noise Maskers", IEEE TASLP 2016 (``extended=True``).
+
+pystoi resamples to 10 kHz, removes silent frames and, when fewer than 30 frames are left,
+warns and returns 1e-5. We do not let that pseudo-score through: such clips (and silent,
+non-finite or length-mismatched ones) raise :class:`MetricInputError` here and are excluded
+and counted in the metric classes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional
+
+import numpy as np
+from pystoi import stoi as _pystoi
+from torch import Tensor
+import torch
+
+from metrics.audio_features import (
+    AudioInput,
+    Excluded,
+    check_sample_rate,
+    pair_problem,
+    paired_clips,
+    raise_first,
+    score_each,
+    split_valid,
+)
+from metrics.errors import MetricInputError
+
+
+def _stoi_one(pred: np.ndarray, target: np.ndarray, sample_rate: int, extended: bool, metric: str) -> float:
+    """pystoi on one pair; its "not enough frames" fallback becomes an error, not 1e-5."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = _pystoi(target, pred, sample_rate, extended=extended)
+    for warning in caught:
+        if "Not enough STFT frames" in str(warning.message):
+            raise MetricInputError(metric, "fewer than 30 non-silent 25.6 ms frames (pystoi would return 1e-5)")
+    return value
+
+
+def _stoi_update(
+    preds: AudioInput,
+    target: AudioInput,
+    sample_rate: int,
+    extended: bool = False,
+    target_sample_rate: Optional[int] = None,
+) -> tuple[Tensor, Excluded]:
+    """Score every pair that can be scored.
+
+    Returns:
+        float64 ``(N_ok,)`` scores in clip order, and ``(index, reason)`` of the excluded clips.
+    """
+    metric = "ESTOI" if extended else "STOI"
+    check_sample_rate(metric, sample_rate, (), target_sample_rate)
+    pred_clips, target_clips = paired_clips(metric, preds, target)
+    problems = [pair_problem(p, t, equal_length=True) for p, t in zip(pred_clips, target_clips)]
+    valid, excluded = split_valid(problems)
+    _, values, failed = score_each(
+        valid, lambda i: _stoi_one(pred_clips[i], target_clips[i], sample_rate, extended, metric), metric
+    )
+    excluded = sorted(excluded + failed)
+    return torch.tensor(values, dtype=torch.float64), excluded
+
+
+def _stoi_compute(scores: Tensor) -> Tensor:
+    """Mean over clips of the per-clip scores ``(N,)``."""
+    return scores.mean()
+
+
+def short_time_objective_intelligibility(
+    preds: AudioInput,
+    target: AudioInput,
+    sample_rate: int = 16_000,
+    extended: bool = False,
+) -> Tensor:
+    """Per-clip STOI (or ESTOI with ``extended=True``) of ``preds`` against ``target``.
+
+    Args:
+        preds: ``(B, S)`` float in [-1, 1] (or a list of ``(S_i,)``), the degraded speech.
+        target: same shape, the clean reference.
+        sample_rate: Hz of both signals (pystoi resamples to 10 kHz).
+        extended: ESTOI instead of STOI.
+
+    Returns:
+        float64 ``(B,)``, STOI in about [0, 1] (ESTOI can be slightly negative); higher is better.
+
+    Raises:
+        MetricInputError: a clip is silent, non-finite, out of range, too short, or its
+            lengths differ; the message names the clip index.
+
+    Example:
+        >>> import torch
+        >>> target = torch.randn(1, 16000).clamp(-1, 1) * 0.5
+        >>> short_time_objective_intelligibility(target, target).round(decimals=4)
+        tensor([1.], dtype=torch.float64)
+    """
+    scores, excluded = _stoi_update(preds, target, sample_rate, extended)
+    raise_first("ESTOI" if extended else "STOI", excluded)
+    return scores
+
+
+def extended_short_time_objective_intelligibility(
+    preds: AudioInput, target: AudioInput, sample_rate: int = 16_000
+) -> Tensor:
+    """Per-clip ESTOI; see :func:`short_time_objective_intelligibility`."""
+    return short_time_objective_intelligibility(preds, target, sample_rate, extended=True)
