@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -139,6 +141,18 @@ class NFYLitModule(LightningModule):
         """Log the test loss terms."""
         self._step(batch, "test")
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the RNG states: diffusion noise, timesteps and shuffling resume where they were."""
+        checkpoint["nfy_rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """On resume, restore the RNG states (Lightning isolates the sanity check's RNG after this).
+
+        ``load_from_checkpoint`` (no trainer attached) leaves the caller's RNG alone.
+        """
+        if "nfy_rng_states" in checkpoint and self._trainer is not None:
+            _set_rng_states(checkpoint["nfy_rng_states"])
+
     def on_train_start(self) -> None:
         """Drop the sanity-check values from the validation means."""
         for name in (*LOSS_TERMS, "loss"):
@@ -248,6 +262,29 @@ class NFYLitModule(LightningModule):
             frames.append(clip)
             motion = clip[:, -context:] if context > 0 else None
         return torch.cat(frames, dim=1)[:, :total_frames]  # (B, T, 3, H, W)
+
+
+def _rng_states() -> dict[str, Any]:
+    """torch (CPU and CUDA), numpy and Python RNG states, as types ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`_rng_states`."""
+    torch.set_rng_state(states["torch"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(tuple(states["python"][:1]) + (tuple(states["python"][1]),) + tuple(states["python"][2:]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def _frames_for_samples(wav_lengths: torch.Tensor) -> torch.Tensor:

@@ -45,10 +45,11 @@ class StandInNetwork(nn.Module):
         pred = torch.tanh(self.to_frame(text))[:, None, :, None, None].expand_as(target)
         mel = self.to_mel(text)[:, :, None].expand_as(batch["mel"])  # (B, 80, T)
         stop = self.to_stop(text).squeeze(-1)  # (B,)
+        noise = torch.randn_like(pred) * 0.1  # random draws as a diffusion objective makes them
         return {
             "video_l1": (pred - target).abs().mean(),
             "audio_mse": ((mel - batch["mel"]) ** 2).mean(),
-            "denoise": (pred - target).pow(2).mean(),
+            "denoise": (pred + noise - target).pow(2).mean(),
             "stop": nn.functional.binary_cross_entropy_with_logits(stop, torch.ones_like(stop)),
             "pred_frames": pred,
             "pred_mel": mel,
@@ -108,13 +109,13 @@ class SyntheticDataModule(LightningDataModule):
         self.num_frames, self.motion_frames = num_frames, motion_frames
         self.num_samples, self.batch_size = num_samples, batch_size
 
-    def _loader(self, offset: int) -> DataLoader:
+    def _loader(self, offset: int, shuffle: bool = False) -> DataLoader:
         samples = [synthetic_sample(offset + i, self.vocab_size, self.image_size, self.num_frames + self.motion_frames)
                    for i in range(self.num_samples)]
-        return DataLoader(samples, batch_size=self.batch_size, collate_fn=collate)
+        return DataLoader(samples, batch_size=self.batch_size, collate_fn=collate, shuffle=shuffle)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(0)
+        return self._loader(0, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(100)

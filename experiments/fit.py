@@ -1,0 +1,106 @@
+"""Train the NFY model: ``python -m experiments.fit --config ete.yaml [--config tiny.yaml] [overrides]``.
+
+A :class:`~lightning.pytorch.cli.LightningCLI` in subclass mode (any LightningModule subclass of
+:class:`NFYLitModule` and any LightningDataModule, chosen by ``class_path`` in the YAML), built
+with ``run=False`` so this script owns the call to ``trainer.fit`` and its ``--ckpt_path``.
+
+* ``--config NAME`` takes a path or a bare file name of ``experiments/configs/`` (``ete.yaml``,
+  ``tiny.yaml`` ...); several merge left to right, dotted flags (``--trainer.max_steps 10``)
+  override them. An unknown key is an error at parse time.
+* Values that both sides must agree on are stated once, by the DataModule, and linked into the
+  network when the DataModule exists: ``vocab_size``, ``image_size``, ``num_frames`` (window),
+  ``motion_frames``. Frame rate and sample rate are fixed in :mod:`datamodules.conventions`.
+* ``--ckpt_path last.ckpt`` resumes a run exactly (weights, optimiser, scheduler, loop counters).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lightning_modules import NFYLitModule
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR: Path = Path(__file__).resolve().parent / "configs"
+"""Folder of the shipped configs; ``--config`` resolves bare names against it."""
+LINKED_FROM_DATA: tuple[str, ...] = ("vocab_size", "image_size", "num_frames", "motion_frames")
+"""DataModule attributes copied into ``model.net`` after the DataModule is built."""
+
+
+def resolve_config(value: str) -> str:
+    """``value`` if it is an existing path, else ``experiments/configs/<value>`` when that exists.
+
+    Raises:
+        FileNotFoundError: neither exists (names the value and the folder searched).
+    """
+    path = Path(value)
+    if path.is_file():
+        return str(path)
+    shipped = CONFIG_DIR / value
+    if shipped.is_file():
+        return str(shipped)
+    names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"--config {value!r}: no such file, nor in {CONFIG_DIR} (which holds {names})")
+
+
+def resolve_config_args(args: Sequence[str]) -> list[str]:
+    """Rewrite every ``--config NAME`` / ``--config=NAME`` in ``args`` with :func:`resolve_config`."""
+    out: list[str] = []
+    expect_value = False
+    for arg in args:
+        if expect_value:
+            out.append(resolve_config(arg))
+            expect_value = False
+        elif arg == "--config":
+            out.append(arg)
+            expect_value = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+    return out
+
+
+class NFYCLI(LightningCLI):
+    """LightningCLI for nfy: subclass mode, no subcommands, shipped configs by name.
+
+    Args:
+        args: command-line arguments (``None`` reads ``sys.argv``); tests pass a list.
+        **kwargs: forwarded to :class:`LightningCLI` (``trainer_defaults`` ...).
+    """
+
+    def __init__(self, args: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
+        raw = list(sys.argv[1:] if args is None else args)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(
+            NFYLitModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=False,
+            args=resolve_config_args(raw),
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """``--ckpt_path`` (run=False has no fit subcommand to carry it) and the data -> net links."""
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="checkpoint to resume from")
+        for name in LINKED_FROM_DATA:
+            parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+
+
+def main(args: Optional[Sequence[str]] = None) -> NFYCLI:
+    """Parse, build, and fit; returns the CLI (model, datamodule, trainer) for callers."""
+    cli = NFYCLI(args=args)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
+    return cli
+
+
+if __name__ == "__main__":
+    main()
