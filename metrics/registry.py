@@ -183,6 +183,17 @@ register(WeightFile(
     used_by="FVMD (metrics.fvmd, PIPs++ point tracker)",
 ))
 
+# LPIPS backbone: torchvision's ImageNet AlexNet (the LPIPS linear heads ship with torchmetrics
+# and lpips). The 8 hex digits in the name are torchvision's published sha256 prefix only.
+register(WeightFile(
+    name="alexnet_lpips",
+    filename="alexnet-owt-7be5be79.pth",
+    url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    sha256=None,
+    size=None,
+    used_by="LPIPS (metrics.image_quality.VideoLPIPS, AlexNet backbone)",
+))
+
 # Audio: FAD (VGGish). torchvggish publishes only an 8-hex sha256 prefix in each file name.
 register(WeightFile(
     name="vggish",

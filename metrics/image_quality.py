@@ -1,0 +1,154 @@
+"""Per-clip reference metrics of generated videos against ground truth: PSNR, SSIM, LPIPS.
+
+Each is computed per frame, averaged over the frames of a clip, then averaged over clips
+(as talking-face papers report them; see :mod:`metrics.functional.image_quality`). The
+per-clip values stay available through :meth:`per_clip` (``"cat"`` state) for per-clip CSVs.
+
+Inputs to ``update(preds, target)``: (B, T, 3, H, W) RGB, ``uint8`` 0-255 or float in [0, 1],
+equal shapes (a mismatch raises :class:`~metrics.errors.MetricInputError`). A pair with
+NaN/inf or out-of-range values is excluded (``num_excluded``) with a warning naming its index.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from metrics.functional.image_quality import _check_pair, _pair_problem, lpips_network, video_lpips, video_psnr, video_ssim
+
+
+def _add_clip_states(metric: Metric) -> None:
+    metric.add_state("clip_scores", [], dist_reduce_fx="cat")
+    metric.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+
+def _update_clips(metric: Metric, preds: Tensor, target: Tensor, score_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """Score the valid pairs of (B, T, 3, H, W) ``preds``/``target``; count and warn the others."""
+    name = type(metric).__name__
+    _check_pair(preds, target, name)
+    keep = []
+    for index in range(preds.shape[0]):
+        problem = _pair_problem(preds[index], target[index])
+        if problem is None:
+            keep.append(index)
+        else:
+            warnings.warn(f"{name}: clip {index} of the batch excluded: {problem}", UserWarning)
+    metric.num_excluded += preds.shape[0] - len(keep)
+    if keep:
+        metric.clip_scores.append(score_fn(preds[keep], target[keep]))  # (B',) float64
+
+
+def _mean_of_clips(metric: Metric) -> Tensor:
+    if not metric.clip_scores:
+        raise RuntimeError(f"{type(metric).__name__}.compute() called before any clip was scored")
+    return dim_zero_cat(metric.clip_scores).mean()
+
+
+class VideoPSNR(Metric):
+    """Mean over clips of the per-clip mean of per-frame PSNR (dB, data range 1 after scaling).
+
+    Example:
+        >>> import torch
+        >>> metric = VideoPSNR()
+        >>> x = torch.full((2, 3, 3, 16, 16), 0.5)
+        >>> metric.update(x + 0.1, x)
+        >>> metric.compute().round(decimals=2)
+        tensor(20., dtype=torch.float64)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = 0.0
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        _add_clip_states(self)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the per-clip PSNR of ``preds`` against ``target`` (B, T, 3, H, W)."""
+        _update_clips(self, preds, target, video_psnr)
+
+    def compute(self) -> Tensor:
+        """Mean PSNR over clips (float64 scalar)."""
+        return _mean_of_clips(self)
+
+    def per_clip(self) -> Tensor:
+        """(N,) float64 per-clip PSNR, in update order (rank order after a DDP sync)."""
+        return dim_zero_cat(self.clip_scores)
+
+
+class VideoSSIM(Metric):
+    """Mean over clips of the per-clip mean of per-frame SSIM (gaussian 11x11, sigma 1.5).
+
+    Example:
+        >>> import torch
+        >>> metric = VideoSSIM()
+        >>> x = torch.rand(2, 3, 3, 16, 16)
+        >>> metric.update(x, x)
+        >>> metric.compute().round(decimals=4)
+        tensor(1., dtype=torch.float64)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    plot_lower_bound = -1.0
+    plot_upper_bound = 1.0
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        _add_clip_states(self)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the per-clip SSIM of ``preds`` against ``target`` (B, T, 3, H, W)."""
+        _update_clips(self, preds, target, video_ssim)
+
+    def compute(self) -> Tensor:
+        """Mean SSIM over clips (float64 scalar)."""
+        return _mean_of_clips(self)
+
+    def per_clip(self) -> Tensor:
+        """(N,) float64 per-clip SSIM, in update order (rank order after a DDP sync)."""
+        return dim_zero_cat(self.clip_scores)
+
+
+class VideoLPIPS(Metric):
+    """Mean over clips of the per-clip mean of per-frame LPIPS (v0.1, AlexNet, inputs [-1, 1]).
+
+    Args:
+        net: LPIPS network taking two (N, 3, H, W) batches in [-1, 1] and returning (N, 1, 1, 1);
+            ``None`` builds :func:`~metrics.functional.image_quality.lpips_network` (AlexNet
+            backbone from the registry entry ``alexnet_lpips``).
+        batch_size: frames per forward pass.
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+    plot_lower_bound = 0.0
+
+    def __init__(self, net: Optional[nn.Module] = None, batch_size: int = 32, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.net = (net if net is not None else lpips_network()).eval().requires_grad_(False)
+        self.batch_size = batch_size
+        _add_clip_states(self)
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Add the per-clip LPIPS of ``preds`` against ``target`` (B, T, 3, H, W)."""
+        _update_clips(self, preds, target, lambda p, g: video_lpips(p, g, self.net, self.batch_size))
+
+    def compute(self) -> Tensor:
+        """Mean LPIPS over clips (float64 scalar)."""
+        return _mean_of_clips(self)
+
+    def per_clip(self) -> Tensor:
+        """(N,) float64 per-clip LPIPS, in update order (rank order after a DDP sync)."""
+        return dim_zero_cat(self.clip_scores)
