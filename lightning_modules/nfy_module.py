@@ -97,6 +97,7 @@ class NFYLitModule(LightningModule):
         self.scheduler = scheduler
         self.loss_weights = weights
         self._batch_checked = False
+        self.tokenizer: Any = None  # set from the DataModule / checkpoint; used by generation
         # One MeanMetric per stage and term (plus the weighted total): epoch means sync over DDP.
         # (ModuleDict keys "train"/"val" would clash with nn.Module.train, hence "train_loss" ...)
         self.losses = nn.ModuleDict(
@@ -144,12 +145,21 @@ class NFYLitModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the RNG states: diffusion noise, timesteps and shuffling resume where they were."""
         checkpoint["nfy_rng_states"] = _rng_states()
+        tokenizer = self.tokenizer
+        if tokenizer is None and self._trainer is not None:
+            tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+        if tokenizer is not None:  # generation needs the exact vocabulary the model was trained on
+            checkpoint["nfy_tokenizer"] = _tokenizer_json(tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """On resume, restore the RNG states (Lightning isolates the sanity check's RNG after this).
 
         ``load_from_checkpoint`` (no trainer attached) leaves the caller's RNG alone.
         """
+        if "nfy_tokenizer" in checkpoint:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_str(checkpoint["nfy_tokenizer"])
         if "nfy_rng_states" in checkpoint and self._trainer is not None:
             _set_rng_states(checkpoint["nfy_rng_states"])
 
@@ -200,6 +210,7 @@ class NFYLitModule(LightningModule):
         guidance_scale: float = 1.0,
         generator: Optional[torch.Generator] = None,
         progress: bool = False,
+        motion_frames: Optional[torch.Tensor] = None,
     ) -> dict[str, torch.Tensor]:
         """Speech first (autoregressive until the stop head fires, then the vocoder), then video.
 
@@ -212,6 +223,8 @@ class NFYLitModule(LightningModule):
             guidance_scale: classifier-free guidance scale.
             generator: seeds the diffusion noise.
             progress: show a tqdm bar over video windows.
+            motion_frames: (B, 2, 3, H, W) in [-1, 1], the last frames of a preceding clip the
+                first window continues (``None``: start from the reference image).
 
         Returns:
             ``video`` (B, T, 3, H, W) float in [0, 1], T = ceil(longest speech / 640 samples);
@@ -229,7 +242,7 @@ class NFYLitModule(LightningModule):
             video = self._generate_windows(
                 ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav,
                 speech["audio_hidden"], int(num_frames.max()), num_inference_steps, guidance_scale,
-                generator, progress,
+                generator, progress, motion_frames,
             )  # (B, T, 3, H, W) in [-1, 1]
         finally:
             self.net.train(was_training)
@@ -245,13 +258,12 @@ class NFYLitModule(LightningModule):
     def _generate_windows(
         self, ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, audio_hidden,
         total_frames: int, num_inference_steps: int, guidance_scale: float,
-        generator: Optional[torch.Generator], progress: bool,
+        generator: Optional[torch.Generator], progress: bool, motion: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """Video window by window, each conditioned on the previous window's last frames."""
         window, context = int(self.net.num_frames), int(self.net.motion_frames)
         windows = max(1, math.ceil(total_frames / window))
         frames: list[torch.Tensor] = []
-        motion: Optional[torch.Tensor] = None  # the first window starts from the reference image
         for index in tqdm(range(windows), desc="video windows", unit="window", disable=not progress):
             hidden = _window_hidden(audio_hidden, index * window, window)  # (B, ceil(2.5 F), D)
             clip = self.net.generate_video(
@@ -262,6 +274,14 @@ class NFYLitModule(LightningModule):
             frames.append(clip)
             motion = clip[:, -context:] if context > 0 else None
         return torch.cat(frames, dim=1)[:, :total_frames]  # (B, T, 3, H, W)
+
+
+def _tokenizer_json(tokenizer: Any) -> str:
+    """JSON of a HF ``tokenizers.Tokenizer`` (or of a wrapper holding one as ``.tokenizer``)."""
+    inner = tokenizer if hasattr(tokenizer, "to_str") else getattr(tokenizer, "tokenizer", None)
+    if inner is None or not hasattr(inner, "to_str"):
+        raise TypeError(f"cannot store tokenizer of type {type(tokenizer).__name__}: expected a tokenizers.Tokenizer")
+    return inner.to_str()
 
 
 def _rng_states() -> dict[str, Any]:

@@ -76,7 +76,7 @@ class StandInNetwork(nn.Module):
         self.video_calls.append({"hidden": audio_hidden.clone(), "motion": motion_frames,
                                  "steps": num_inference_steps})
         base = ref_image[:, None].expand(-1, num_frames, -1, -1, -1)  # (B, F, 3, H, W)
-        shift = len(self.video_calls) * 0.01
+        shift = 0.02 if motion_frames is not None else 0.01  # marks windows that continue a previous one
         return (base + shift).clamp(-1, 1)
 
 
