@@ -201,3 +201,25 @@ def test_generate_batch_covers_the_speech_window_by_window() -> None:
                                .expand(-1, 2, -1, -1, -1))
     assert net.video_calls[1]["hidden"][0, 0, 0].item() == 10.0  # frame 4 starts at mel frame 10
     assert module.net.training  # generation restores the mode
+
+
+def test_sample_callback_logs_video_audio_mel(tmp_path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from callbacks import SampleCallback
+    from datamodules.media import read_audio, read_video
+
+    logger = TensorBoardLogger(tmp_path, name="run")
+    callback = SampleCallback(every_n_epochs=2, max_samples=1)
+    trainer = _trainer(max_epochs=2, limit_train_batches=1, limit_val_batches=1, logger=logger, callbacks=[callback])
+    trainer.fit(NFYLitModule(StandInNetwork(speech_frames=30), num_inference_steps=1), datamodule=SyntheticDataModule())
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "audio": 0}).Reload()
+    assert set(events.Tags()["images"]) == {"samples/clip100/video", "samples/clip100/mel"}
+    assert events.Tags()["audio"] == ["samples/clip100/speech"]
+    assert len(events.Images("samples/clip100/video")) == 1  # epoch 0 is skipped, epoch 1 logged
+    gif = events.Images("samples/clip100/video")[0].encoded_image_string
+    assert gif[:6] == b"GIF89a"
+    mp4 = list((tmp_path / "run" / "version_0" / "samples").glob("*.mp4"))
+    assert [p.name for p in mp4] == ["epoch=1-clip100.mp4"]
+    assert read_video(mp4[0]).shape[0] == 12 and abs(read_audio(mp4[0]).size - 30 * 256) < 640

@@ -1,0 +1,49 @@
+"""``python -m experiments.fit`` in-process: config resolution, links, parse-time errors, fast_dev_run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from experiments import fit
+from experiments.fit import NFYCLI, resolve_config, resolve_config_args
+from tests.model.test_resume import STAND_IN
+
+FAST = ["--trainer.fast_dev_run=true", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> str:
+    path = tmp_path / "stand_in.yaml"
+    path.write_text(STAND_IN)
+    return str(path)
+
+
+def test_bare_config_names_resolve_to_shipped_configs(tmp_path: Path) -> None:
+    assert resolve_config("ete.yaml") == str(fit.CONFIG_DIR / "ete.yaml")
+    local = tmp_path / "mine.yaml"
+    local.write_text("trainer: {max_steps: 1}\n")
+    assert resolve_config(str(local)) == str(local)
+    assert resolve_config_args(["--config", "tiny.yaml", "--config=ete.yaml", "--x", "tiny.yaml"]) == [
+        "--config", str(fit.CONFIG_DIR / "tiny.yaml"), "--config=" + str(fit.CONFIG_DIR / "ete.yaml"), "--x", "tiny.yaml"]
+    with pytest.raises(FileNotFoundError, match="nope.yaml.*ete.yaml"):
+        resolve_config("nope.yaml")
+
+
+def test_fast_dev_run_links_data_values_into_the_network(stand_in: str) -> None:
+    cli = fit.main(["--config", stand_in, "--data.vocab_size=77", "--data.image_size=8", *FAST])
+    net = cli.model.net
+    assert net.embed.num_embeddings == 77 and net.image_size == 8
+    assert cli.trainer.global_step == 1
+    assert cli.model.hparams.net["init_args"]["vocab_size"] == 77  # stored for load_from_checkpoint
+    assert "train/loss" in cli.trainer.callback_metrics and "val/loss" in cli.trainer.callback_metrics
+
+
+def test_unknown_key_fails_at_parse_time(stand_in: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        NFYCLI(args=["--config", stand_in, "--model.init_args.video_wieght=2.0", *FAST])
+    assert "video_wieght" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        NFYCLI(args=["--config", stand_in, "--trainer.max_stepz=3"])
