@@ -6,8 +6,9 @@ with ``dim=None`` would pool the MSE over everything instead.
 
 Conventions: frames are converted to float in [0, 1], so ``data_range`` is 1.0 for PSNR and
 SSIM (it is always passed, never inferred per call). SSIM uses an 11x11 gaussian window,
-sigma 1.5, k1 0.01, k2 0.03 (torchmetrics; equal to skimage with ``gaussian_weights=True,
-sigma=1.5, use_sample_covariance=False``). LPIPS is v0.1 with inputs mapped to [-1, 1].
+sigma 1.5, k1 0.01, k2 0.03, averaged over the frame minus a 5-pixel border (torchmetrics'
+SSIM map, cropped: equal to skimage with ``gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False``). LPIPS is v0.1 with inputs mapped to [-1, 1].
 A frame identical to its target has PSNR ``inf``; its clip's mean is then ``inf`` too.
 """
 
@@ -22,6 +23,9 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from metrics.errors import MetricInputError
 from metrics.functional.video import check_video, chunks, clip_problem, to_unit_float
+
+
+_SSIM_BORDER = 5  # (11 - 1) // 2
 
 
 def _check_pair(preds: Tensor, target: Tensor, metric: str) -> None:
@@ -56,9 +60,13 @@ def _psnr_frames(p: Tensor, g: Tensor) -> Tensor:
 
 
 def _ssim_frames(p: Tensor, g: Tensor) -> Tensor:
-    return structural_similarity_index_measure(
-        p, g, gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01, k2=0.03, data_range=1.0, reduction="none"
-    )
+    _, ssim_map = structural_similarity_index_measure(
+        p, g, gaussian_kernel=True, sigma=1.5, kernel_size=11, k1=0.01, k2=0.03, data_range=1.0,
+        reduction="none", return_full_image=True,
+    )  # (N, 3, H, W)
+    # Average over the region the 11x11 window covers without padding, as skimage and the
+    # original MATLAB code do; torchmetrics' own mean includes reflect-padded borders (~1e-3 off).
+    return ssim_map[..., _SSIM_BORDER:-_SSIM_BORDER, _SSIM_BORDER:-_SSIM_BORDER].mean(dim=(1, 2, 3))  # (N,)
 
 
 def video_psnr(preds: Tensor, target: Tensor, batch_size: int = 256) -> Tensor:

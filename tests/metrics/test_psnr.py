@@ -1,0 +1,67 @@
+"""VideoPSNR: per-frame PSNR averaged per clip, against skimage on the same frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio
+
+from metrics.errors import MetricInputError
+from metrics.functional.image_quality import video_psnr
+from metrics.image_quality import VideoPSNR
+from tests.metrics._video_pairs import degraded, real_clip, video_pair
+from tests.metrics.tester import check_metric_contract
+
+
+def _reference_psnr(preds: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """skimage per frame (data_range 1), mean over frames per clip."""
+    p, t = preds.double().numpy(), target.double().numpy()
+    return np.array([[peak_signal_noise_ratio(t[b, f], p[b, f], data_range=1.0) for f in range(p.shape[1])] for b in range(p.shape[0])]).mean(1)
+
+
+def test_per_clip_psnr_matches_skimage() -> None:
+    preds, target = video_pair(0, b=3, t=4)
+    np.testing.assert_allclose(video_psnr(preds, target).numpy(), _reference_psnr(preds, target), rtol=1e-5)
+
+
+def test_uint8_input_equals_scaled_float() -> None:
+    preds, target = video_pair(1)
+    p8, t8 = (preds * 255).round().to(torch.uint8), (target * 255).round().to(torch.uint8)
+    torch.testing.assert_close(video_psnr(p8, t8), video_psnr(p8.float() / 255, t8.float() / 255))
+
+
+def test_torchmetrics_contract_and_reference() -> None:
+    batches = [video_pair(s, b=2) for s in range(4)]
+    expected = np.concatenate([_reference_psnr(*b) for b in batches]).mean()
+    check_metric_contract(VideoPSNR, batches, atol=1e-4, rtol=1e-5, expected=expected)
+
+
+def test_per_clip_values_are_exposed() -> None:
+    metric = VideoPSNR()
+    for seed in range(2):
+        metric.update(*video_pair(seed))
+    assert metric.per_clip().shape == (4,)
+    torch.testing.assert_close(metric.compute(), metric.per_clip().mean())
+
+
+def test_mismatched_shapes_raise() -> None:
+    preds, target = video_pair(0)
+    with pytest.raises(MetricInputError, match=r"VideoPSNR: preds \(2, 3, 3, 24, 24\) and target \(2, 2, 3, 24, 24\)"):
+        VideoPSNR().update(preds, target[:, :2])
+
+
+def test_out_of_range_clip_is_excluded() -> None:
+    preds, target = video_pair(0)
+    preds[0] *= 255.0
+    metric = VideoPSNR()
+    with pytest.warns(UserWarning, match=r"clip 0 of the batch excluded: preds float values must lie in \[0, 1\]"):
+        metric.update(preds, target)
+    assert metric.num_excluded.item() == 1 and metric.per_clip().shape == (1,)
+
+
+@pytest.mark.parametrize("kind,strengths", [("noise", [0.02, 0.05, 0.1, 0.2]), ("blur", [0.8, 1.5, 3.0])])
+def test_real_clip_psnr_falls_with_degradation(shared_data, kind: str, strengths: list[float]) -> None:
+    clip = real_clip(shared_data)
+    scores = [video_psnr(degraded(clip, kind, s), clip).item() for s in strengths]
+    assert all(a > b for a, b in zip(scores, scores[1:])), scores
