@@ -65,3 +65,27 @@ def test_real_clip_psnr_falls_with_degradation(shared_data, kind: str, strengths
     clip = real_clip(shared_data)
     scores = [video_psnr(degraded(clip, kind, s), clip).item() for s in strengths]
     assert all(a > b for a, b in zip(scores, scores[1:])), scores
+
+
+class _WronglyReducedPSNR(VideoPSNR):
+    """Same values, but a DDP reduction that averages clip counts across processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("clip_count", torch.tensor(0.0), dist_reduce_fx="mean")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(preds, target)
+        self.clip_count += preds.shape[0]
+
+    def compute(self) -> torch.Tensor:
+        return torch.cat(self.clip_scores).sum() / self.clip_count
+
+
+def test_tester_catches_a_wrong_ddp_reduction() -> None:
+    batches = [video_pair(s, b=1 + s % 2) for s in range(4)]
+    # forward() merges batch states with the same dist_reduce_fx, so the error shows up at once.
+    with pytest.raises(AssertionError, match="accumulated vs concatenated|DDP-merged"):
+        check_metric_contract(_WronglyReducedPSNR, batches)
+    with pytest.raises(AssertionError, match="DDP-merged"):
+        check_metric_contract(_WronglyReducedPSNR, batches, check_forward=False)
