@@ -1,0 +1,165 @@
+"""Face detection, the square face crop and the face/lip masks (paper Sec. 3, E_vs).
+
+* Detection: facenet-pytorch's :class:`~facenet_pytorch.MTCNN` (its weights ship in the wheel),
+  one detector per process on the CPU (:func:`get_detector`).
+* Crop: the face box is scaled about its centre (``box_scale``, ~1.45), made square and
+  rounded to whole pixels; parts outside the frame are filled by edge replication. Every frame
+  of a clip is cut with the same box, then resized with PyTorch's antialiased bilinear
+  :func:`torch.nn.functional.interpolate`.
+* Masks, drawn in crop coordinates from the 5 MTCNN landmarks (left eye, right eye, nose, left
+  and right mouth corner): the face mask is the ellipse inscribed in the face box, the lip mask
+  an ellipse around the mouth corners widened by a share of the inter-ocular distance (IOD),
+  so that it covers the open mouth and the chin movement of speech at any face size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+# Landmarks of an average frontal face as fractions of an MTCNN face box (x, y): used when a
+# dataset gives only a box and the detector finds no face inside it.
+MEAN_LANDMARKS: np.ndarray = np.array(
+    [[0.31, 0.40], [0.69, 0.40], [0.50, 0.58], [0.35, 0.78], [0.65, 0.78]], np.float64
+)
+LIP_MARGIN_X: float = 0.25
+"""Lip-mask half-width beyond each mouth corner, in inter-ocular distances."""
+LIP_MARGIN_Y: float = 0.35
+"""Lip-mask half-height above and below the mouth line, in inter-ocular distances."""
+
+_DETECTORS: dict = {}
+
+
+def get_detector(thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face_size: int = 20):
+    """The process' MTCNN (created on first use, CPU, one intra-op thread when in a worker)."""
+    key = (tuple(float(t) for t in thresholds), int(min_face_size))
+    if key not in _DETECTORS:
+        from facenet_pytorch import MTCNN  # weights ship in the wheel
+
+        _DETECTORS[key] = MTCNN(keep_all=True, thresholds=list(key[0]), min_face_size=key[1], device="cpu")
+        log.debug("MTCNN created in process %d with thresholds %s", os.getpid(), key[0])
+    return _DETECTORS[key]
+
+
+def detect_face(
+    image: np.ndarray, thresholds: Sequence[float] = (0.6, 0.7, 0.7), min_face_size: int = 20
+) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Most confident face in an RGB image.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        thresholds: MTCNN's three stage thresholds.
+        min_face_size: smallest face side in pixels that MTCNN searches for.
+
+    Returns:
+        ``(box, landmarks)``: box (4,) float64 [x0, y0, x1, y1] and landmarks (5, 2) float64 in
+        image pixels, or ``None`` when no face is found.
+    """
+    detector = get_detector(thresholds, min_face_size)
+    with torch.no_grad():
+        boxes, probs, points = detector.detect(np.ascontiguousarray(image), landmarks=True)
+    if boxes is None or len(boxes) == 0:
+        return None
+    best = int(np.argmax(probs))
+    return np.asarray(boxes[best], np.float64), np.asarray(points[best], np.float64).reshape(5, 2)
+
+
+def landmarks_in_box(
+    image: np.ndarray, box: Sequence[float], thresholds: Sequence[float] = (0.6, 0.7, 0.7)
+) -> np.ndarray:
+    """Landmarks of the face inside a given box: MTCNN on the box (with margin), else the mean face.
+
+    Args:
+        image: (H, W, 3) uint8 RGB frame.
+        box: [x0, y0, x1, y1] face box in pixels.
+
+    Returns:
+        (5, 2) float64 landmarks in image pixels. When the detector finds no face whose centre
+        lies inside ``box``, :data:`MEAN_LANDMARKS` placed in the box (an approximation).
+    """
+    box = np.asarray(box, np.float64)
+    x0, y0, x1, y1 = square_box(box, 1.5)
+    patch = crop_square(image, (x0, y0, x1, y1))
+    found = detect_face(patch, thresholds, min_face_size=max(12, int((x1 - x0) / 6)))
+    if found is not None:
+        marks = found[1] + [x0, y0]
+        centre = marks.mean(0)
+        if box[0] <= centre[0] <= box[2] and box[1] <= centre[1] <= box[3]:
+            return marks
+    log.debug("no landmarks found inside box %s: using the mean-face layout", box.tolist())
+    return box[:2] + MEAN_LANDMARKS * (box[2:] - box[:2])
+
+
+def square_box(box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
+    """Scale ``box`` [x0, y0, x1, y1] about its centre and make it a square of whole pixels.
+
+    The side is ``scale * max(width, height)`` rounded up to an even number; the result may
+    extend past the image (see :func:`crop_square`).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = int(np.ceil(scale * max(x1 - x0, y1 - y0) / 2.0)) * 2
+    if side <= 0:
+        raise ValueError(f"face box {list(box)} has no area")
+    left = int(round((x0 + x1) / 2.0 - side / 2.0))
+    top = int(round((y0 + y1) / 2.0 - side / 2.0))
+    return left, top, left + side, top + side
+
+
+def crop_square(image: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarray:
+    """Cut ``crop`` (x0, y0, x1, y1 integers) out of (H, W, C) ``image``; outside pixels repeat the edge."""
+    x0, y0, x1, y1 = crop
+    h, w = image.shape[:2]
+    pad = ((max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w)), (0, 0))
+    inner = image[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
+    if inner.size == 0:
+        raise ValueError(f"crop {crop} lies outside the {w}x{h} image")
+    if any(p for pair in pad[:2] for p in pair):
+        inner = np.pad(inner, pad, mode="edge")
+    return inner
+
+
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
+    """Resize (T, h, w, 3) uint8 square crops to (T, size, size, 3) uint8 (bilinear, antialiased)."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()  # (T, S, S, 3)
+
+
+def to_crop_coords(points: np.ndarray, crop: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Map (N, 2) source pixels to pixels of the ``size`` x ``size`` resized crop."""
+    scale = size / float(crop[2] - crop[0])
+    return (np.asarray(points, np.float64) - [crop[0], crop[1]]) * scale
+
+
+def _ellipse(size: int, centre: np.ndarray, half_axes: np.ndarray) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5  # pixel centres
+    half_axes = np.maximum(half_axes, 0.5)
+    inside = ((xx - centre[0]) / half_axes[0]) ** 2 + ((yy - centre[1]) / half_axes[1]) ** 2 <= 1.0
+    return inside.astype(np.uint8)
+
+
+def face_mask(box: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) uint8 {0, 1}: the ellipse inscribed in face ``box`` [x0, y0, x1, y1] (crop pixels)."""
+    box = np.asarray(box, np.float64)
+    return _ellipse(size, (box[:2] + box[2:]) / 2.0, (box[2:] - box[:2]) / 2.0)
+
+
+def lip_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) uint8 {0, 1}: ellipse around the mouth corners (crop pixels), sized by the IOD.
+
+    Half-width: half the mouth width + ``LIP_MARGIN_X`` IOD; half-height: ``LIP_MARGIN_Y`` IOD.
+    """
+    marks = np.asarray(landmarks, np.float64).reshape(5, 2)
+    iod = float(np.linalg.norm(marks[1] - marks[0]))
+    left, right = marks[3], marks[4]
+    centre = (left + right) / 2.0
+    half_w = float(np.linalg.norm(right - left)) / 2.0 + LIP_MARGIN_X * iod
+    return _ellipse(size, centre, np.array([half_w, LIP_MARGIN_Y * iod]))

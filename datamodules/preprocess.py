@@ -1,0 +1,519 @@
+"""The preprocessing core: one code path that turns every dataset's clips into training clips.
+
+A dataset module lists its clips as :class:`~datamodules.sources.ClipSource` objects;
+:func:`preprocess_clips` does the rest, per clip:
+
+1. decode video at 25 fps and audio at 16 kHz mono with :mod:`datamodules.media`, from
+   ``start`` to ``end``, at most ``max_seconds`` (20 s, paper Sec. 4.1);
+2. reject clips that cannot be used (unreadable, no video or audio track, shorter than the
+   2 s voice profile, silent, no face) with a :class:`ClipRejected` reason;
+3. find the face on the first frame (MTCNN, unless the dataset gives a box/landmarks), expand
+   it to a square (``box_scale``), crop every frame with that one box and resize it to
+   ``image_size``;
+4. compute the log-mel (:func:`datamodules.audio.log_mel`) and the face/lip masks;
+5. write the clip folder atomically.
+
+Cache layout under ``cache_dir``::
+
+    clips/<dataset>/<key>/video.mp4   cropped frames, H.264 (crf 18), no audio
+                         /audio.npy   (S,) float32 16 kHz mono in [-1, 1]
+                         /mel.npy     (80, S // 256 + 1) float32 log-mel
+                         /masks.npz   face, lip: (image_size, image_size) uint8 {0, 1}
+                         /ref.png     first cropped frame (the reference image)
+                         /meta.json   the ClipSource + what preprocessing measured
+    manifest.jsonl                    one line per kept clip: {"path": "clips/<dataset>/<key>", **meta}
+    rejects.jsonl                     one line per rejected clip: key, dataset, path, reason, detail
+
+A clip is written into ``.tmp-<key>-<pid>/`` and renamed into place when complete, so a
+crashed run leaves no half-written clip folder and a rerun skips the clips already done.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+
+from datamodules import face as facelib
+from datamodules.audio import log_mel
+from datamodules.conventions import (
+    FPS,
+    IMAGE_SIZE,
+    MAX_SOURCE_SECONDS,
+    PROFILE_SECONDS,
+    SAMPLE_RATE,
+)
+from datamodules.media import MediaError, iter_video_frames, read_audio, read_video, write_mp4
+from datamodules.sources import ClipSource
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+REJECT_REASONS: tuple[str, ...] = (
+    "unreadable", "no_video", "no_audio", "empty", "too_short", "silent", "no_face", "error",
+)
+"""Reason codes written to ``rejects.jsonl``."""
+RESIZE_CHUNK: int = 64
+"""Frames resized per call (bounds the float buffer to ~200 MB at 512x512)."""
+
+
+@dataclass
+class PreprocessConfig:
+    """Settings of the preprocessing core.
+
+    Args:
+        image_size: side of the square face crop written to the cache (paper: 512).
+        fps: video frame rate.
+        sample_rate: audio rate (mono).
+        max_seconds: clips are cut to at most this long from their ``start`` (paper: 20 s).
+        profile_seconds: minimum length, the voice profile's (2 s).
+        box_scale: the face box is scaled by this about its centre before squaring.
+        silence_rms: audio whose RMS (full scale 1.0) is below this is ``silent`` (1e-3 = -60 dBFS).
+        mtcnn_thresholds: MTCNN's three stage thresholds.
+        min_face_size: smallest face side (pixels) MTCNN searches for.
+        crf: x264 quality of the cropped video (18 is visually lossless).
+    """
+
+    image_size: int = IMAGE_SIZE
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE
+    max_seconds: float = MAX_SOURCE_SECONDS
+    profile_seconds: float = PROFILE_SECONDS
+    box_scale: float = 1.45
+    silence_rms: float = 1e-3
+    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_face_size: int = 20
+    crf: int = 18
+
+    def __post_init__(self) -> None:
+        if self.image_size < 16 or self.image_size % 2:
+            raise ValueError(f"image_size must be an even number >= 16, got {self.image_size}")
+        if self.max_seconds < self.profile_seconds:
+            raise ValueError(f"max_seconds ({self.max_seconds}) must be >= profile_seconds ({self.profile_seconds})")
+        if self.box_scale < 1.0:
+            raise ValueError(f"box_scale must be >= 1.0, got {self.box_scale}")
+        self.mtcnn_thresholds = tuple(float(t) for t in self.mtcnn_thresholds)
+
+
+class ClipRejected(Exception):
+    """A clip cannot be used; ``reason`` is one of :data:`REJECT_REASONS`, ``detail`` says why."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in REJECT_REASONS:
+            raise ValueError(f"unknown reject reason {reason!r}; expected one of {REJECT_REASONS}")
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass
+class PreprocessReport:
+    """What one :func:`preprocess_clips` run did.
+
+    ``kept``: keys written in this run; ``skipped``: keys whose folder already existed;
+    ``rejected``: the reject records (dicts with key, dataset, path, reason, detail).
+    """
+
+    kept: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    media_seconds: float = 0.0
+
+    @property
+    def num_kept(self) -> int:
+        return len(self.kept)
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    @property
+    def num_rejected(self) -> int:
+        return len(self.rejected)
+
+    def __str__(self) -> str:
+        return (f"{self.num_kept} kept, {self.num_skipped} already done, {self.num_rejected} rejected "
+                f"({self.media_seconds:.1f} s of media in {self.seconds:.1f} s)")
+
+
+# ------------------------------------------------------------------------------- one clip
+def clip_folder(cache_dir: PathLike, source: ClipSource) -> Path:
+    """Final folder of ``source`` in the cache: ``<cache>/clips/<dataset>/<key>``."""
+    return Path(cache_dir) / "clips" / source.dataset / source.key
+
+
+def preprocess_clip(source: ClipSource, cache_dir: PathLike, config: Optional[PreprocessConfig] = None) -> dict:
+    """Preprocess one clip into ``<cache>/clips/<dataset>/<key>/`` (atomically).
+
+    If the folder already exists its ``meta.json`` is returned and nothing is redone.
+
+    Args:
+        source: the clip.
+        cache_dir: cache root.
+        config: settings (defaults: :class:`PreprocessConfig`).
+
+    Returns:
+        The clip's meta (what ``meta.json`` holds).
+
+    Raises:
+        ClipRejected: the clip cannot be used; the detail names the file and the problem.
+    """
+    config = config or PreprocessConfig()
+    final = clip_folder(cache_dir, source)
+    if (final / "meta.json").is_file():
+        return json.loads((final / "meta.json").read_text())
+    tmp = Path(cache_dir) / f".tmp-{source.dataset}-{source.key}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        meta = _process_into(source, tmp, config)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _process_into(source: ClipSource, out: Path, config: PreprocessConfig) -> dict:
+    """Decode, check, crop and write one clip into folder ``out``; returns its meta."""
+    start, end = _time_range(source, config)
+    wav = _load_audio(source, start, end, config)
+    frames, crop, box, marks = _load_frames(source, start, end, config)
+    # video and audio cover the same span: cut the longer one (they agree within one frame)
+    per_frame = config.sample_rate / config.fps
+    num_frames = min(len(frames), int(np.ceil(wav.size / per_frame)))
+    frames = frames[:num_frames]
+    wav = wav[: int(round(num_frames * per_frame))]
+    size = config.image_size
+    box_c = facelib.to_crop_coords(box.reshape(2, 2), crop, size).reshape(4)
+    marks_c = facelib.to_crop_coords(marks, crop, size)
+    write_mp4(out / "video.mp4", frames, fps=config.fps, crf=config.crf)
+    np.save(out / "audio.npy", wav.astype(np.float32))
+    np.save(out / "mel.npy", log_mel(wav).numpy())
+    np.savez_compressed(out / "masks.npz", face=facelib.face_mask(box_c, size), lip=facelib.lip_mask(marks_c, size))
+    _save_png(out / "ref.png", frames[0])
+    meta = _meta(source, config, start, num_frames, wav.size, crop, box_c, marks_c)
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    return meta
+
+
+def _time_range(source: ClipSource, config: PreprocessConfig) -> tuple[float, float]:
+    start = max(0.0, float(source.start or 0.0))
+    end = start + config.max_seconds
+    if source.end is not None:
+        end = min(end, float(source.end))
+    if end - start < config.profile_seconds:
+        raise ClipRejected("too_short", f"{source.video_path}: clip range {start:.2f}-{end:.2f} s is shorter "
+                                        f"than the {config.profile_seconds} s voice profile")
+    return start, end
+
+
+def _load_audio(source: ClipSource, start: float, end: float, config: PreprocessConfig) -> np.ndarray:
+    """(S,) float32 audio of the clip; rejects missing, short and silent audio."""
+    path = source.audio_path or source.video_path
+    try:
+        wav = read_audio(path, sample_rate=config.sample_rate, start=start, end=end)
+    except MediaError as err:
+        raise ClipRejected(_media_reason(err), f"{err.path}: {err.reason} {err.detail}".strip()) from err
+    seconds = wav.size / config.sample_rate
+    if seconds < config.profile_seconds:
+        raise ClipRejected("too_short", f"{path}: {seconds:.2f} s of audio from {start:.2f} s, "
+                                        f"need at least {config.profile_seconds} s")
+    rms = float(np.sqrt(np.mean(np.square(wav, dtype=np.float64))))
+    if rms < config.silence_rms:
+        raise ClipRejected("silent", f"{path}: audio RMS {rms:.2e} is below the silence threshold "
+                                     f"{config.silence_rms:.1e}")
+    return wav
+
+
+def _load_frames(source: ClipSource, start: float, end: float, config: PreprocessConfig):
+    """Cropped, resized frames (T, S, S, 3) uint8, the crop box and the face box/landmarks (source px)."""
+    crops: list[np.ndarray] = []
+    crop = box = marks = None
+    try:
+        for index, frame in enumerate(iter_video_frames(source.video_path, fps=config.fps, start=start, end=end)):
+            if index == 0:
+                box, marks = _find_face(source, frame, config)
+                crop = facelib.square_box(box, config.box_scale)
+            crops.append(facelib.crop_square(frame, crop))
+    except MediaError as err:
+        raise ClipRejected(_media_reason(err), f"{err.path}: {err.reason} {err.detail}".strip()) from err
+    if not crops:
+        raise ClipRejected("empty", f"{source.video_path}: no video frame between {start:.2f} s and {end:.2f} s")
+    frames = np.concatenate([facelib.resize_frames(np.stack(crops[i : i + RESIZE_CHUNK]), config.image_size)
+                             for i in range(0, len(crops), RESIZE_CHUNK)])  # (T, S, S, 3)
+    return frames, crop, box, marks
+
+
+def _find_face(source: ClipSource, frame: np.ndarray, config: PreprocessConfig):
+    """Face box (4,) and landmarks (5, 2) in source pixels: given by the dataset, or detected."""
+    if source.face_box is not None:
+        box = np.asarray(source.face_box, np.float64).reshape(4)
+        if source.landmarks is not None:
+            return box, np.asarray(source.landmarks, np.float64).reshape(5, 2)
+        return box, facelib.landmarks_in_box(frame, box, config.mtcnn_thresholds)
+    found = facelib.detect_face(frame, config.mtcnn_thresholds, config.min_face_size)
+    if found is None:
+        raise ClipRejected("no_face", f"{source.video_path}: MTCNN found no face on the first frame "
+                                      f"({frame.shape[1]}x{frame.shape[0]}) at {source.start or 0.0:.2f} s")
+    box, marks = found
+    if source.landmarks is not None:
+        marks = np.asarray(source.landmarks, np.float64).reshape(5, 2)
+    return box, marks
+
+
+def _media_reason(err: MediaError) -> str:
+    return err.reason if err.reason in REJECT_REASONS else "unreadable"
+
+
+def _save_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path)
+
+
+def _meta(source, config, start, num_frames, num_samples, crop, box_c, marks_c) -> dict:
+    meta = dataclasses.asdict(source)
+    meta["face_box"] = None if source.face_box is None else [float(v) for v in source.face_box]
+    meta["landmarks"] = None if source.landmarks is None else np.asarray(source.landmarks, float).tolist()
+    meta.update(
+        start=start,
+        num_frames=int(num_frames),
+        num_samples=int(num_samples),
+        duration=num_samples / config.sample_rate,
+        fps=config.fps,
+        sample_rate=config.sample_rate,
+        image_size=config.image_size,
+        crop_box=[int(v) for v in crop],
+        face_box_crop=[round(float(v), 2) for v in box_c],
+        landmarks_crop=np.round(marks_c, 2).tolist(),
+    )
+    return meta
+
+
+# ------------------------------------------------------------------------------- many clips
+def preprocess_clips(
+    sources: Iterable[ClipSource],
+    cache_dir: PathLike,
+    config: Optional[PreprocessConfig] = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> PreprocessReport:
+    """Preprocess every clip of ``sources`` into ``cache_dir``; bad clips are recorded, never fatal.
+
+    Clips whose folder exists are skipped (the run is resumable). At the end ``manifest.jsonl``
+    is rebuilt from the clip folders and ``rejects.jsonl`` from earlier and new rejects (a clip
+    kept now leaves the rejects).
+
+    Args:
+        sources: the clips (keys unique per dataset).
+        cache_dir: cache root (created).
+        config: settings (defaults: :class:`PreprocessConfig`).
+        num_workers: 0 works in this process; more uses a spawn process pool, one MTCNN per worker.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`PreprocessReport` of this run.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or PreprocessConfig()
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(cache)
+    report, started = PreprocessReport(), time.perf_counter()
+    todo = []
+    for source in sources:
+        if (clip_folder(cache, source) / "meta.json").is_file():
+            report.skipped.append(source.key)
+        else:
+            todo.append(source)
+    bar = tqdm(total=len(todo), desc=f"preprocess {cache.name}", unit="clip", disable=not progress)
+    for source, outcome in _run(todo, cache, config, num_workers):
+        if isinstance(outcome, dict) and "reason" in outcome:
+            report.rejected.append(outcome)
+            log.warning("rejected %s/%s: %s (%s)", source.dataset, source.key, outcome["reason"], outcome["detail"])
+        else:
+            report.kept.append(source.key)
+            report.media_seconds += float(outcome["duration"])
+        bar.update(1)
+    bar.close()
+    write_manifest(cache)
+    _write_rejects(cache, report.rejected)
+    report.seconds = time.perf_counter() - started
+    log.info("preprocessing into %s: %s", cache, report)
+    return report
+
+
+def _run(todo: list[ClipSource], cache: Path, config: PreprocessConfig, num_workers: int):
+    """Yield ``(source, meta or reject record)`` as clips finish."""
+    if num_workers <= 0 or len(todo) <= 1:
+        for source in todo:
+            yield source, _safe_process(source, str(cache), config)
+        return
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_worker_init) as pool:
+        futures = {pool.submit(_safe_process, source, str(cache), config): source for source in todo}
+        for future in cf.as_completed(futures):
+            yield futures[future], future.result()
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core
+
+
+def _safe_process(source: ClipSource, cache_dir: str, config: PreprocessConfig) -> dict:
+    """:func:`preprocess_clip`, with any failure turned into a reject record."""
+    try:
+        return preprocess_clip(source, cache_dir, config)
+    except ClipRejected as err:
+        return _reject_record(source, err.reason, err.detail)
+    except Exception as err:  # a bad clip must never stop the run: record what happened
+        log.exception("unexpected failure on %s", source.video_path)
+        return _reject_record(source, "error", f"{source.video_path}: {type(err).__name__}: {err}")
+
+
+def _reject_record(source: ClipSource, reason: str, detail: str) -> dict:
+    return {"key": source.key, "dataset": source.dataset, "path": str(source.video_path),
+            "reason": reason, "detail": detail}
+
+
+def _remove_stale_tmp(cache: Path) -> None:
+    """Remove ``.tmp-*-<pid>`` folders of processes that no longer run (an interrupted run)."""
+    for tmp in cache.glob(".tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------- manifest
+def _atomic_write_lines(path: Path, records: Iterable[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as handle:
+        for record in records:
+            handle.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def write_manifest(cache_dir: PathLike) -> list[dict]:
+    """Rebuild ``<cache>/manifest.jsonl`` from the clip folders; returns its records (sorted)."""
+    cache = Path(cache_dir)
+    records = []
+    for meta_file in sorted(cache.glob("clips/*/*/meta.json")):
+        meta = json.loads(meta_file.read_text())
+        records.append({"path": meta_file.parent.relative_to(cache).as_posix(), **meta})
+    _atomic_write_lines(cache / "manifest.jsonl", records)
+    return records
+
+
+def _read_lines(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def load_manifest(cache_dir: PathLike) -> list[dict]:
+    """Records of ``<cache>/manifest.jsonl`` (``path`` relative to the cache, plus the clip's meta).
+
+    Raises:
+        FileNotFoundError: no manifest in ``cache_dir`` (run :func:`preprocess_clips` first).
+    """
+    path = Path(cache_dir) / "manifest.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no manifest at {path}: preprocess the clips first (preprocess_clips)")
+    return _read_lines(path)
+
+
+def load_rejects(cache_dir: PathLike) -> list[dict]:
+    """Records of ``<cache>/rejects.jsonl`` (key, dataset, path, reason, detail); empty if none."""
+    return _read_lines(Path(cache_dir) / "rejects.jsonl")
+
+
+def _write_rejects(cache: Path, new: list[dict]) -> None:
+    kept = {(r["dataset"], r["key"]) for r in load_manifest(cache)}
+    merged = {(r["dataset"], r["key"]): r for r in load_rejects(cache)}
+    merged.update({(r["dataset"], r["key"]): r for r in new})
+    merged = {k: r for k, r in merged.items() if k not in kept}
+    _atomic_write_lines(cache / "rejects.jsonl", merged.values())
+
+
+# ------------------------------------------------------------------------------- reading
+class CachedClip:
+    """Read access to one preprocessed clip folder.
+
+    Args:
+        folder: ``<cache>/clips/<dataset>/<key>``, or a manifest record's path joined to the cache.
+    """
+
+    def __init__(self, folder: PathLike) -> None:
+        self.folder = Path(folder)
+        if not (self.folder / "meta.json").is_file():
+            raise FileNotFoundError(f"{self.folder} is not a preprocessed clip folder (no meta.json)")
+        self.meta: dict = json.loads((self.folder / "meta.json").read_text())
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.meta["num_frames"])
+
+    def frames(self, start: int = 0, stop: Optional[int] = None) -> np.ndarray:
+        """Frames ``start`` .. ``stop - 1`` (25 fps indices) as (n, S, S, 3) uint8 RGB.
+
+        Raises:
+            ValueError: the range is empty or outside ``[0, num_frames]``.
+        """
+        stop = self.num_frames if stop is None else stop
+        if not 0 <= start < stop <= self.num_frames:
+            raise ValueError(f"frame range [{start}, {stop}) outside [0, {self.num_frames}) of {self.folder}")
+        fps = float(self.meta["fps"])
+        # mid-frame bounds: robust to timestamp rounding in the container
+        video = read_video(self.folder / "video.mp4", fps=fps, start=start / fps, end=(stop - 0.5) / fps)
+        return video[: stop - start]
+
+    def wav(self) -> np.ndarray:
+        """(S,) float32 audio in [-1, 1] at the clip's sample rate."""
+        return np.load(self.folder / "audio.npy")
+
+    def mel(self) -> np.ndarray:
+        """(80, T) float32 log-mel."""
+        return np.load(self.folder / "mel.npy")
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """``face`` and ``lip``: (S, S) uint8 {0, 1}."""
+        with np.load(self.folder / "masks.npz") as data:
+            return {"face": data["face"], "lip": data["lip"]}
+
+    def ref(self) -> np.ndarray:
+        """(S, S, 3) uint8 RGB reference image (the first frame)."""
+        from PIL import Image
+
+        with Image.open(self.folder / "ref.png") as image:
+            return np.asarray(image.convert("RGB"))
+
+
+def load_clip(cache_dir: PathLike, record: dict) -> CachedClip:
+    """The :class:`CachedClip` of a manifest ``record`` in ``cache_dir``."""
+    return CachedClip(Path(cache_dir) / record["path"])
