@@ -20,6 +20,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import torch
+import yaml
+from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -93,6 +96,36 @@ class NFYCLI(LightningCLI):
         parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="checkpoint to resume from")
         for name in LINKED_FROM_DATA:
             parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+
+
+def merged_config(*configs: str) -> dict[str, Any]:
+    """The YAML ``configs`` (paths or shipped names) deep-merged left to right, as plain dicts.
+
+    For tools that need one part of a run's config without building the rest (the network of
+    ``ete.yaml`` without its datasets); the CLI itself merges with jsonargparse.
+    """
+    merged: dict[str, Any] = {}
+    for config in configs:
+        with open(resolve_config(config)) as handle:
+            _deep_merge(merged, yaml.safe_load(handle) or {})
+    return merged
+
+
+def build_network(*configs: str, **overrides: Any) -> torch.nn.Module:
+    """Instantiate ``model.init_args.net`` of the merged ``configs``, init args updated by ``overrides``."""
+    net = merged_config(*configs)["model"]["init_args"]["net"]
+    net = {"class_path": net["class_path"], "init_args": {**net.get("init_args", {}), **overrides}}
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--net", type=torch.nn.Module)
+    return parser.instantiate_classes(parser.parse_object({"net": net})).net
+
+
+def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def main(args: Optional[Sequence[str]] = None) -> NFYCLI:

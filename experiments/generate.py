@@ -30,7 +30,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -143,8 +143,14 @@ def load_voice(voice: Union[PathLike, np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.clip(speech[:PROFILE_SAMPLES], -1.0, 1.0).copy())
 
 
-def load_face(image: Union[PathLike, np.ndarray], image_size: int) -> dict[str, torch.Tensor]:
+def load_face(
+    image: Union[PathLike, np.ndarray], image_size: int, face_box: Optional[Sequence[float]] = None,
+    landmarks: Optional[Sequence[Sequence[float]]] = None,
+) -> dict[str, torch.Tensor]:
     """Detect the face in ``image`` (MTCNN), crop it square around the face and draw its masks.
+
+    ``face_box`` [x0, y0, x1, y1] and ``landmarks`` (5 x [x, y], MTCNN order) in image pixels,
+    when both are given, replace detection (e.g. the demo corpus' drawn faces come with them).
 
     Returns:
         ``ref_image`` (3, S, S) float in [-1, 1], ``face_mask`` and ``lip_mask`` (1, S, S) {0, 1}.
@@ -154,11 +160,35 @@ def load_face(image: Union[PathLike, np.ndarray], image_size: int) -> dict[str, 
     """
     label = "array" if isinstance(image, np.ndarray) else str(image)
     rgb = _read_image(image, label)  # (H, W, 3) uint8
-    detected = _detect(rgb)
+    if face_box is not None and landmarks is not None:
+        detected = (np.asarray(face_box, np.float64), np.asarray(landmarks, np.float64).reshape(5, 2))
+    else:
+        detected = _detect(rgb)
     if detected is None:
         raise GenerationInputError("image", label, "a photo with a detectable face (MTCNN found none)")
     box, landmarks = detected
-    return _crop_and_masks(rgb, box, landmarks, image_size)
+    try:
+        from datamodules import face as facelib
+    except ImportError:  # the preprocessing core is absent: the same crop, drawn here
+        return _crop_and_masks(rgb, box, landmarks, image_size)
+    return _crop_like_preprocessing(facelib, rgb, box, landmarks, image_size)
+
+
+def _crop_like_preprocessing(facelib: Any, rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray,
+                             size: int) -> dict[str, torch.Tensor]:
+    """The crop and masks of the training data: ``datamodules.face`` with the preprocessing box scale."""
+    from datamodules.preprocess import PreprocessConfig
+
+    crop = facelib.square_box(box, PreprocessConfig().box_scale)
+    image = facelib.resize_frames(facelib.crop_square(rgb, crop)[None], size)[0]  # (S, S, 3) uint8
+    box_c = facelib.to_crop_coords(np.asarray(box).reshape(2, 2), crop, size).reshape(4)
+    marks_c = facelib.to_crop_coords(landmarks, crop, size)  # (5, 2)
+    ref = torch.from_numpy(image.copy()).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, S, S) in [-1, 1]
+    return {
+        "ref_image": ref.clamp(-1, 1),
+        "face_mask": torch.from_numpy(facelib.face_mask(box_c, size).astype(np.float32))[None],
+        "lip_mask": torch.from_numpy(facelib.lip_mask(marks_c, size).astype(np.float32))[None],
+    }
 
 
 def _read_image(image: Union[PathLike, np.ndarray], label: str) -> np.ndarray:
@@ -181,6 +211,12 @@ _MTCNN: Any = None
 
 def _detect(rgb: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """Most confident face: box [x0, y0, x1, y1] and 5 landmarks (MTCNN order), or ``None``."""
+    try:
+        from datamodules.face import detect_face
+    except ImportError:
+        detect_face = None
+    if detect_face is not None:
+        return detect_face(rgb)
     global _MTCNN
     if _MTCNN is None:
         from facenet_pytorch import MTCNN  # weights ship in the wheel
@@ -194,8 +230,11 @@ def _detect(rgb: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
 
 
 def _crop_and_masks(rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray, size: int,
-                    scale: float = 1.5) -> dict[str, torch.Tensor]:
-    """Square crop of ``scale`` x the face box (edge-padded at borders), resized, with masks."""
+                    scale: float = 1.45) -> dict[str, torch.Tensor]:
+    """Square crop of ``scale`` x the face box (edge-padded at borders), resized, with masks.
+
+    Stands in for ``datamodules.face`` where the preprocessing core is not installed.
+    """
     from PIL import Image
 
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -266,6 +305,8 @@ def generate(
     device: Union[str, torch.device] = "cpu",
     progress: bool = True,
     tokenizer: Any = None,
+    face_box: Optional[Sequence[float]] = None,
+    landmarks: Optional[Sequence[Sequence[float]]] = None,
 ) -> GenerationResult:
     """Text + face photo + voice sample -> speech and a talking-face video (and an mp4 at ``out``).
 
@@ -282,6 +323,8 @@ def generate(
         device: where to run.
         progress: tqdm bar over sentences.
         tokenizer: overrides the checkpoint's tokenizer.
+        face_box: [x0, y0, x1, y1] of the face in ``image``; with ``landmarks`` it skips detection.
+        landmarks: 5 x [x, y] (eyes, nose, mouth corners) in ``image`` pixels.
 
     Returns:
         :class:`GenerationResult` (frames uint8 (T, H, W, 3), speech (T * 640,) float32).
@@ -297,7 +340,7 @@ def generate(
         module, stored = load_checkpoint(checkpoint, device)
         tokenizer = tokenizer or stored
     ids = [encode_text(tokenizer, sentence) for sentence in sentences]
-    face = load_face(image, int(module.net.image_size))
+    face = load_face(image, int(module.net.image_size), face_box, landmarks)
     profile = load_voice(voice)
     # 2. Speech then video, sentence by sentence, carrying the motion frames across
     steps = num_inference_steps or module.hparams.num_inference_steps
