@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import Tensor
 
@@ -34,7 +34,6 @@ class STOI(PerClipAudioMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
     metric_name = "STOI"
-    extended = False
 
     def __init__(self, sample_rate: int = 16_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -42,7 +41,7 @@ class STOI(PerClipAudioMetric):
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; see the class docstring for shapes."""
-        scores, excluded = _stoi_update(preds, target, self.sample_rate, self.extended)
+        scores, excluded = _stoi_update(preds, target, self.sample_rate, extended=False)
         self._record(scores, excluded)
 
     def compute(self) -> Tensor:
@@ -50,12 +49,26 @@ class STOI(PerClipAudioMetric):
         return self._mean()
 
 
-class ESTOI(STOI):
+class ESTOI(PerClipAudioMetric):
     """Extended STOI (Jensen & Taal 2016; pystoi ``extended=True``), mean over clips.
 
-    Same arguments and states as :class:`STOI`; scores lie in about [-0.1, 1].
+    Same arguments, inputs and states as :class:`STOI`; scores lie in about [-0.1, 1].
     """
 
+    higher_is_better = True
     plot_lower_bound = -0.1
+    plot_upper_bound = 1.0
     metric_name = "ESTOI"
-    extended = True
+
+    def __init__(self, sample_rate: int = 16_000, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sample_rate = sample_rate
+
+    def update(self, preds: AudioInput, target: AudioInput) -> None:
+        """Score each pair of clips; see :class:`STOI` for shapes."""
+        scores, excluded = _stoi_update(preds, target, self.sample_rate, extended=True)
+        self._record(scores, excluded)
+
+    def compute(self) -> Tensor:
+        """Mean score over the scored clips (NaN with a warning when none was scored)."""
+        return self._mean()

@@ -50,15 +50,10 @@ def _wer_per_clip(clips: dict, transcripts: dict, names: list[str]) -> np.ndarra
     return per_clip
 
 
-def test_pocketsphinx_wer_on_one_clip(clips: dict, shared_transcripts: dict) -> None:
-    (wer,) = _wer_per_clip(clips, shared_transcripts, ["kid_2.mp4"])
-    assert WER_BAND[0] <= wer <= WER_BAND[1]
-
-
-@pytest.mark.slow
 def test_pocketsphinx_wer_on_every_clip(clips: dict, shared_transcripts: dict) -> None:
+    # about 6 s for the five clips on one core: cheap enough for the default run
     per_clip = _wer_per_clip(clips, shared_transcripts, list(clips))
-    assert ((per_clip >= WER_BAND[0]) & (per_clip <= WER_BAND[1])).all(), per_clip
+    assert ((per_clip >= WER_BAND[0]) & (per_clip <= WER_BAND[1])).all(), dict(zip(clips, per_clip))
 
 
 def _check_dnsmos(clips: dict, names: list[str]) -> None:
