@@ -15,13 +15,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from metrics.audio_features import SILENCE_PEAK, AudioInput, as_clip_list, signal_problem
+from metrics.audio_features import (
+    SILENCE_PEAK,
+    AudioInput,
+    as_clip_list,
+    signal_problem,
+)
 from metrics.errors import MetricInputError
 
 log = logging.getLogger(__name__)
@@ -100,24 +105,26 @@ class WhisperRecognizer:
 
     def __init__(
         self,
-        model: Union[str, Path, nn.Module] = "openai/whisper-base",
-        processor=None,
-        device: Union[str, torch.device] = "cpu",
+        model: str | Path | nn.Module = "openai/whisper-base",
+        processor: Any | None = None,
+        device: str | torch.device = "cpu",
         batch_size: int = 8,
         max_new_tokens: int = 128,
     ) -> None:
         if isinstance(model, (str, Path)):
-            model, processor = self._load(str(model), processor)
+            network, processor = self._load(str(model), processor)
         elif processor is None:
             raise ValueError("WhisperRecognizer: pass `processor` (a WhisperProcessor) with a model object")
-        self.model = model.to(device).eval()
+        else:
+            network = model
+        self.model = network.to(device).eval()
         self.processor = processor
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
 
     @staticmethod
-    def _load(name: str, processor):
+    def _load(name: str, processor: Any | None) -> tuple[nn.Module, Any]:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         try:
@@ -132,7 +139,7 @@ class WhisperRecognizer:
         return model, processor
 
     def _generate_kwargs(self) -> dict:
-        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
         if getattr(self.model.generation_config, "lang_to_id", None):  # multilingual checkpoints
             kwargs.update(language="en", task="transcribe")
         return kwargs

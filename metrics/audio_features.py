@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from metrics.errors import MetricInputError
 
 log = logging.getLogger(__name__)
 
-AudioInput = Union[Tensor, Sequence[Tensor], np.ndarray]
+AudioInput = Tensor | Sequence[Tensor] | np.ndarray
 """``(B, S)`` tensor, ``(S,)`` tensor (one clip), or a list of ``(S_i,)`` tensors/arrays."""
 
 SILENCE_PEAK = 1e-4
@@ -78,7 +78,7 @@ def as_clip_list(audio: AudioInput, metric: str, name: str) -> list[np.ndarray]:
     return out
 
 
-def signal_problem(wav: np.ndarray, name: str, min_samples: int = 1) -> Optional[str]:
+def signal_problem(wav: np.ndarray, name: str, min_samples: int = 1) -> str | None:
     """Why ``wav`` cannot be scored, or ``None`` when it can.
 
     Args:
@@ -100,14 +100,14 @@ def signal_problem(wav: np.ndarray, name: str, min_samples: int = 1) -> Optional
 
 def pair_problem(
     pred: np.ndarray, target: np.ndarray, equal_length: bool, min_samples: int = 1
-) -> Optional[str]:
+) -> str | None:
     """Why the pair ``(pred, target)`` cannot be scored, or ``None`` when it can."""
     if equal_length and pred.size != target.size:
         return f"preds has {pred.size} samples but target has {target.size}; the metric needs equal lengths"
     return signal_problem(pred, "preds", min_samples) or signal_problem(target, "target", min_samples)
 
 
-def check_sample_rate(metric: str, sample_rate: int, allowed: Sequence[int], target_sample_rate: Optional[int] = None) -> None:
+def check_sample_rate(metric: str, sample_rate: int, allowed: Sequence[int], target_sample_rate: int | None = None) -> None:
     """Raise when ``sample_rate`` is not one the metric supports or preds/target rates differ.
 
     Raises:
@@ -139,7 +139,7 @@ def raise_first(metric: str, excluded: Excluded) -> None:
 
 
 def split_valid(
-    problems: Sequence[Optional[str]],
+    problems: Sequence[str | None],
 ) -> tuple[list[int], Excluded]:
     """Indices of the clips without a problem, and ``(index, reason)`` of the others."""
     valid = [i for i, problem in enumerate(problems) if problem is None]
@@ -160,7 +160,7 @@ def score_each(
         try:
             value = float(score(i))
         except MetricInputError as err:
-            excluded.append((i, err.reason if hasattr(err, "reason") else str(err)))
+            excluded.append((i, err.reason))
             continue
         if not math.isfinite(value):
             excluded.append((i, f"{metric} returned {value}"))
@@ -258,7 +258,7 @@ class VGGishEmbedder(nn.Module):
             or ``None`` for random init (tests only).
     """
 
-    def __init__(self, weights: Optional[str] = "registry") -> None:
+    def __init__(self, weights: str | None = "registry") -> None:
         super().__init__()
         from torchvggish import torchvggish
 
@@ -270,7 +270,7 @@ class VGGishEmbedder(nn.Module):
         self.net = net.eval()
         self.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "VGGishEmbedder":
+    def train(self, mode: bool = True) -> VGGishEmbedder:
         """Stay in eval mode: the extractor is frozen."""
         return super().train(False)
 

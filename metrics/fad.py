@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from copy import deepcopy
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +48,7 @@ class FrechetAudioDistance(Metric):
 
     def __init__(
         self,
-        feature_extractor: Optional[nn.Module] = None,
+        feature_extractor: nn.Module | None = None,
         feature_dim: int = VGGISH_DIM,
         sample_rate: int = 16_000,
         reset_real_features: bool = True,
@@ -68,7 +68,7 @@ class FrechetAudioDistance(Metric):
             self.add_state(f"{side}_features_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def train(self, mode: bool = True) -> "FrechetAudioDistance":
+    def train(self, mode: bool = True) -> FrechetAudioDistance:
         """Keep the feature extractor frozen in eval mode."""
         super().train(mode)
         self.feature_extractor.eval()

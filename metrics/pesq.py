@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import Tensor
 
@@ -40,7 +40,7 @@ class WidebandPESQ(PerClipAudioMetric):
     plot_upper_bound = 4.644
     metric_name = "PESQ"
 
-    def __init__(self, sample_rate: int = 16_000, num_workers: Optional[int] = None, **kwargs: Any) -> None:
+    def __init__(self, sample_rate: int = 16_000, num_workers: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if sample_rate != 16_000:
             raise MetricInputError("PESQ", f"sample_rate={sample_rate}: wide-band PESQ needs 16000 Hz audio")

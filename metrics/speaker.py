@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -29,12 +29,12 @@ class SpeakerSimilarity(PerClipAudioMetric):
     plot_upper_bound = 1.0
     metric_name = "SpeakerSimilarity"
 
-    def __init__(self, sample_rate: int = 16_000, encoder: Optional[nn.Module] = None, **kwargs: Any) -> None:
+    def __init__(self, sample_rate: int = 16_000, encoder: nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sample_rate = sample_rate
         self.encoder = encoder.eval().requires_grad_(False) if encoder is not None else None
 
-    def train(self, mode: bool = True) -> "SpeakerSimilarity":
+    def train(self, mode: bool = True) -> SpeakerSimilarity:
         """Keep the speaker encoder frozen in eval mode."""
         super().train(mode)
         if self.encoder is not None:

@@ -12,8 +12,6 @@ Gaussians uses the ``numpy.cov`` covariance (divisor N - 1), see
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -56,8 +54,8 @@ def _fad_features(
     clips = as_clip_list(audio, METRIC, "audio")
     min_samples = int(np.ceil(VGGISH_PATCH_SAMPLES * sample_rate / 16_000)) + 400  # + one 25 ms window
     valid, excluded = split_valid([signal_problem(c, "audio", min_samples) for c in clips])
-    patches = [vggish_patches(clips[i], sample_rate) for i in valid]  # each (P_i, 1, 96, 64)
-    patches = torch.cat(patches) if patches else torch.zeros(0, 1, 96, 64)
+    per_clip = [vggish_patches(clips[i], sample_rate) for i in valid]  # each (P_i, 1, 96, 64)
+    patches = torch.cat(per_clip) if per_clip else torch.zeros(0, 1, 96, 64)  # (P, 1, 96, 64)
     parts = [extractor(patches[start : start + batch_size]) for start in range(0, patches.shape[0], batch_size)]
     features = torch.cat(parts).to(torch.float64) if parts else torch.zeros(0, 0, dtype=torch.float64)
     return features, excluded
@@ -71,7 +69,7 @@ def _fad_update(
     return _frechet_update(features), excluded
 
 
-def _fad_compute(real: tuple[Tensor, Tensor, Tensor], fake: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+def _fad_compute(real: tuple[Tensor, Tensor, Tensor | int], fake: tuple[Tensor, Tensor, Tensor | int]) -> Tensor:
     """Frechet distance of the Gaussians of two sets of running sums (covariance divisor N - 1).
 
     Raises:
@@ -88,7 +86,7 @@ def _fad_compute(real: tuple[Tensor, Tensor, Tensor], fake: tuple[Tensor, Tensor
 def frechet_audio_distance(
     preds: AudioInput,
     target: AudioInput,
-    feature_extractor: Optional[nn.Module] = None,
+    feature_extractor: nn.Module | None = None,
     sample_rate: int = 16_000,
 ) -> Tensor:
     """FAD between generated audio ``preds`` and real audio ``target``.

@@ -13,12 +13,11 @@ and counted in the metric classes.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import numpy as np
+import torch
 from pystoi import stoi as _pystoi
 from torch import Tensor
-import torch
 
 from metrics.audio_features import (
     AudioInput,
@@ -49,7 +48,7 @@ def _stoi_update(
     target: AudioInput,
     sample_rate: int,
     extended: bool = False,
-    target_sample_rate: Optional[int] = None,
+    target_sample_rate: int | None = None,
 ) -> tuple[Tensor, Excluded]:
     """Score every pair that can be scored.
 

@@ -29,7 +29,7 @@ How the reference packages differ (and how ours is configured to equal them, see
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ def mel_cepstrum(
     wav: np.ndarray,
     sample_rate: int = 16_000,
     order: int = 13,
-    alpha: Optional[float] = None,
+    alpha: float | None = None,
     fft_size: int = 512,
     frame_period: float = FRAME_PERIOD_MS,
 ) -> np.ndarray:
@@ -133,7 +133,7 @@ def cepstral_distance(
     first: int = 1,
     scale: float = MCD_SCALE,
     align: Align = "dtw",
-    align_first: Optional[int] = None,
+    align_first: int | None = None,
 ) -> float:
     """Mean per-frame Euclidean distance between two cepstral sequences, times ``scale``.
 

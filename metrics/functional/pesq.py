@@ -14,7 +14,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -37,14 +36,14 @@ MIN_SAMPLES = 4_000
 """The ITU code needs at least 1/4 s of signal at 16 kHz (``BufferTooShortError`` below)."""
 
 
-def _pesq_one(args: tuple[np.ndarray, np.ndarray, int]) -> Union[float, str]:
+def _pesq_one(args: tuple[np.ndarray, np.ndarray, int]) -> float | str:
     """Score one pair; returns the score or the ``pesq`` error as text (picklable)."""
-    from pesq import pesq
+    from pesq import PesqError, pesq
 
     target, pred, sample_rate = args
     try:
         return float(pesq(sample_rate, target, pred, "wb"))
-    except Exception as err:  # NoUtterancesError, BufferTooShortError, ... from the C code
+    except PesqError as err:  # NoUtterancesError, BufferTooShortError, ... from the C code
         return f"pesq raised {type(err).__name__}: {err}"
 
 
@@ -56,7 +55,7 @@ def default_workers() -> int:
         return max(1, min(2, os.cpu_count() or 1))
 
 
-def _run(jobs: list[tuple[np.ndarray, np.ndarray, int]], num_workers: int) -> list[Union[float, str]]:
+def _run(jobs: list[tuple[np.ndarray, np.ndarray, int]], num_workers: int) -> list[float | str]:
     if num_workers <= 1 or len(jobs) < POOL_MIN_CLIPS:
         return [_pesq_one(job) for job in jobs]
     # fork: the children only run the C code on numpy arrays, nothing is re-imported
@@ -69,8 +68,8 @@ def _pesq_update(
     preds: AudioInput,
     target: AudioInput,
     sample_rate: int = 16_000,
-    num_workers: Optional[int] = None,
-    target_sample_rate: Optional[int] = None,
+    num_workers: int | None = None,
+    target_sample_rate: int | None = None,
 ) -> tuple[Tensor, Excluded]:
     """Score every pair that can be scored.
 
@@ -102,7 +101,7 @@ def wideband_pesq(
     preds: AudioInput,
     target: AudioInput,
     sample_rate: int = 16_000,
-    num_workers: Optional[int] = None,
+    num_workers: int | None = None,
 ) -> Tensor:
     """Per-clip wide-band PESQ of ``preds`` (degraded) against ``target`` (reference).
 

@@ -13,7 +13,6 @@ Not a metric of the paper: it checks that the generated voice kept the voice pro
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
 
 import numpy as np
 import torch
@@ -44,7 +43,7 @@ def default_encoder(device: str = "cpu") -> nn.Module:
     return VoiceEncoder(device, verbose=False).eval()
 
 
-def speaker_embedding(wav: np.ndarray, sample_rate: int = 16_000, encoder: Optional[nn.Module] = None) -> np.ndarray:
+def speaker_embedding(wav: np.ndarray, sample_rate: int = 16_000, encoder: nn.Module | None = None) -> np.ndarray:
     """256-d unit-norm speaker embedding of one clip.
 
     Args:
@@ -72,7 +71,7 @@ def _speaker_similarity_update(
     preds: AudioInput,
     target: AudioInput,
     sample_rate: int = 16_000,
-    encoder: Optional[nn.Module] = None,
+    encoder: nn.Module | None = None,
 ) -> tuple[Tensor, Excluded]:
     """Cosine similarity of every pair that can be scored.
 
@@ -103,7 +102,7 @@ def speaker_similarity(
     preds: AudioInput,
     target: AudioInput,
     sample_rate: int = 16_000,
-    encoder: Optional[nn.Module] = None,
+    encoder: nn.Module | None = None,
 ) -> Tensor:
     """Per-clip cosine similarity of the speakers of ``preds`` and ``target``.
 

@@ -12,8 +12,8 @@ the **per-utterance WER** ``(S + D + I) / N_ref`` is kept for the per-clip CSV.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import jiwer
 import torch

@@ -9,9 +9,9 @@ import scipy.linalg
 import torch
 
 pytest.importorskip("torchvggish", reason="FAD needs torchvggish (pip install torchvggish==0.2)")
-from torchvggish import torchvggish, vggish_input, vggish_params  # noqa: E402
+from torchvggish import torchvggish, vggish_input, vggish_params
 
-from metrics.audio_features import VGGishEmbedder, vggish_patches  # noqa: E402
+from metrics.audio_features import VGGishEmbedder, vggish_patches
 from metrics.errors import MetricInputError
 from metrics.fad import FrechetAudioDistance
 from metrics.functional.fad import _fad_compute, frechet_audio_distance

@@ -32,7 +32,7 @@ def encoder() -> VoiceEncoder:
 
 
 def _reference(encoder: VoiceEncoder, preds: torch.Tensor, target: torch.Tensor) -> list[float]:
-    embed = lambda wav: encoder.embed_utterance(preprocess_wav(wav.numpy().astype(np.float32)))  # noqa: E731
+    embed = lambda wav: encoder.embed_utterance(preprocess_wav(wav.numpy().astype(np.float32)))
     return [float(embed(p) @ embed(t)) for p, t in zip(preds, target)]
 
 
