@@ -32,7 +32,6 @@ class MelCepstralDistortion(PerClipAudioMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 15.0
     metric_name = "MCD"
-    paper = False
 
     def __init__(self, sample_rate: int = 16_000, align: Align = "dtw", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -43,7 +42,7 @@ class MelCepstralDistortion(PerClipAudioMetric):
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; see the class docstring for shapes."""
-        scores, excluded = _mcd_update(preds, target, self.sample_rate, self.paper, self.align)
+        scores, excluded = _mcd_update(preds, target, self.sample_rate, False, self.align)
         self._record(scores, excluded)
 
     def compute(self) -> Tensor:
@@ -54,10 +53,12 @@ class MelCepstralDistortion(PerClipAudioMetric):
 class PaperMFCCDistance(PerClipAudioMetric):
     """The paper's "MCD" convention: plain Euclidean distance between librosa MFCCs (dB power
     mel over 128 bands, orthonormal DCT, 13 coefficients with ``c_0``, no dB factor) over
-    DTW-aligned frames, mean over clips. About 8x the standard MCD; for the paper's tables only.
+    DTW-aligned frames, mean over clips. About 8-13x the standard MCD; for the paper's tables
+    only.
 
     Args:
         sample_rate: Hz of the audio given to ``update``.
+        n_mfcc: librosa MFCCs kept (13).
         kwargs: torchmetrics ``Metric`` options.
     """
 
@@ -66,13 +67,14 @@ class PaperMFCCDistance(PerClipAudioMetric):
     plot_upper_bound = 150.0
     metric_name = "PaperMFCCDistance"
 
-    def __init__(self, sample_rate: int = 16_000, **kwargs: Any) -> None:
+    def __init__(self, sample_rate: int = 16_000, n_mfcc: int = 13, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sample_rate = sample_rate
+        self.n_mfcc = n_mfcc
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; shapes as :class:`MelCepstralDistortion`."""
-        scores, excluded = _mcd_update(preds, target, self.sample_rate, True, "dtw")
+        scores, excluded = _mcd_update(preds, target, self.sample_rate, True, "dtw", self.n_mfcc)
         self._record(scores, excluded)
 
     def compute(self) -> Tensor:

@@ -86,12 +86,16 @@ def test_standard_mcd_end_to_end() -> None:
     assert float(mel_cepstral_distortion(torch.from_numpy(ref), torch.from_numpy(ref))) == 0.0
 
 
-def test_paper_mfcc_distance_end_to_end() -> None:
+@pytest.mark.parametrize("n_mfcc", [13, 20])
+def test_paper_mfcc_distance_end_to_end(n_mfcc: int) -> None:
     ref, syn = _voice(6), _voice(7, 1.1)
-    ours = paper_mfcc_distance([torch.from_numpy(syn)], [torch.from_numpy(ref)])
-    m_ref = librosa.feature.mfcc(y=ref, sr=16_000, n_mfcc=13, n_mels=128)  # (13, T)
-    m_syn = librosa.feature.mfcc(y=syn, sr=16_000, n_mfcc=13, n_mels=128)
-    theirs, _ = compare_mfccs(m_ref.astype(np.float64), m_syn.astype(np.float64), s=0, D=13, aligning="dtw", dtw_radius=None)
+    ours = paper_mfcc_distance([torch.from_numpy(syn)], [torch.from_numpy(ref)], n_mfcc=n_mfcc)
+    m_ref = librosa.feature.mfcc(y=ref, sr=16_000, n_mfcc=n_mfcc, n_mels=128)  # (n_mfcc, T)
+    m_syn = librosa.feature.mfcc(y=syn, sr=16_000, n_mfcc=n_mfcc, n_mels=128)
+    # mel-cepstral-distance with s=0 and its missing dB factor is exactly a plain Euclidean distance
+    theirs, _ = compare_mfccs(
+        m_ref.astype(np.float64), m_syn.astype(np.float64), s=0, D=n_mfcc, aligning="dtw", dtw_radius=None
+    )
     np.testing.assert_allclose(ours.numpy(), [theirs], rtol=1e-9)
     standard = mel_cepstral_distortion([torch.from_numpy(syn)], [torch.from_numpy(ref)])
     assert float(ours) > 3 * float(standard)  # the conventions differ by far more than noise
