@@ -150,7 +150,12 @@ def split_valid(
 def score_each(
     indices: Sequence[int], score: Callable[[int], float], metric: str
 ) -> tuple[list[int], list[float], Excluded]:
-    """Call ``score(i)`` for every index; ``MetricInputError`` raised by one clip excludes it.
+    """Call ``score(i)`` for every index; a clip the scorer refuses is excluded, not fatal.
+
+    ``MetricInputError`` and the errors libraries raise on input they cannot handle
+    (``ValueError``, ``RuntimeError``, ``ArithmeticError``, ``IndexError``) exclude that clip
+    with the error as the reason, so one bad clip does not stop a batch job. Other errors
+    (``TypeError``, ``AttributeError``...) are bugs and propagate.
 
     Returns:
         The indices that were scored, their scores and ``(index, reason)`` of the others.
@@ -161,6 +166,9 @@ def score_each(
             value = float(score(i))
         except MetricInputError as err:
             excluded.append((i, err.reason))
+            continue
+        except (ValueError, RuntimeError, ArithmeticError, IndexError) as err:
+            excluded.append((i, f"{metric} failed: {type(err).__name__}: {err}"))
             continue
         if not math.isfinite(value):
             excluded.append((i, f"{metric} returned {value}"))

@@ -99,3 +99,20 @@ def test_all_excluded_gives_nan_with_warning() -> None:
         metric.update(torch.zeros(1, 16_000), torch.zeros(1, 16_000))
     with pytest.warns(UserWarning, match="no clip was scored"):
         assert torch.isnan(metric.compute())
+
+
+def test_library_failure_on_one_clip_excludes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import metrics.functional.intelligibility as functional
+
+    preds, target = _speechlike(3, 16_000, seed=10)
+
+    def flaky(x, y, fs, extended=False):  # fails on the second clip only
+        if np.allclose(x, target[1].double().numpy()):
+            raise ValueError("cannot handle this clip")
+        return reference_stoi(x, y, fs, extended=extended)
+
+    monkeypatch.setattr(functional, "_pystoi", flaky)
+    metric = STOI()
+    with pytest.warns(UserWarning, match="clip 1 excluded: STOI failed: ValueError: cannot handle this clip"):
+        metric.update(preds, target)
+    assert int(metric.num_excluded) == 1 and metric.per_clip().shape == (2,)
