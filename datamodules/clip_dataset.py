@@ -1,0 +1,293 @@
+"""What the four real-dataset DataModules share: utterance samples over cached clips, and the DataModule.
+
+Every dataset module (``voxceleb``, ``fakeavceleb``, ``hdtf``, ``celebvhq``) only *discovers*
+clips (a pure ``discover(root, ...) -> list[ClipSource]``); :class:`ClipDataModule` does the rest:
+
+1. ``prepare_data``: preprocess the discovered clips with the core (:mod:`datamodules.preprocess`:
+   first 20 s, ``image_size``², 25 fps, 16 kHz), resumable; rejects go to ``rejects.jsonl``.
+2. ``setup``: read the manifest and the transcript sidecar (:mod:`datamodules.transcribe`),
+   keep English clips (metadata language, else Whisper language ID), cut them into utterances of
+   at most ``max_utterance_seconds`` at segment boundaries, split by speaker
+   (:mod:`datamodules.splits`, files in ``<cache>/splits/<dataset>/``) and serve
+   :class:`UtteranceDataset` samples collated into :class:`~datamodules.batch.NFYBatch`.
+3. With ``streaming_dir`` set, samples come from LitData chunks instead (:mod:`datamodules.streaming`).
+
+Excluded clips (not English, no language) are written to ``<cache>/splits/<dataset>/excluded.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.audio import log_mel
+from datamodules.batch import collate
+from datamodules.conventions import FPS, IMAGE_SIZE, MAX_UTTERANCE_SECONDS, PROFILE_SAMPLES, SAMPLES_PER_FRAME
+from datamodules.demo import CachedClipDataset, _to_unit
+from datamodules.preprocess import PreprocessConfig, load_clip, load_manifest, preprocess_clips
+from datamodules.sources import ClipSource
+from datamodules.splits import SPLITS, SplitConfig, assign_splits, write_split_files
+from datamodules.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
+from datamodules.transcribe import is_english, load_transcripts, utterances
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------- samples
+def utterance_frames(record: dict) -> tuple[int, int]:
+    """``(first, stop)`` 25 fps frame indices of a record's utterance inside its clip."""
+    start, end = record.get("utterance", (0.0, None))[:2]
+    first = int(round(float(start) * FPS))
+    stop = record["num_frames"] if end is None else min(record["num_frames"], int(round(float(end) * FPS)))
+    return first, max(stop, first + 1)
+
+
+def pick_window(first: int, stop: int, num_frames: Optional[int], motion_frames: int, random_window: bool) -> int:
+    """``frame_start`` (index of the first motion frame) of a window inside frames ``[first, stop)``."""
+    start = first
+    if num_frames is not None and random_window and stop - first > num_frames:
+        start = first + int(torch.randint(0, stop - first - num_frames + 1, ()))
+    return start - motion_frames
+
+
+def build_sample(frames: np.ndarray, frame_start: int, ref: np.ndarray, masks: dict, wav: np.ndarray,
+                 text_ids: Sequence[int], meta: dict) -> dict[str, Any]:
+    """One unbatched sample of the batch contract (see :func:`datamodules.batch.collate`).
+
+    Args:
+        frames: (M + F, H, W, 3) uint8 window (motion frames first).
+        frame_start: clip index of ``frames[0]`` (negative when it repeats the reference).
+        ref: (H, W, 3) uint8 reference image (the clip's first frame).
+        masks: ``face``, ``lip``: (H, W) uint8 {0, 1}.
+        wav: (S,) float32 utterance audio at 16 kHz.
+        text_ids: BPE ids of the utterance text.
+        meta: ``key``, ``speaker``, ``dataset``.
+    """
+    audio = torch.from_numpy(np.ascontiguousarray(wav, np.float32))  # (S,)
+    profile = torch.zeros(PROFILE_SAMPLES)
+    profile[: min(PROFILE_SAMPLES, audio.numel())] = audio[:PROFILE_SAMPLES]  # (32000,) zero-padded
+    return {
+        "text_ids": torch.tensor(list(text_ids), dtype=torch.long),  # (L,)
+        "ref_image": _to_unit(ref),  # (3, H, W)
+        "face_mask": torch.from_numpy(masks["face"]).float()[None],  # (1, H, W)
+        "lip_mask": torch.from_numpy(masks["lip"]).float()[None],  # (1, H, W)
+        "profile_wav": profile,
+        "video": _to_unit(frames),  # (M + F, 3, H, W)
+        "frame_start": int(frame_start),
+        "wav": audio,
+        "mel": log_mel(audio) if audio.numel() > 512 else torch.full((80, 1), -11.5129),  # (80, S // 256 + 1)
+        "key": meta["key"],
+        "speaker": meta["speaker"],
+        "dataset": meta["dataset"],
+    }
+
+
+class UtteranceDataset(CachedClipDataset):
+    """:class:`~datamodules.demo.CachedClipDataset` restricted to utterances inside the clips.
+
+    Each record carries ``utterance = (start_s, end_s, text)`` (seconds in the clip); audio, mel
+    and profile cover the utterance, the video window lies inside it. ``num_frames=None`` gives
+    the whole utterance as the window (then ``T`` frames pair with ``T * 640`` samples).
+    """
+
+    def __init__(self, records: Sequence[dict], cache_dir: Any, text_ids: Sequence[Sequence[int]],
+                 num_frames: Optional[int], motion_frames: int, random_window: bool) -> None:
+        super().__init__(records, cache_dir, text_ids, num_frames or 1, motion_frames, random_window)
+        self.whole = num_frames is None
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        clip = load_clip(self.cache_dir, record)
+        first, stop = utterance_frames(record)
+        self.num_frames = stop - first if self.whole else self.num_frames
+        frame_start = pick_window(first, stop, self.num_frames, self.motion_frames, self.random_window)
+        ref = clip.ref()  # (H, W, 3)
+        frames = self._window(clip, ref, frame_start)  # (M + F, H, W, 3)
+        wav = clip.wav()[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]  # (S,)
+        return build_sample(frames, frame_start, ref, clip.masks(), wav, self.text_ids[index], record)
+
+
+# ------------------------------------------------------------------------------- DataModule
+class ClipDataModule(LightningDataModule):
+    """Base of the real-dataset DataModules; subclasses implement :meth:`sources`.
+
+    Args:
+        root: the dataset folder as the user has it (see the subclass).
+        cache_dir: where preprocessed clips, sidecars, splits and the tokenizer live.
+        image_size: side of the face crop (paper: 512).
+        num_frames: F, frames per video window; ``None`` = the whole utterance.
+        motion_frames: motion-context frames before the window.
+        batch_size: samples per batch.
+        num_workers: DataLoader workers.
+        preprocess_workers: processes for preprocessing in ``prepare_data``.
+        max_source_seconds: preprocess only the first this many seconds of each video (paper: 20).
+        max_utterance_seconds: utterances are cut at segment boundaries to at most this long.
+        english_only: keep only English clips (metadata, else language ID from the sidecar).
+        language_threshold: minimum language-ID probability for English.
+        seed: split seed, shuffle seed.
+        split_config: the split protocol (``seed`` here wins over its seed).
+        vocab_size: tokenizer size bound (trained on training transcripts when absent).
+        tokenizer_path: a tokenizer JSON; default ``<cache>/tokenizer.json``.
+        streaming_dir: LitData output (local path or ``s3://``...) with ``train/``, ``val/``, ``test/``;
+            when set, batches stream from it and the cache is not read.
+        max_clips: discover at most this many clips (quick runs).
+    """
+
+    dataset_name: str = "clips"
+
+    def __init__(self, root: Optional[str] = None, cache_dir: str = "cache", image_size: int = IMAGE_SIZE,
+                 num_frames: Optional[int] = 16, motion_frames: int = 2, batch_size: int = 8, num_workers: int = 2,
+                 preprocess_workers: int = 0, max_source_seconds: float = 20.0,
+                 max_utterance_seconds: float = MAX_UTTERANCE_SECONDS, english_only: bool = True,
+                 language_threshold: float = 0.8, seed: int = 0, split_config: Optional[SplitConfig] = None,
+                 vocab_size: int = 512, tokenizer_path: Optional[str] = None, streaming_dir: Optional[str] = None,
+                 max_clips: Optional[int] = None) -> None:
+        super().__init__()
+        if vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE}, got {vocab_size}")
+        if batch_size < 1 or (num_frames is not None and num_frames < 1) or motion_frames < 0:
+            raise ValueError(f"batch_size and num_frames must be >= 1 and motion_frames >= 0, got "
+                             f"{batch_size}, {num_frames}, {motion_frames}")
+        self.root = Path(root) if root else None
+        self.cache_dir = Path(cache_dir)
+        self.num_frames, self.motion_frames = num_frames, motion_frames
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.preprocess_workers, self.max_clips = preprocess_workers, max_clips
+        self.max_utterance_seconds = max_utterance_seconds
+        self.english_only, self.language_threshold = english_only, language_threshold
+        self.split_config = split_config or SplitConfig()
+        self.split_config.seed = seed
+        self.seed, self.vocab_size = seed, vocab_size
+        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else self.cache_dir / "tokenizer.json"
+        self.streaming_dir = streaming_dir
+        self.config = PreprocessConfig(image_size=image_size, max_seconds=max_source_seconds)
+        self.datasets: dict[str, Dataset] = {}
+        self.excluded: list[dict] = []
+
+    # -- discovery -------------------------------------------------------------------------
+    def sources(self) -> list[ClipSource]:
+        """The dataset's clips (subclasses call their module's ``discover``)."""
+        raise NotImplementedError
+
+    def _sources(self) -> list[ClipSource]:
+        if self.root is None:
+            raise ValueError(f"{type(self).__name__}: root is not set (config 'root' or the dataset's environment "
+                             "variable)")
+        found = self.sources()
+        return found[: self.max_clips] if self.max_clips else found
+
+    def prepare_data(self) -> None:
+        """Preprocess every discovered clip into the cache (resumable; rejects recorded)."""
+        if self.streaming_dir:
+            return
+        report = preprocess_clips(self._sources(), self.cache_dir, self.config, num_workers=self.preprocess_workers)
+        log.info("%s: %s", self.dataset_name, report)
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Filter, cut into utterances, split by speaker, build one dataset per split (idempotent)."""
+        if self.datasets:
+            return
+        if self.streaming_dir:
+            from datamodules.streaming import StreamingClipDataset
+
+            for split in SPLITS:
+                self.datasets[split] = StreamingClipDataset(
+                    f"{self.streaming_dir.rstrip('/')}/{split}", num_frames=self.num_frames,
+                    motion_frames=self.motion_frames, random_window=split == "train", seed=self.seed)
+            return
+        items = self.utterance_records()
+        tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])
+        for split in SPLITS:
+            chosen = [r for r in items if r["split"] == split]
+            ids = [[i for i in e.ids if i != 0] for e in tokenizer.encode_batch([r["utterance"][2] for r in chosen])]
+            self.datasets[split] = UtteranceDataset(chosen, self.cache_dir, ids, self.num_frames,
+                                                    self.motion_frames, random_window=split == "train")
+        log.info("%s splits: %s", self.dataset_name, {s: len(d) for s, d in self.datasets.items()})
+
+    def clip_records(self) -> list[dict]:
+        """Manifest records of this dataset that pass the English filter, each with its ``split``."""
+        records = [r for r in load_manifest(self.cache_dir) if r["dataset"] == self.dataset_name]
+        transcripts = load_transcripts(self.cache_dir)
+        kept, self.excluded = [], []
+        for record in records:
+            transcript = transcripts.get((record["dataset"], record["key"]))
+            keep, why = is_english(record.get("language"), transcript, self.language_threshold)
+            if keep or not self.english_only:
+                kept.append({**record, "transcript_record": transcript})
+            else:
+                self.excluded.append({"key": record["key"], "dataset": record["dataset"], "reason": why})
+        if self.excluded:
+            log.warning("%s: %d of %d clips excluded as not English (see %s)", self.dataset_name, len(self.excluded),
+                        len(records), self._split_dir() / "excluded.jsonl")
+        splits = assign_splits([(r["key"], r["speaker"], r.get("split")) for r in kept], self.split_config)
+        write_split_files(self.cache_dir / "splits", self.dataset_name, [(r["key"], r["speaker"]) for r in kept], splits)
+        _write_jsonl(self._split_dir() / "excluded.jsonl", self.excluded)
+        return [{**r, "split": splits[r["key"]]} for r in kept]
+
+    def utterance_records(self) -> list[dict]:
+        """One record per utterance (``utterance = (start_s, end_s, text)``) of the kept clips."""
+        out = []
+        for record in self.clip_records():
+            transcript = record.pop("transcript_record")
+            if transcript is None and record.get("transcript"):
+                transcript = {"text": record["transcript"]}
+            for n, utt in enumerate(utterances(record["duration"], transcript, self.max_utterance_seconds)):
+                out.append({**record, "utterance": utt, "utterance_index": n})
+        return out
+
+    def streaming_records(self) -> list[dict]:
+        """Utterance records with ``text_ids``, ready for :func:`datamodules.streaming.optimize_splits`."""
+        items = self.utterance_records()
+        tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])
+        encoded = tokenizer.encode_batch([r["utterance"][2] for r in items])
+        return [{**r, "text_ids": [i for i in e.ids if i != 0]} for r, e in zip(items, encoded)]
+
+    def _split_dir(self) -> Path:
+        return self.cache_dir / "splits" / self.dataset_name
+
+    def _tokenizer(self, train_records: list[dict]):
+        if not self.tokenizer_path.is_file():
+            texts = [r["utterance"][2] for r in train_records if r["utterance"][2]]
+            if not texts:
+                log.warning("no training transcript to train the tokenizer on; run datamodules.transcribe first. "
+                            "Training it on the byte alphabet only")
+                texts = ["".join(chr(c) for c in range(32, 127))]
+            train_tokenizer(texts, self.vocab_size, self.tokenizer_path)
+        return load_tokenizer(self.tokenizer_path)
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise RuntimeError(f"call setup() before asking for the {split} dataloader")
+        dataset = self.datasets[split]
+        streaming = not isinstance(dataset, UtteranceDataset)  # LitData shuffles chunks itself
+        if len(dataset) == 0:
+            raise RuntimeError(f"{self.dataset_name}: the {split} split is empty ({self._split_dir()})")
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle and not streaming,
+                          num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed) if shuffle and not streaming else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
