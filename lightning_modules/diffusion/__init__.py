@@ -1,0 +1,35 @@
+"""Diffusion schedulers of the video denoiser: diffusers' DDPM for training, DDIM for sampling.
+
+Small factories so that the network and the configs name a schedule, never its internals.
+"""
+
+from __future__ import annotations
+
+from diffusers import DDIMScheduler, DDPMScheduler
+
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction")
+
+
+def training_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "epsilon",
+                       beta_schedule: str = "scaled_linear") -> DDPMScheduler:
+    """DDPM noise schedule of Stable Diffusion 1.5 (scaled-linear betas 0.00085 .. 0.012) for training.
+
+    ``clip_sample`` is off: latents are not bounded to [-1, 1].
+
+    Raises:
+        ValueError: an unknown ``prediction_type`` or ``num_train_timesteps`` < 2.
+    """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    if num_train_timesteps < 2:
+        raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule=beta_schedule, prediction_type=prediction_type, clip_sample=False)
+
+
+def sampling_scheduler(train: DDPMScheduler) -> DDIMScheduler:
+    """DDIM sampler on the same noise schedule as ``train`` (deterministic, eta = 0)."""
+    return DDIMScheduler.from_config(train.config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+__all__ = ["training_scheduler", "sampling_scheduler", "PREDICTION_TYPES"]

@@ -1,0 +1,120 @@
+"""GPT-2 decoder of the audio latent (paper Sec. 3.3): autoregressive over continuous mel frames.
+
+Sequence fed to transformers' ``GPT2Model`` (``inputs_embeds``)::
+
+    [ conditioning tokens (B, P, D) | start frame | prenet(mel_0) ... prenet(mel_{T-2}) ]
+
+The conditioning prefix holds the audio-side entangled tokens and the text tokens (padding masked).
+The state at the position of input frame t predicts mel frame t (linear head) and whether t is the
+last frame (stop head). With ``cross_attention`` the decoder also attends to the video-side tokens
+(diffusion cross-attention, video -> audio).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from datamodules.conventions import N_MELS
+from lightning_modules.networks.layers import load_pretrained
+
+
+class AudioDecoder(nn.Module):
+    """GPT-2 over mel frames with a linear pre-net, a mel head and a stop head.
+
+    Args:
+        dim: width D of the conditioning tokens (projected to GPT-2's width when they differ).
+        pretrained: hub id or local folder of a GPT-2 (``"gpt2"``); ``None`` builds a random one.
+        width, layers, heads: size of the random-init GPT-2.
+        max_positions: longest prefix + mel sequence.
+        cross_attention: add cross-attention layers to the video-side tokens (DC, video -> audio).
+    """
+
+    def __init__(self, dim: int, pretrained: str | None = None, width: int = 32, layers: int = 2, heads: int = 2,
+                 max_positions: int = 1024, cross_attention: bool = True) -> None:
+        super().__init__()
+        if pretrained is not None:
+            self.gpt = load_pretrained("GPT-2 audio decoder", pretrained, GPT2Model.from_pretrained,
+                                       add_cross_attention=cross_attention)
+        else:
+            config = GPT2Config(n_embd=width, n_layer=layers, n_head=heads, n_positions=max_positions,
+                                add_cross_attention=cross_attention, vocab_size=1, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
+                                embd_pdrop=0.0, attn_pdrop=0.0)
+            self.gpt = GPT2Model(config)
+        self.gpt.wte = None  # continuous inputs only: no token embedding table
+        width = self.gpt.config.n_embd
+        self.width = width
+        self.cross_attention = cross_attention
+        self.cond_proj = nn.Linear(dim, width) if dim != width else nn.Identity()
+        self.prenet = nn.Sequential(nn.Linear(N_MELS, width), nn.GELU(), nn.Linear(width, width))
+        self.start = nn.Parameter(torch.zeros(1, 1, width))
+        self.mel_head = nn.Linear(width, N_MELS)
+        self.stop_head = nn.Linear(width, 1)
+
+    def _run(self, embeds: torch.Tensor, mask: torch.Tensor, video_tokens: torch.Tensor | None,
+             past=None) -> tuple[torch.Tensor, object]:
+        if self.cross_attention and video_tokens is None:
+            raise ValueError("AudioDecoder built with cross_attention needs video_tokens")
+        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), past_key_values=past, use_cache=past is not None,
+                       encoder_hidden_states=self.cond_proj(video_tokens) if self.cross_attention else None)
+        return out.last_hidden_state, out.past_key_values
+
+    def forward(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, mel: torch.Tensor,
+                video_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Teacher-forced pass.
+
+        Args:
+            prefix: (B, P, D) conditioning tokens; prefix_mask (B, P) bool, True on real tokens.
+            mel: (B, 80, T) target log-mel (padding beyond each row's length is ignored by the losses).
+            video_tokens: (B, Nv, D) video-side tokens for the cross-attention (DC), if built with it.
+
+        Returns:
+            ``mel`` (B, 80, T) predicted, ``stop_logits`` (B, T), ``hidden`` (B, T, W) per-mel-frame states.
+        """
+        b, _, t = mel.shape
+        frames = self.prenet(mel[:, :, :-1].transpose(1, 2))  # (B, T-1, W)
+        embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1), frames], dim=1)  # (B, P+T, W)
+        mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, t)], dim=1)  # (B, P+T)
+        hidden, _ = self._run(embeds, mask, video_tokens)
+        hidden = hidden[:, prefix.shape[1]:]  # (B, T, W)
+        return {"mel": self.mel_head(hidden).transpose(1, 2), "stop_logits": self.stop_head(hidden).squeeze(-1),
+                "hidden": hidden}
+
+    @torch.no_grad()
+    def generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_frames: int,
+                 video_tokens: torch.Tensor | None = None, stop_threshold: float = 0.5) -> dict[str, torch.Tensor]:
+        """Autoregressive mel generation with a key/value cache, until every row's stop head fires.
+
+        Returns:
+            ``mel`` (B, 80, T), ``lengths`` (B,) frames up to and including the stop frame (``max_frames``
+            where it never fired), ``hidden`` (B, T, W); T <= ``max_frames``, rows past their length repeat
+            the decoder's continuation and should be cut with ``lengths``.
+        """
+        b = prefix.shape[0]
+        embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1)], dim=1)  # (B, P+1, W)
+        mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, 1)], dim=1)  # (B, P+1)
+        lengths = torch.full((b,), max_frames, dtype=torch.long, device=prefix.device)
+        mels, states, past = [], [], _empty_cache(self.gpt.config)
+        for step in range(max_frames):
+            hidden, past = self._run(embeds, mask, video_tokens, past)
+            state = hidden[:, -1]  # (B, W)
+            frame = self.mel_head(state)  # (B, 80)
+            mels.append(frame)
+            states.append(state)
+            stopped = (torch.sigmoid(self.stop_head(state).squeeze(-1)) > stop_threshold) & (lengths == max_frames)
+            lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
+            if bool((lengths < max_frames).all()) or step + 1 == max_frames:
+                break
+            embeds = self.prenet(frame)[:, None]  # (B, 1, W)
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+        return {"mel": torch.stack(mels, dim=2), "lengths": lengths, "hidden": torch.stack(states, dim=1)}
+
+
+def _empty_cache(config: GPT2Config):
+    """An empty transformers cache of the kind GPT-2 expects (encoder-decoder when it cross-attends)."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    if config.add_cross_attention:
+        return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+    return DynamicCache(config=config)

@@ -1,0 +1,132 @@
+"""Latent video denoiser (paper Sec. 3.3): diffusers ``UNetMotionModel`` with EC and DC cross-attention.
+
+The UNet sees, per frame, the noisy latent concatenated with its conditions (channel order)::
+
+    [ noisy latent (4) | reference latent (4) | motion latents (4 M) | face, lip mask (2) | has-motion (1) ]
+
+and cross-attends (``encoder_hidden_states``, one sequence per frame) to
+
+* EC, embedding cross-attention: the video-side entangled tokens (the same for every frame);
+* DC, diffusion cross-attention (audio -> video): the audio decoder's states of that frame's time
+  window. Their attention output is multiplied by the lip mask on each feature map's grid
+  (:class:`GatedCrossAttnProcessor`), so speech drives the mouth region.
+
+With neither EC nor DC the cross-attention layers receive nothing and add nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
+
+from lightning_modules.networks.layers import load_pretrained
+
+
+class GatedCrossAttnProcessor(AttnProcessor2_0):
+    """Cross-attention split into EC tokens (ungated) and DC tokens (lip-mask gated); self-attention as usual.
+
+    ``cross_attention_kwargs`` of the UNet call carry ``ec_tokens`` (how many leading tokens of
+    ``encoder_hidden_states`` are EC tokens) and ``lip_gate`` (N, 1, h, w) on the latent grid.
+    """
+
+    def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
+                 ec_tokens: int | None = None, lip_gate: torch.Tensor | None = None) -> torch.Tensor:
+        if encoder_hidden_states is None or ec_tokens is None:
+            return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+        out = torch.zeros_like(hidden_states)  # (N, hw, C); nothing to attend to adds nothing
+        if ec_tokens > 0:
+            out = out + super().__call__(attn, hidden_states, encoder_hidden_states[:, :ec_tokens])
+        if encoder_hidden_states.shape[1] > ec_tokens:
+            audio = super().__call__(attn, hidden_states, encoder_hidden_states[:, ec_tokens:])  # (N, hw, C)
+            out = out + audio * _gate_on_grid(lip_gate, hidden_states.shape[1])
+        return out
+
+
+def _gate_on_grid(gate: torch.Tensor | None, tokens: int) -> torch.Tensor | float:
+    """Resize the (N, 1, h, w) gate to a feature map of ``tokens`` positions -> (N, tokens, 1)."""
+    if gate is None:
+        return 1.0
+    h, w = gate.shape[-2:]
+    scale = math.sqrt(h * w / tokens)
+    size = (max(1, round(h / scale)), max(1, round(w / scale)))
+    return nn.functional.interpolate(gate, size=size, mode="area").flatten(2).transpose(1, 2)  # (N, tokens, 1)
+
+
+class VideoDenoiser(nn.Module):
+    """Wraps a ``UNetMotionModel`` whose input carries the conditions and whose attention is gated.
+
+    Args:
+        cond_channels: channels appended to the 4-channel noisy latent.
+        cross_dim: width of the cross-attention tokens.
+        pretrained_unet: hub id/folder of an SD-1.5-style ``UNet2DConditionModel`` (``subfolder`` "unet"
+            is tried first); with ``pretrained_motion_adapter`` (AnimateDiff ``MotionAdapter``) it becomes a
+            ``UNetMotionModel``. ``None`` builds a random UNet of ``width``/``levels``/``heads``.
+        width, levels, heads, layers_per_block: size of the random-init UNet (width doubles per level).
+        max_frames: longest temporal sequence of the motion modules.
+    """
+
+    def __init__(self, cond_channels: int, cross_dim: int, pretrained_unet: str | None = None,
+                 pretrained_motion_adapter: str | None = None, width: int = 32, levels: int = 2, heads: int = 2,
+                 layers_per_block: int = 1, max_frames: int = 32) -> None:
+        super().__init__()
+        if (pretrained_unet is None) != (pretrained_motion_adapter is None):
+            raise ValueError("pretrained_unet and pretrained_motion_adapter are given together or not at all, got "
+                             f"{pretrained_unet!r} and {pretrained_motion_adapter!r}")
+        if pretrained_unet is not None:
+            self.unet = _load_motion_unet(pretrained_unet, pretrained_motion_adapter, cond_channels, cross_dim)
+        else:
+            channels = tuple(width * 2 ** i for i in range(levels))
+            self.unet = UNetMotionModel(
+                in_channels=4 + cond_channels, out_channels=4,
+                down_block_types=("CrossAttnDownBlockMotion",) * (levels - 1) + ("DownBlockMotion",),
+                up_block_types=("UpBlockMotion",) + ("CrossAttnUpBlockMotion",) * (levels - 1),
+                block_out_channels=channels, layers_per_block=layers_per_block, norm_num_groups=min(32, width),
+                cross_attention_dim=cross_dim, num_attention_heads=heads, motion_num_attention_heads=heads,
+                motion_max_seq_length=max_frames,
+            )
+        self.unet.set_attn_processor(GatedCrossAttnProcessor())
+        self.cross_dim = int(self.unet.config.cross_attention_dim)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor, ec_tokens: int,
+                lip_gate: torch.Tensor | None) -> torch.Tensor:
+        """Predict the noise (or v) of the noisy latent channels.
+
+        Args:
+            sample: (B, 4 + cond_channels, F, h, w) noisy latents with their conditions.
+            timestep: (B,) or scalar diffusion step.
+            tokens: (B F, N, cross_dim) per-frame cross-attention tokens, EC first (``ec_tokens`` of them)
+                then DC; N may be 0.
+            lip_gate: (B F, 1, h, w) lip mask on the latent grid for the DC tokens.
+
+        Returns:
+            (B, 4, F, h, w).
+        """
+        return self.unet(sample, timestep, encoder_hidden_states=tokens,
+                         cross_attention_kwargs={"ec_tokens": ec_tokens, "lip_gate": lip_gate}).sample
+
+
+def _load_motion_unet(unet_source: str, adapter_source: str, cond_channels: int, cross_dim: int) -> UNetMotionModel:
+    """SD-1.5 UNet + AnimateDiff motion adapter, its input conv widened (zero weights) for the conditions."""
+    try:
+        unet = UNet2DConditionModel.from_pretrained(unet_source, subfolder="unet")
+    except (OSError, ValueError):
+        unet = load_pretrained("UNet2DConditionModel video denoiser", unet_source, UNet2DConditionModel.from_pretrained)
+    adapter = load_pretrained("AnimateDiff motion adapter", adapter_source, MotionAdapter.from_pretrained)
+    if int(unet.config.cross_attention_dim) != cross_dim:
+        raise ValueError(f"pretrained UNet {unet_source!r} has cross_attention_dim={unet.config.cross_attention_dim}, "
+                         f"the network was configured with {cross_dim}")
+    motion = UNetMotionModel.from_unet2d(unet, adapter)
+    old = motion.conv_in
+    new = nn.Conv2d(old.in_channels + cond_channels, old.out_channels, old.kernel_size, padding=old.padding)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, : old.in_channels] = old.weight  # conditions start with no effect
+        new.bias.copy_(old.bias)
+    motion.conv_in = new
+    motion.register_to_config(in_channels=old.in_channels + cond_channels)
+    return motion
