@@ -95,7 +95,28 @@ class NFYCLI(LightningCLI):
         """``--ckpt_path`` (run=False has no fit subcommand to carry it) and the data -> net links."""
         parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="checkpoint to resume from")
         for name in LINKED_FROM_DATA:
-            parser.link_arguments(f"data.{name}", f"model.init_args.net.init_args.{name}", apply_on="instantiate")
+            parser.link_arguments("data", f"model.init_args.net.init_args.{name}", compute_fn=_DataValue(name),
+                                  apply_on="instantiate")
+
+
+class _DataValue:
+    """Reads one shared value off the instantiated DataModule for a link into the network.
+
+    The value is the DataModule's attribute of that name, else its preprocessing config's (image
+    size), else that of the first DataModule it combines (``CombinedDataModule.modules``).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, data: LightningDataModule) -> Any:
+        for source in (data, *getattr(data, "modules", {}).values()):
+            for holder in (source, getattr(source, "config", None)):
+                value = getattr(holder, self.name, None)
+                if value is not None:
+                    return value
+        raise ValueError(f"{type(data).__name__} exposes no {self.name!r}; the network takes its {self.name} "
+                         f"from the DataModule (experiments.fit.LINKED_FROM_DATA)")
 
 
 def merged_config(*configs: str) -> dict[str, Any]:

@@ -147,7 +147,7 @@ class NFYLitModule(LightningModule):
         checkpoint["nfy_rng_states"] = _rng_states()
         tokenizer = self.tokenizer
         if tokenizer is None and self._trainer is not None:
-            tokenizer = getattr(self.trainer.datamodule, "tokenizer", None)
+            tokenizer = _datamodule_tokenizer(self.trainer.datamodule)
         if tokenizer is not None:  # generation needs the exact vocabulary the model was trained on
             checkpoint["nfy_tokenizer"] = _tokenizer_json(tokenizer)
 
@@ -274,6 +274,15 @@ class NFYLitModule(LightningModule):
             frames.append(clip)
             motion = clip[:, -context:] if context > 0 else None
         return torch.cat(frames, dim=1)[:, :total_frames]  # (B, T, 3, H, W)
+
+
+def _datamodule_tokenizer(datamodule: Any) -> Any:
+    """``datamodule.tokenizer``, or that of the first DataModule a combined one holds, or ``None``."""
+    for source in (datamodule, *getattr(datamodule, "modules", {}).values()):
+        tokenizer = getattr(source, "tokenizer", None)
+        if tokenizer is not None:
+            return tokenizer
+    return None
 
 
 def _tokenizer_json(tokenizer: Any) -> str:
