@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from experiments import fit
 from experiments.fit import NFYCLI, resolve_config, resolve_config_args
@@ -47,3 +48,15 @@ def test_unknown_key_fails_at_parse_time(stand_in: str, capsys) -> None:
     assert "video_wieght" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         NFYCLI(args=["--config", stand_in, "--trainer.max_stepz=3"])
+
+
+def test_tiny_config_trains_the_real_network(tmp_path: Path) -> None:
+    """ete.yaml + tiny.yaml (the real NFYNetwork), data swapped for synthetic batches of the contract."""
+    cli = fit.main(["--config", "ete.yaml", "--config", "tiny.yaml", "--data=tests.model.test_module.SyntheticDataModule",
+                    "--data.image_size=64", "--data.vocab_size=300", "--data.batch_size=2",
+                    f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                    "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false"])
+    assert type(cli.model.net).__name__ == "NFYNetwork" and cli.trainer.global_step == 1
+    metrics = cli.trainer.callback_metrics
+    for term in ("video_l1", "audio_mse", "denoise", "stop", "loss"):
+        assert torch.isfinite(metrics[f"train/{term}"]), term

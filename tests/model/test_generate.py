@@ -34,17 +34,44 @@ def _write_wav(path: Path, wav: np.ndarray) -> Path:
     return path
 
 
+def _save(cli: NFYCLI, path: Path) -> Path:
+    cli.model.tokenizer = _tokenizer()
+    cli.trainer.strategy.connect(cli.model)
+    cli.trainer.save_checkpoint(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A random-init checkpoint written the way training writes it (CLI hparams + tokenizer)."""
+    """A random-init checkpoint of the stand-in network, written the way training writes it."""
     root = tmp_path_factory.mktemp("ckpt")
     (root / "stand_in.yaml").write_text(STAND_IN)
     cli = NFYCLI(args=["--config", str(root / "stand_in.yaml"), "--data.vocab_size=300", "--trainer.logger=false"])
-    cli.model.tokenizer = _tokenizer()
-    cli.trainer.strategy.connect(cli.model)
-    path = root / "random.ckpt"
-    cli.trainer.save_checkpoint(path)
-    return path
+    return _save(cli, root / "random.ckpt")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-init checkpoint of ete.yaml + tiny.yaml (the real network), short speech for speed."""
+    root = tmp_path_factory.mktemp("tiny")
+    cli = NFYCLI(args=["--config", "ete.yaml", "--config", "tiny.yaml", "--data=tests.model.test_module.SyntheticDataModule",
+                       "--data.image_size=64", "--data.vocab_size=300", "--model.init_args.max_mel_frames=20",
+                       "--trainer.logger=false", "--trainer.callbacks=[]"])
+    return _save(cli, root / "tiny.ckpt")
+
+
+def test_generate_end_to_end_on_tiny_config(tiny_checkpoint: Path, voice: Path, shared_data: Path,
+                                            tmp_path: Path) -> None:
+    out = tmp_path / "tiny.mp4"
+    result = gen.generate(tiny_checkpoint, shared_data / "faces" / "actor.jpg", voice, "Hello there. How are you?",
+                          out=out, num_inference_steps=2, seed=1, progress=False)
+    assert len(result.sentences) == 2 and result.video.shape[1:] == (64, 64, 3)
+    assert 2 <= len(result.video) <= 2 * 8  # each sentence: 1 .. ceil(20 mel frames * 256 / 640) frames
+    assert result.wav.shape == (len(result.video) * SAMPLES_PER_FRAME,) and np.isfinite(result.wav).all()
+    assert read_video(out).shape == result.video.shape
+    again = gen.generate(tiny_checkpoint, shared_data / "faces" / "actor.jpg", voice, "Hello there. How are you?",
+                         num_inference_steps=2, seed=1, progress=False)
+    assert np.array_equal(again.video, result.video)  # seeded
 
 
 @pytest.fixture(scope="module")
