@@ -109,7 +109,7 @@ class UtteranceDataset(CachedClipDataset):
         first, stop = utterance_frames(record)
         self.num_frames = stop - first if self.whole else self.num_frames
         frame_start = pick_window(first, stop, self.num_frames, self.motion_frames, self.random_window)
-        ref = clip.ref()  # (H, W, 3)
+        ref = np.array(clip.ref())  # (H, W, 3), writable
         frames = self._window(clip, ref, frame_start)  # (M + F, H, W, 3)
         wav = clip.wav()[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]  # (S,)
         return build_sample(frames, frame_start, ref, clip.masks(), wav, self.text_ids[index], record)

@@ -61,7 +61,9 @@ def read_crops(path: PathLike) -> dict[str, tuple[float, float, float, float]]:
 
 
 def speaker_of(name: str) -> str:
-    """Person of a video name: trailing digits stripped."""
+    """Person of a video name: trailing digits stripped (``Radio<n>`` programmes stay apart)."""
+    if re.fullmatch(r"Radio\d+", name):
+        return name
     return re.sub(r"\d+$", "", name) or name
 
 

@@ -85,7 +85,7 @@ def optimize_splits(records: Sequence[dict], cache_dir: PathLike, output_dir: st
             continue
         optimize(fn=functools.partial(to_item, cache_dir=str(cache_dir)), inputs=chosen,
                  output_dir=f"{str(output_dir).rstrip('/')}/{split}", num_workers=max(1, num_workers),
-                 chunk_bytes=chunk_bytes, mode="overwrite", start_method="spawn", verbose=False)
+                 chunk_bytes=chunk_bytes, mode="overwrite", verbose=False)
         counts[split] = len(chosen)
     log.info("LitData chunks in %s: %s", output_dir, counts)
     return counts
@@ -117,7 +117,7 @@ class ItemToSample:
         total, first, stop = (int(v) for v in item["frames"])
         length = stop - first if self.num_frames is None else self.num_frames
         frame_start = pick_window(first, stop, length, self.motion_frames, self.random_window)
-        ref = np.asarray(Image.open(io.BytesIO(item["ref_image"])).convert("RGB"))  # (H, W, 3)
+        ref = np.array(Image.open(io.BytesIO(item["ref_image"])).convert("RGB"))  # (H, W, 3)
         lo, hi = max(frame_start, 0), min(frame_start + self.motion_frames + length, total)
         decoded = _decode(item["video"], lo, hi)
         after = self.motion_frames + length - (lo - frame_start) - len(decoded)
