@@ -189,7 +189,8 @@ class NFYNetwork(nn.Module):
         # Video denoiser with EC and DC
         cond_channels = 4 + 4 * motion_frames + 2
         self.video_denoiser = VideoDenoiser(cond_channels, unet_cross_dim, unet, motion_adapter, unet_width,
-                                            unet_levels, heads, max_frames=max(32, num_frames))
+                                            unet_levels, heads, max_frames=max(32, num_frames),
+                                            cross_attention=self.ec or self.dc)
         cross = self.video_denoiser.cross_dim
         self.ec_proj = nn.Linear(dim, cross) if self.ec else None
         self.dc_proj = nn.Linear(self.audio_decoder.width, cross) if self.dc else None

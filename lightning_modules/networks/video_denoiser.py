@@ -20,6 +20,7 @@ import math
 
 import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 
@@ -68,11 +69,13 @@ class VideoDenoiser(nn.Module):
             ``UNetMotionModel``. ``None`` builds a random UNet of ``width``/``levels``/``heads``.
         width, levels, heads, layers_per_block: size of the random-init UNet (width doubles per level).
         max_frames: longest temporal sequence of the motion modules.
+        cross_attention: False when neither EC nor DC feeds the UNet: its cross-attention layers then
+            add nothing, and are frozen so that they are no trainable parameters either.
     """
 
     def __init__(self, cond_channels: int, cross_dim: int, pretrained_unet: str | None = None,
                  pretrained_motion_adapter: str | None = None, width: int = 32, levels: int = 2, heads: int = 2,
-                 layers_per_block: int = 1, max_frames: int = 32) -> None:
+                 layers_per_block: int = 1, max_frames: int = 32, cross_attention: bool = True) -> None:
         super().__init__()
         if (pretrained_unet is None) != (pretrained_motion_adapter is None):
             raise ValueError("pretrained_unet and pretrained_motion_adapter are given together or not at all, got "
@@ -90,6 +93,11 @@ class VideoDenoiser(nn.Module):
                 motion_max_seq_length=max_frames,
             )
         self.unet.set_attn_processor(GatedCrossAttnProcessor())
+        if not cross_attention:
+            for block in self.unet.modules():
+                if isinstance(block, BasicTransformerBlock) and getattr(block.attn2, "is_cross_attention", False):
+                    block.attn2.requires_grad_(False)
+                    block.norm2.requires_grad_(False)
         self.cross_dim = int(self.unet.config.cross_attention_dim)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor, ec_tokens: int,

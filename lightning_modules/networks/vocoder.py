@@ -70,14 +70,18 @@ class Vocoder(nn.Module):
                 state = torch.load(_generator_file(pretrained), map_location="cpu", weights_only=True)
                 self.generator.load_state_dict(state)
             freeze(self.generator)
-        else:
-            self.inverse_mel = torchaudio.transforms.InverseMelScale(
-                n_stft=N_FFT // 2 + 1, n_mels=N_MELS, sample_rate=SAMPLE_RATE, f_min=F_MIN, f_max=F_MAX,
-                norm="slaney", mel_scale="slaney",
-            )
-            self.griffin_lim = torchaudio.transforms.GriffinLim(
-                n_fft=N_FFT, n_iter=griffin_lim_iters, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, power=1.0,
-            )
+        else:  # the filter bank is computed on the CPU even under a meta-device context (parameter counts)
+            with torch.device("cpu"):
+                self._build_griffin_lim(griffin_lim_iters)
+
+    def _build_griffin_lim(self, iters: int) -> None:
+        self.inverse_mel = torchaudio.transforms.InverseMelScale(
+            n_stft=N_FFT // 2 + 1, n_mels=N_MELS, sample_rate=SAMPLE_RATE, f_min=F_MIN, f_max=F_MAX,
+            norm="slaney", mel_scale="slaney",
+        )
+        self.griffin_lim = torchaudio.transforms.GriffinLim(
+            n_fft=N_FFT, n_iter=iters, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, power=1.0,
+        )
 
     @torch.no_grad()
     def forward(self, mel: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""Named sizes of :class:`NFYNetwork`: ``tiny`` (CPU tests, random init) and ``paper`` (pretrained parts).
+
+``paper`` follows Sec. 3-4 of the paper: 512 x 512 frames in 16-frame windows with 2 motion frames,
+512-wide entangled tokens (the K/V channel length of Eq. 1), Wav2Vec2-base, the SD VAE (ft-MSE),
+GPT-2 small, SD-1.5 UNet + AnimateDiff motion adapter, speechbrain's LibriTTS 16 kHz HiFi-GAN.
+
+:func:`parameter_counts` reports the size of each component without any download: the pretrained
+parts are built from the library default configurations that equal those checkpoints' architectures,
+on the meta device (no memory is allocated).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from torch import nn
+from transformers import GPT2Config, GPT2Model, Wav2Vec2Config, Wav2Vec2Model
+
+from lightning_modules.networks.nfy import NFYNetwork
+from lightning_modules.networks.vocoder import hifigan_generator
+
+TINY: dict[str, Any] = dict(
+    vocab_size=64, image_size=32, num_frames=4, motion_frames=2, dim=16, heads=2, entangled_layers=1,
+    max_text_len=64, audio_sequence_channels=16, audio_sequence_stages=2, wav2vec_width=16, wav2vec_layers=1,
+    vae_width=8, vae_levels=2, patch_size=4, decoder_width=16, decoder_layers=1, decoder_heads=2,
+    max_decoder_positions=256, unet_width=16, unet_levels=2, unet_cross_dim=16,
+)
+"""Random-init CPU configuration: 1-2 layers, 2 heads, widths 8-16, 4 frames of 32 x 32."""
+
+PAPER: dict[str, Any] = dict(
+    image_size=512, num_frames=16, motion_frames=2, dim=512, heads=8, entangled_layers=1, max_text_len=512,
+    audio_sequence_channels=512, audio_sequence_stages=2, wav2vec="facebook/wav2vec2-base",
+    vae="stabilityai/sd-vae-ft-mse", patch_size=4, gpt2="gpt2", max_decoder_positions=1024,
+    unet="runwayml/stable-diffusion-v1-5", motion_adapter="guoyww/animatediff-motion-adapter-v1-5-2",
+    unet_cross_dim=768, vocoder="speechbrain/tts-hifigan-libritts-16kHz",
+)
+"""The paper's configuration; the hub ids may be replaced by local folders holding the same files."""
+
+PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "paper": PAPER}
+
+PRETRAINED_PARTS: dict[str, str] = {
+    "wav2vec": "audio_profile_encoder.wav2vec", "vae": "appearance_encoder.vae", "gpt2": "audio_decoder.gpt",
+    "unet": "video_denoiser.unet", "vocoder": "vocoder",
+}
+"""Preset argument -> submodule of NFYNetwork it loads."""
+
+
+def preset(name: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of :class:`NFYNetwork` for preset ``name``, updated by ``overrides``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return {**PRESETS[name], **overrides}
+
+
+def _count(module: nn.Module, trainable: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
+def _paper_pretrained_architectures(train_vae: bool) -> dict[str, nn.Module]:
+    """The paper's pretrained parts from the library default configs (equal to the checkpoints' shapes),
+    frozen as NFYNetwork freezes them (Wav2Vec2 feature encoder, VAE unless fine-tuned, vocoder)."""
+    vae = AutoencoderKL(  # the SD / sd-vae-ft-mse configuration
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
+    )
+    unet = UNetMotionModel.from_unet2d(UNet2DConditionModel(cross_attention_dim=768), MotionAdapter())
+    wav2vec = Wav2Vec2Model(Wav2Vec2Config())  # = facebook/wav2vec2-base
+    wav2vec.freeze_feature_encoder()
+    vae.requires_grad_(train_vae)
+    return {
+        "wav2vec": wav2vec, "vae": vae, "unet": unet,
+        "gpt2": GPT2Model(GPT2Config(add_cross_attention=True)),  # GPT-2 small + new cross-attention
+        "vocoder": hifigan_generator(512).requires_grad_(False),
+    }
+
+
+def parameter_counts(name: str = "paper", **overrides: Any) -> dict[str, int]:
+    """Parameters per component of preset ``name`` (meta device: nothing is allocated or downloaded).
+
+    The network's own modules come from an NFYNetwork of the preset's sizes whose pretrained parts are
+    random stand-ins of the same widths; those stand-ins are then replaced, in the counts, by the
+    architectures of the real checkpoints (``paper``) or counted as built (``tiny``).
+
+    Returns:
+        ``{component: parameters}`` with ``"trainable"`` (the network's own, non-frozen parameters plus
+        fine-tuned pretrained parts) and ``"total"``.
+    """
+    kwargs = preset(name, **overrides)
+    sources = {key: kwargs.pop(key, None) for key in ("wav2vec", "vae", "gpt2", "unet", "motion_adapter", "vocoder")}
+    stand_in = dict(wav2vec_width=768, decoder_width=768, decoder_heads=12) if name == "paper" else {}
+    with torch.device("meta"):
+        net = NFYNetwork(**{**kwargs, **stand_in})
+        real = _paper_pretrained_architectures(bool(kwargs.get("train_vae", False))) if name == "paper" else {}
+    counts = {child_name: _count(child) for child_name, child in net.named_children()}
+    counts["queries"] = sum(p.numel() for p in net.parameters(recurse=False))  # learned queries, DC slots
+    trainable = _count(net, trainable=True)
+    for key, path in PRETRAINED_PARTS.items():
+        if key in real:
+            stand = net.get_submodule(path)
+            counts[path.split(".")[0]] += _count(real[key]) - _count(stand)
+            trainable += _count(real[key], trainable=True) - _count(stand, trainable=True)
+    counts["total"] = sum(counts.values())
+    counts["trainable"] = trainable
+    return counts
