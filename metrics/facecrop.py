@@ -1,0 +1,249 @@
+"""Face crops for SyncNet from full-frame talking-face videos (syncnet_python's run_pipeline).
+
+Steps, as in the reference ``run_pipeline.py``:
+
+1. detect faces in every frame (every ``detect_every``-th frame, the rest interpolated):
+   S3FD at a 0.25 scale with confidence >= 0.9 when its weights (registry entry ``s3fd``,
+   ``sfd_face.pth``) and the ``face-alignment`` package (which ships the S3FD network and its
+   box decoding) are present, facenet-pytorch's MTCNN (probability >= 0.9) otherwise;
+2. follow one face: the detection overlapping the previous one most (IoU > 0.5), else the most
+   confident; frames without a detection are interpolated linearly from their neighbours;
+3. box half-size ``s = max(w, h) / 2`` and centre, each median-filtered over 13 frames
+   (``scipy.signal.medfilt``, zero-padded at the ends as in the reference);
+4. crop ``[cy - s, cy + 1.8 s] x [cx - 1.4 s, cx + 1.4 s]`` (a 1.4x box, extended downwards to
+   the chin) from the frame padded with grey 110, resized bilinearly to 224x224.
+
+The result says which detector ran (``FaceCrops.detector``): scores computed on MTCNN crops
+are close to, but not the same as, the reference's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.signal import medfilt
+
+from metrics.errors import MetricInputError
+
+log = logging.getLogger(__name__)
+
+CROP_SIZE = 224
+CROP_SCALE = 0.4  # run_pipeline's --crop_scale
+PAD_VALUE = 110
+CONF_THRESHOLD = 0.9
+S3FD_SCALE = 0.25  # run_pipeline's --facedet_scale
+S3FD_MEAN_RGB = (123.0, 117.0, 104.0)  # the reference subtracts BGR (104, 117, 123) from an RGB frame's channels reversed
+SMOOTH_KERNEL = 13
+IOU_THRESHOLD = 0.5
+
+Detector = Callable[[np.ndarray], list[np.ndarray]]
+"""``(N, H, W, 3)`` uint8 RGB frames -> per frame a ``(K, 5)`` array of x1, y1, x2, y2, score."""
+
+
+@dataclass
+class FaceCrops:
+    """Face crops of one video.
+
+    Attributes:
+        frames: ``(T, 224, 224, 3)`` uint8 RGB.
+        boxes: ``(T, 4)`` float64 x1, y1, x2, y2 of the followed face (after interpolation).
+        detector: ``"s3fd"`` or ``"mtcnn"`` (or the name given to an injected detector).
+        detected: frames where the detector found the face (the rest were interpolated).
+    """
+
+    frames: np.ndarray
+    boxes: np.ndarray
+    detector: str
+    detected: int
+
+
+# --------------------------------------------------------------------------------------------
+# Detectors
+# --------------------------------------------------------------------------------------------
+
+
+def s3fd_available() -> bool:
+    """True when both the ``face-alignment`` package and the ``s3fd`` weights are present."""
+    from importlib.util import find_spec
+
+    from metrics.registry import available
+
+    return find_spec("face_alignment") is not None and available("s3fd")
+
+
+def load_s3fd(path: str | None = None) -> torch.nn.Module:
+    """face-alignment's S3FD network with ``sfd_face.pth`` (registry entry ``s3fd``) loaded."""
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    from metrics.registry import weights_path
+
+    net = s3fd()
+    state = torch.load(path or weights_path("s3fd"), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False)
+
+
+def s3fd_detector(net: torch.nn.Module, scale: float = S3FD_SCALE, conf: float = CONF_THRESHOLD) -> Detector:
+    """Frame-wise S3FD as the reference runs it (scaled frame, RGB minus mean, NMS at 0.1)."""
+    from face_alignment.detection.sfd.bbox import nms
+    from face_alignment.detection.sfd.detect import get_predictions
+
+    mean = torch.tensor(S3FD_MEAN_RGB).view(1, 3, 1, 1)
+
+    def detect(frames: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for frame in frames:
+            x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False) - mean
+            with torch.no_grad():
+                olist = list(net(x))
+            for i in range(len(olist) // 2):
+                olist[2 * i] = F.softmax(olist[2 * i], dim=1)
+            boxes = get_predictions([o.numpy() for o in olist], 1)
+            boxes = np.asarray(boxes[0]) if len(boxes) and np.asarray(boxes).size else np.zeros((0, 5))
+            boxes = boxes[boxes[:, 4] > conf] if boxes.size else np.zeros((0, 5))
+            if len(boxes):
+                boxes = boxes[nms(boxes, 0.1)]
+                boxes[:, :4] /= scale
+            out.append(boxes.reshape(-1, 5))
+        return out
+
+    detect.name = "s3fd"
+    return detect
+
+
+def mtcnn_detector(conf: float = CONF_THRESHOLD) -> Detector:
+    """facenet-pytorch's MTCNN (weights in the wheel), faces with probability >= ``conf``."""
+    from datamodules.face import get_detector
+
+    mtcnn = get_detector()
+
+    def detect(frames: np.ndarray) -> list[np.ndarray]:
+        boxes, probs = mtcnn.detect(list(frames))
+        out = []
+        for b, p in zip(boxes, probs):
+            if b is None:
+                out.append(np.zeros((0, 5)))
+                continue
+            dets = np.concatenate([np.asarray(b, np.float64), np.asarray(p, np.float64)[:, None]], 1)
+            out.append(dets[dets[:, 4] >= conf])
+        return out
+
+    detect.name = "mtcnn"
+    return detect
+
+
+def default_detector() -> Detector:
+    """S3FD when available (see :func:`s3fd_available`), else MTCNN (``detector.name`` says which)."""
+    if s3fd_available():
+        return s3fd_detector(load_s3fd())
+    log.info("S3FD unavailable (needs face-alignment and sfd_face.pth): cropping with MTCNN")
+    return mtcnn_detector()
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking, smoothing, cropping
+# --------------------------------------------------------------------------------------------
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def follow_face(detections: dict[int, np.ndarray], num_frames: int) -> tuple[np.ndarray, int]:
+    """One box per frame: follow the face by IoU, interpolate frames without a detection.
+
+    Args:
+        detections: frame index -> ``(K, 5)`` detections of that frame.
+        num_frames: video length.
+
+    Returns:
+        ``(T, 4)`` boxes and the number of frames with a followed detection.
+
+    Raises:
+        MetricInputError: no face in any frame.
+    """
+    frames, picked, prev = [], [], None
+    for index in sorted(detections):
+        dets = detections[index]
+        if len(dets) == 0:
+            continue
+        ious = [_iou(d, prev) for d in dets] if prev is not None else []
+        best = int(np.argmax(ious)) if ious and max(ious) > IOU_THRESHOLD else int(np.argmax(dets[:, 4]))
+        prev = dets[best, :4]
+        frames.append(index)
+        picked.append(prev)
+    if not picked:
+        raise MetricInputError("LSE", f"no face found in any of {num_frames} frames")
+    picked_arr = np.stack(picked)  # (K, 4)
+    grid = np.arange(num_frames)
+    boxes = np.stack([np.interp(grid, frames, picked_arr[:, j]) for j in range(4)], 1)  # (T, 4)
+    return boxes, len(frames)
+
+
+def crop_windows(boxes: np.ndarray) -> np.ndarray:
+    """Smoothed ``(T, 3)`` centre x, centre y and half-size s of the crop per frame."""
+    s = np.maximum(boxes[:, 3] - boxes[:, 1], boxes[:, 2] - boxes[:, 0]) / 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2
+    return np.stack([medfilt(v, kernel_size=SMOOTH_KERNEL) for v in (cx, cy, s)], 1)
+
+
+def crop_frame(frame: np.ndarray, cx: float, cy: float, s: float, size: int = CROP_SIZE) -> np.ndarray:
+    """Crop ``(H, W, 3)`` uint8 around one face as the reference does, resized to ``size``."""
+    pad = int(s * (1 + 2 * CROP_SCALE))
+    padded = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), constant_values=PAD_VALUE)
+    my, mx = cy + pad, cx + pad
+    face = padded[int(my - s) : int(my + s * (1 + 2 * CROP_SCALE)), int(mx - s * (1 + CROP_SCALE)) : int(mx + s * (1 + CROP_SCALE))]
+    if face.size == 0:
+        raise MetricInputError("LSE", f"empty face crop at centre ({cx:.1f}, {cy:.1f}) size {s:.1f}")
+    x = torch.from_numpy(np.ascontiguousarray(face)).permute(2, 0, 1)[None].float()  # (1, 3, h, w)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)  # (1, 3, 224, 224)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def crop_faces(
+    frames: np.ndarray,
+    detector: Detector | None = None,
+    detector_name: str | None = None,
+    detect_every: int = 1,
+) -> FaceCrops:
+    """224x224 SyncNet face crops of a full-frame video.
+
+    Args:
+        frames: ``(T, H, W, 3)`` uint8 RGB.
+        detector: frame-batch detector (see :data:`Detector`); ``None`` picks S3FD or MTCNN.
+        detector_name: name reported (default: the detector's ``name`` attribute, else "custom").
+        detect_every: run the detector on every n-th frame only (faster; 1 as the reference).
+
+    Returns:
+        :class:`FaceCrops`.
+
+    Raises:
+        MetricInputError: bad frame array or no face found.
+    """
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise MetricInputError("LSE", f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if detector is None:
+        detector = default_detector()
+    detector_name = detector_name or getattr(detector, "name", "custom")
+    index = list(range(0, len(frames), max(1, detect_every)))
+    if index[-1] != len(frames) - 1:
+        index.append(len(frames) - 1)
+    dets: dict[int, np.ndarray] = {}
+    for start in range(0, len(index), 32):
+        chunk = index[start : start + 32]
+        dets.update(zip(chunk, detector(frames[chunk])))
+    boxes, found = follow_face(dets, len(frames))
+    windows = crop_windows(boxes)
+    crops = np.stack([crop_frame(f, *w) for f, w in zip(frames, windows)])  # (T, 224, 224, 3)
+    return FaceCrops(crops, boxes, detector_name, found)
