@@ -32,10 +32,12 @@ trainer:
 
 
 @pytest.fixture
-def tiny_args(tmp_path: Path) -> list[str]:
-    config = tmp_path / "stand_in.yaml"
-    config.write_text(STAND_IN)
-    return ["--config", str(config)]
+def tiny_args() -> list[str]:
+    """ete.yaml + tiny.yaml (the real network: diffusion noise, timesteps, dropout-free), shuffled
+    synthetic batches at 32 px, validation every epoch, no sample rendering."""
+    return ["--config", "ete.yaml", "--config", "tiny.yaml", "--data=tests.model.test_module.SyntheticDataModule",
+            "--data.image_size=32", "--data.vocab_size=300", "--data.num_samples=4", "--data.batch_size=2",
+            "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1", "--trainer.callbacks=[]"]
 
 
 class LossRecorder(Callback):
