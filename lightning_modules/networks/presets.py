@@ -19,6 +19,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model, Wav2Vec2Config, Wav2Vec2Model
 
 from lightning_modules.networks.nfy import NFYNetwork
+from lightning_modules.networks.video_denoiser import widen_conv_in
 from lightning_modules.networks.vocoder import hifigan_generator
 
 TINY: dict[str, Any] = dict(
@@ -58,7 +59,7 @@ def _count(module: nn.Module, trainable: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 
-def _paper_pretrained_architectures(train_vae: bool) -> dict[str, nn.Module]:
+def _paper_pretrained_architectures(train_vae: bool, cond_channels: int) -> dict[str, nn.Module]:
     """The paper's pretrained parts from the library default configs (equal to the checkpoints' shapes),
     frozen as NFYNetwork freezes them (Wav2Vec2 feature encoder, VAE unless fine-tuned, vocoder)."""
     vae = AutoencoderKL(  # the SD / sd-vae-ft-mse configuration
@@ -66,12 +67,15 @@ def _paper_pretrained_architectures(train_vae: bool) -> dict[str, nn.Module]:
         block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
     )
     unet = UNetMotionModel.from_unet2d(UNet2DConditionModel(cross_attention_dim=768), MotionAdapter())
+    unet = widen_conv_in(unet, cond_channels)
     wav2vec = Wav2Vec2Model(Wav2Vec2Config())  # = facebook/wav2vec2-base
     wav2vec.freeze_feature_encoder()
     vae.requires_grad_(train_vae)
+    gpt2 = GPT2Model(GPT2Config(add_cross_attention=True))  # GPT-2 small + new cross-attention layers
+    gpt2.wte = None  # AudioDecoder feeds continuous frames: GPT-2's token table is dropped
     return {
         "wav2vec": wav2vec, "vae": vae, "unet": unet,
-        "gpt2": GPT2Model(GPT2Config(add_cross_attention=True)),  # GPT-2 small + new cross-attention
+        "gpt2": gpt2,
         "vocoder": hifigan_generator(512).requires_grad_(False),
     }
 
@@ -92,7 +96,10 @@ def parameter_counts(name: str = "paper", **overrides: Any) -> dict[str, int]:
     stand_in = dict(wav2vec_width=768, decoder_width=768, decoder_heads=12) if name == "paper" else {}
     with torch.device("meta"):
         net = NFYNetwork(**{**kwargs, **stand_in})
-        real = _paper_pretrained_architectures(bool(kwargs.get("train_vae", False))) if name == "paper" else {}
+        real = {}
+        if name == "paper":
+            cond_channels = net.video_denoiser.unet.conv_in.in_channels - 4
+            real = _paper_pretrained_architectures(bool(kwargs.get("train_vae", False)), cond_channels)
     counts = {child_name: _count(child) for child_name, child in net.named_children()}
     counts["queries"] = sum(p.numel() for p in net.parameters(recurse=False))  # learned queries, DC slots
     trainable = _count(net, trainable=True)

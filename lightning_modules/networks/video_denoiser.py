@@ -128,7 +128,11 @@ def _load_motion_unet(unet_source: str, adapter_source: str, cond_channels: int,
     if int(unet.config.cross_attention_dim) != cross_dim:
         raise ValueError(f"pretrained UNet {unet_source!r} has cross_attention_dim={unet.config.cross_attention_dim}, "
                          f"the network was configured with {cross_dim}")
-    motion = UNetMotionModel.from_unet2d(unet, adapter)
+    return widen_conv_in(UNetMotionModel.from_unet2d(unet, adapter), cond_channels)
+
+
+def widen_conv_in(motion: UNetMotionModel, cond_channels: int) -> UNetMotionModel:
+    """Append ``cond_channels`` zero-initialised input channels to a pretrained UNet's first conv."""
     old = motion.conv_in
     new = nn.Conv2d(old.in_channels + cond_channels, old.out_channels, old.kernel_size, padding=old.padding)
     with torch.no_grad():

@@ -1,0 +1,307 @@
+"""The NFY networks on the tiny configuration: shapes of every component, losses and gradients of the
+training pass, speech stopping, video windows, offline loading errors and the paper's parameter counts.
+
+The helpers at the top (synthetic batch, tiny network) are shared with test_ablations.py and
+test_regression.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from datamodules.batch import MEL_PAD_VALUE, collate
+from datamodules.conventions import PROFILE_SAMPLES
+from lightning_modules.diffusion import sampling_scheduler, training_scheduler
+from lightning_modules.networks import (
+    AppearanceEncoder, AudioDecoder, AudioProfileEncoder, AudioSequenceEncoder, EntangledEncoder, NFYNetwork,
+    PretrainedNotFoundError, StructureEncoder, TextEncoder, VideoDenoiser, Vocoder,
+)
+from lightning_modules.networks.layers import frame_windows
+from lightning_modules.networks.presets import parameter_counts, preset
+from lightning_modules.networks.vocoder import hifigan_generator
+
+VOCAB = 64
+SIZE = 32  # image side of the tiny preset
+FRAMES, MOTION = 4, 2
+
+
+def sample(index: int, size: int = SIZE, frames: int = FRAMES + MOTION) -> dict:
+    """One per-clip sample (about 0.5 s of audio), seeded by ``index``; lengths differ between indices."""
+    g = torch.Generator().manual_seed(1000 + index)
+    seconds = 0.4 + 0.1 * (index % 2)
+    mask = torch.zeros(1, size, size)
+    mask[:, size // 4 : -size // 4, size // 4 : -size // 4] = 1
+    lip = torch.zeros(1, size, size)
+    lip[:, size // 2 : 3 * size // 4, size // 4 : -size // 4] = 1
+    return {
+        "text_ids": torch.randint(1, VOCAB, (5 + index % 3,), generator=g),
+        "ref_image": torch.rand(3, size, size, generator=g) * 2 - 1,
+        "face_mask": mask, "lip_mask": lip,
+        "profile_wav": torch.rand(PROFILE_SAMPLES, generator=g) * 0.2 - 0.1,
+        "video": torch.rand(frames, 3, size, size, generator=g) * 2 - 1,
+        "frame_start": index * 3 - 2,
+        "wav": torch.rand(int(seconds * 16000), generator=g) * 0.2 - 0.1,
+        "mel": torch.randn(80, int(seconds * 62.5), generator=g) - 4,
+        "key": f"clip{index}", "speaker": f"spk{index % 2}", "dataset": "synthetic",
+    }
+
+
+def batch(n: int = 2) -> dict:
+    """A collated batch of ``n`` synthetic samples."""
+    return collate([sample(i) for i in range(n)])
+
+
+def tiny_net(seed: int = 0, **overrides) -> NFYNetwork:
+    """The tiny preset, seeded."""
+    torch.manual_seed(seed)
+    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **overrides))
+
+
+def conditions(b: dict) -> tuple:
+    """Positional conditioning arguments of ``generate_speech`` from a batch."""
+    return b["text_ids"], b["text_mask"], b["ref_image"], b["face_mask"], b["lip_mask"], b["profile_wav"]
+
+
+def total_loss(out: dict) -> torch.Tensor:
+    """Sum of the four unweighted loss terms."""
+    return out["video_l1"] + out["audio_mse"] + out["denoise"] + out["stop"]
+
+
+def params_without_grad(net: torch.nn.Module) -> list[str]:
+    """Trainable parameters that received no (or an all-zero) gradient."""
+    return [n for n, p in net.named_parameters()
+            if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))]
+
+
+# ---------------------------------------------------------------------------------------- components
+def test_text_encoder_shapes_and_length_check() -> None:
+    enc = TextEncoder(VOCAB, 16, max_len=8)
+    ids = torch.randint(0, VOCAB, (2, 7))
+    assert enc(ids).shape == (2, 7, 16)
+    with pytest.raises(ValueError, match="max_text_len=8"):
+        enc(torch.randint(0, VOCAB, (2, 9)))
+
+
+def test_audio_encoders_give_one_token_per_200_ms() -> None:
+    wav = torch.rand(2, PROFILE_SAMPLES) * 0.2 - 0.1
+    seq = AudioSequenceEncoder(16, channels=16, upsample_factors=(8, 8))
+    prof = AudioProfileEncoder(16, hidden=16, layers=1, heads=2)
+    assert seq(wav).shape == (2, 10, 16)
+    assert prof(wav).shape == (2, 10, 16)
+    # the convolutional feature encoder of Wav2Vec2 stays fixed; its transformer trains
+    assert not any(p.requires_grad for p in prof.wav2vec.feature_extractor.parameters())
+    assert all(p.requires_grad for p in prof.wav2vec.encoder.parameters())
+
+
+def test_appearance_and_structure_encoders() -> None:
+    vae = AppearanceEncoder(width=8, levels=2)
+    images = torch.rand(3, 3, SIZE, SIZE) * 2 - 1
+    latents = vae.encode(images)
+    assert latents.shape == (3, 4, SIZE // 2, SIZE // 2) and vae.downsample == 2
+    assert vae.decode(latents).shape == (3, 3, SIZE, SIZE)
+    assert not any(p.requires_grad for p in vae.parameters())  # frozen by default
+    vae.train()
+    assert not vae.vae.training  # a frozen VAE stays in eval mode
+    masks = torch.ones(2, 1, SIZE, SIZE)
+    structure = StructureEncoder(16, downsample=2, patch=4, grid=SIZE // 2)
+    assert structure.maps(masks, masks).shape == (2, 2, SIZE // 2, SIZE // 2)
+    assert structure(masks, masks).shape == (2, (SIZE // 8) ** 2, 16)
+
+
+def test_entangled_encoder_ignores_padded_tokens_and_checks_modality() -> None:
+    enc = EntangledEncoder(16, layers=2, heads=2).eval()
+    query, merged = torch.randn(2, 10, 16), torch.randn(2, 7, 16)
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[:, 5:] = False
+    out = enc(query, merged, mask)
+    assert out.shape == (2, 10, 16)
+    changed = merged.clone()
+    changed[:, 5:] = 100.0  # padding: must not matter
+    torch.testing.assert_close(enc(query, changed, mask), out)
+    changed[:, 0] = 100.0  # a real token: must matter
+    assert not torch.allclose(enc(query, changed, mask), out)
+    shared = EntangledEncoder(16, num_modalities=2)
+    assert not torch.allclose(shared(query, merged, modality=0), shared(query, merged, modality=1))
+    with pytest.raises(ValueError, match="modality"):
+        shared(query, merged)
+
+
+def test_audio_decoder_shapes_and_cached_generation_matches_teacher_forcing() -> None:
+    dec = AudioDecoder(16, width=16, layers=2, heads=2, max_positions=64).eval()
+    prefix, video = torch.randn(2, 6, 16), torch.randn(2, 4, 16)
+    prefix_mask = torch.ones(2, 6, dtype=torch.bool)
+    prefix_mask[1, 4:] = False
+    out = dec(prefix, prefix_mask, torch.randn(2, 80, 9), video)
+    assert out["mel"].shape == (2, 80, 9) and out["stop_logits"].shape == (2, 9) and out["hidden"].shape == (2, 9, 16)
+    with torch.no_grad():
+        dec.stop_head.bias.fill_(-50.0)  # never stop: run to max_frames
+    gen = dec.generate(prefix, prefix_mask, 7, video)
+    assert gen["mel"].shape == (2, 80, 7) and gen["lengths"].tolist() == [7, 7]
+    # the key/value cache must give what a full teacher-forced pass gives on the generated frames
+    again = dec(prefix, prefix_mask, gen["mel"], video)
+    torch.testing.assert_close(again["mel"], gen["mel"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(again["hidden"], gen["hidden"], atol=1e-4, rtol=1e-4)
+
+
+def test_video_denoiser_gates_audio_tokens_by_the_lip_mask() -> None:
+    den = VideoDenoiser(cond_channels=6, cross_dim=16, width=16, levels=2, heads=2).eval()
+    sample_ = torch.randn(2, 10, FRAMES, 8, 8)
+    ec, dc = torch.randn(2 * FRAMES, 3, 16), torch.randn(2 * FRAMES, 3, 16)
+    gate = torch.zeros(2 * FRAMES, 1, 8, 8)
+    out = den(sample_, torch.tensor([10, 500]), torch.cat([ec, dc], 1), 3, gate)
+    assert out.shape == (2, 4, FRAMES, 8, 8)
+    # closed lip gate: the audio (DC) tokens have no effect; the EC tokens do
+    same = den(sample_, torch.tensor([10, 500]), torch.cat([ec, dc * 5], 1), 3, gate)
+    torch.testing.assert_close(same, out)
+    assert not torch.allclose(den(sample_, torch.tensor([10, 500]), torch.cat([ec * 5, dc], 1), 3, gate), out)
+    gate[:, :, 4:] = 1.0  # open over the lower half: now they do
+    assert not torch.allclose(den(sample_, torch.tensor([10, 500]), torch.cat([ec, dc * 5], 1), 3, gate),
+                              den(sample_, torch.tensor([10, 500]), torch.cat([ec, dc], 1), 3, gate))
+
+
+def test_frame_windows_take_2_5_mel_frames_per_video_frame() -> None:
+    hidden = torch.arange(20, dtype=torch.float)[None, :, None].expand(2, 20, 1)  # state value = mel index
+    out = frame_windows(hidden, torch.tensor([0, 5]), 4, lengths=torch.tensor([20, 9]))
+    assert out.shape == (2, 4, 3, 1)
+    assert out[0, :, :, 0].tolist() == [[0, 1, 2], [2, 3, 4], [5, 6, 7], [7, 8, 9]]
+    assert out[1, :, :, 0].tolist() == [[5, 6, 7], [7, 8, 8], [8, 8, 8], [8, 8, 8]]  # past the end: last state
+
+
+def test_vocoders_shapes_and_local_hifigan_weights(tmp_path) -> None:
+    mel = torch.randn(2, 80, 12) - 5
+    wav = Vocoder()(mel)  # Griffin-Lim
+    assert wav.shape == (2, 12 * 256) and wav.abs().max() <= 1
+    hifi = Vocoder(griffin_lim=False, channels=16)
+    assert hifi(mel).shape == (2, 12 * 256)
+    # speechbrain's generator.ckpt layout in a local folder loads into the LibriTTS architecture
+    torch.manual_seed(3)
+    reference = hifigan_generator(512)
+    torch.save(reference.state_dict(), tmp_path / "generator.ckpt")
+    loaded = Vocoder(str(tmp_path))
+    torch.testing.assert_close(loaded.generator.state_dict(), reference.state_dict())
+    assert not any(p.requires_grad for p in loaded.parameters())
+
+
+# ---------------------------------------------------------------------------------------- the network
+def test_forward_returns_finite_losses_and_gradients_reach_every_trainable_part() -> None:
+    net, b = tiny_net(), batch()
+    out = net(b)
+    for name in ("video_l1", "audio_mse", "denoise", "stop"):
+        assert out[name].dim() == 0 and torch.isfinite(out[name]), name
+    assert out["pred_frames"].shape == (2, FRAMES, 3, SIZE, SIZE)
+    assert out["pred_frames"].abs().max() <= 1
+    assert out["pred_mel"].shape == b["mel"].shape
+    total_loss(out).backward()
+    assert params_without_grad(net) == []
+    assert all(p.grad is None for p in net.appearance_encoder.parameters())  # frozen VAE
+
+
+def test_each_loss_term_trains_its_own_parts() -> None:
+    net, b = tiny_net(), batch()
+    out = net(b)
+    out["audio_mse"].backward(retain_graph=True)
+    assert net.audio_decoder.mel_head.weight.grad.abs().sum() > 0
+    assert net.video_denoiser.unet.conv_in.weight.grad is None  # the mel loss does not reach the UNet
+    net.zero_grad()
+    out["denoise"].backward()
+    assert net.video_denoiser.unet.conv_in.weight.grad.abs().sum() > 0
+    assert net.audio_decoder.mel_head.weight.grad is None
+
+
+def test_forward_rejects_a_window_without_frames() -> None:
+    net, b = tiny_net(), batch()
+    b["video"] = b["video"][:, :MOTION]
+    with pytest.raises(ValueError, match="motion_frames=2"):
+        net(b)
+
+
+@pytest.mark.parametrize("bias, frames", [(50.0, 1), (-50.0, 9)])
+def test_generate_speech_stops_when_the_stop_head_fires_or_at_max_frames(bias: float, frames: int) -> None:
+    net, b = tiny_net().eval(), batch()
+    with torch.no_grad():
+        net.audio_decoder.stop_head.weight.zero_()
+        net.audio_decoder.stop_head.bias.fill_(bias)
+    out = net.generate_speech(*conditions(b), max_mel_frames=9)
+    assert out["mel"].shape == (2, 80, frames) and out["mel_lengths"].tolist() == [frames, frames]
+    assert out["wav"].shape == (2, frames * 256) and out["wav_lengths"].tolist() == [frames * 256] * 2
+    assert out["audio_hidden"].shape == (2, frames, 16)
+
+
+def test_generate_speech_pads_rows_that_stopped_early() -> None:
+    net, b = tiny_net().eval(), batch()
+    calls = {"n": 0}
+
+    def stop_first_row_at_step_3(module, args, output):  # stop logits: row 0 fires at its 3rd frame
+        calls["n"] += 1
+        logits = torch.full_like(output, -50.0)
+        if calls["n"] == 3:
+            logits[0] = 50.0
+        return logits
+
+    net.audio_decoder.stop_head.register_forward_hook(stop_first_row_at_step_3)
+    out = net.generate_speech(*conditions(b), max_mel_frames=6)
+    assert out["mel_lengths"].tolist() == [3, 6] and out["mel"].shape == (2, 80, 6)
+    assert bool((out["mel"][0, :, 3:] == MEL_PAD_VALUE).all()) and bool((out["mel"][1] != MEL_PAD_VALUE).all())
+    assert bool((out["wav"][0, 3 * 256 :] == 0).all())
+
+
+def test_generate_video_window_shapes_seed_and_motion_context() -> None:
+    net, b = tiny_net().eval(), batch()
+    hidden = torch.randn(2, math.ceil(2.5 * FRAMES), 16)
+    args = (b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"], b["profile_wav"], hidden)
+    first = net.generate_video(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
+                               generator=torch.Generator().manual_seed(1))
+    assert first.shape == (2, FRAMES, 3, SIZE, SIZE) and first.abs().max() <= 1
+    again = net.generate_video(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
+                               generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(again, first)
+    follow = net.generate_video(*args, num_frames=FRAMES, motion_frames=first[:, -MOTION:], num_inference_steps=2,
+                                guidance_scale=3.0, generator=torch.Generator().manual_seed(1))
+    assert follow.shape == first.shape and not torch.allclose(follow, first)
+
+
+def test_schedulers_share_the_noise_schedule() -> None:
+    train = training_scheduler(100, "v_prediction")
+    sample = sampling_scheduler(train)
+    torch.testing.assert_close(sample.alphas_cumprod, train.alphas_cumprod)
+    assert sample.config.prediction_type == "v_prediction" and not train.config.clip_sample
+    with pytest.raises(ValueError, match="prediction_type"):
+        training_scheduler(prediction_type="sample_x")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(entanglement="both"), "entanglement"), (dict(attended_tokens="all"), "attended_tokens"),
+    (dict(image_size=36), "image_size=36"), (dict(unet="/x"), "pretrained_motion_adapter"),
+])
+def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        tiny_net(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------- pretrained parts
+@pytest.mark.parametrize("kwargs", [
+    dict(wav2vec="{missing}"), dict(vae="{missing}"), dict(gpt2="{missing}"),
+    dict(unet="{missing}", motion_adapter="{missing}"), dict(vocoder="{missing}"),
+])
+def test_missing_pretrained_files_offline_raise_one_clear_error(kwargs: dict, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = str(tmp_path / "not-downloaded")
+    kwargs = {k: v.format(missing=missing) for k, v in kwargs.items()}
+    with pytest.raises(PretrainedNotFoundError) as info:
+        tiny_net(**kwargs)
+    assert missing in str(info.value) and "pass None" in str(info.value)
+
+
+def test_paper_preset_parameter_counts() -> None:
+    counts = parameter_counts("paper")
+    assert counts["appearance_encoder"] == 83_653_863  # the published size of the SD VAE (sd-vae-ft-mse)
+    assert counts["total"] == sum(v for k, v in counts.items() if k not in ("total", "trainable"))
+    # frozen: the VAE, the vocoder and Wav2Vec2's convolutional feature encoder
+    assert counts["total"] - counts["trainable"] > counts["appearance_encoder"] + counts["vocoder"]
+    tiny = parameter_counts("tiny", vocab_size=VOCAB)
+    net = tiny_net()
+    assert tiny["total"] == sum(p.numel() for p in net.parameters())
+    assert tiny["trainable"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
