@@ -200,9 +200,12 @@ class ClipDataModule(LightningDataModule):
             from datamodules.streaming import StreamingClipDataset
 
             for split in SPLITS:
-                self.datasets[split] = StreamingClipDataset(
-                    f"{self.streaming_dir.rstrip('/')}/{split}", num_frames=self.num_frames,
-                    motion_frames=self.motion_frames, random_window=split == "train", seed=self.seed)
+                try:
+                    self.datasets[split] = StreamingClipDataset(
+                        f"{self.streaming_dir.rstrip('/')}/{split}", num_frames=self.num_frames,
+                        motion_frames=self.motion_frames, random_window=split == "train", seed=self.seed)
+                except FileNotFoundError as err:  # a split without items was not written
+                    log.warning("%s: no %s split in %s (%s)", self.dataset_name, split, self.streaming_dir, err)
             return
         items = self.utterance_records()
         tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])

@@ -65,7 +65,7 @@ def to_item(record: dict, cache_dir: str) -> dict[str, Any]:
 
 
 def optimize_splits(records: Sequence[dict], cache_dir: PathLike, output_dir: str, num_workers: int = 1,
-                    chunk_bytes: str = "256MB") -> dict[str, int]:
+                    chunk_bytes: str = "256MB", chunk_size: Optional[int] = None) -> dict[str, int]:
     """Write LitData chunks of ``records`` (utterance records with ``split`` and ``text_ids``) per split.
 
     Args:
@@ -74,6 +74,7 @@ def optimize_splits(records: Sequence[dict], cache_dir: PathLike, output_dir: st
         output_dir: local folder or object-store URL; gets ``train/``, ``val/``, ``test/``.
         num_workers: ``optimize`` worker processes.
         chunk_bytes: target chunk size (256-512 MB suits MB-sized samples).
+        chunk_size: items per chunk instead of ``chunk_bytes`` (small tests).
 
     Returns:
         Items written per split (splits without items are not written).
@@ -85,7 +86,8 @@ def optimize_splits(records: Sequence[dict], cache_dir: PathLike, output_dir: st
             continue
         optimize(fn=functools.partial(to_item, cache_dir=str(cache_dir)), inputs=chosen,
                  output_dir=f"{str(output_dir).rstrip('/')}/{split}", num_workers=max(1, num_workers),
-                 chunk_bytes=chunk_bytes, mode="overwrite", verbose=False)
+                 chunk_bytes=None if chunk_size else chunk_bytes, chunk_size=chunk_size, mode="overwrite",
+                 verbose=False)
         counts[split] = len(chosen)
     log.info("LitData chunks in %s: %s", output_dir, counts)
     return counts

@@ -1,0 +1,54 @@
+"""The prepare CLI: a run killed half-way resumes without redoing finished clips."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.datamodules import fixtures
+
+REPO = Path(__file__).resolve().parents[3]
+RUN = ("import sys; from datamodules import face; from tests.datamodules import fixtures; "
+       "face.detect_face = fixtures.fake_detect_face; from experiments.prepare import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _tree(root: Path, clips: int) -> Path:
+    base = root / "FakeAVCeleb_v1.2"
+    lines = ["source,target1,target2,method,category,type,race,gender,path,"]
+    for n in range(clips):
+        folder = f"RealVideo-RealAudio/African/men/id{n:05d}"
+        lines.append(f"id{n:05d},-,-,real,A,RealVideo-RealAudio,African,men,00001.mp4,FakeAVCeleb/{folder}")
+        fixtures.write_clip(base / folder / "00001.mp4", seconds=6.0, size=(128, 128), freq=200 + 20 * n, seed=n)
+    (base / "meta_data.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _prepare(root: Path, cache: Path) -> subprocess.Popen:
+    args = ["--dataset", "fakeavceleb", "--root", str(root), "--cache", str(cache), "--image-size", "64",
+            "--no-progress", "--english-only", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", RUN, *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_killed_run_resumes(tmp_path):
+    root, cache = _tree(tmp_path / "fake", clips=8), tmp_path / "cache"
+    proc = _prepare(root, cache)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(cache.glob("clips/fakeavceleb/*/meta.json"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {p.parent.name: p.stat().st_mtime_ns for p in cache.glob("clips/fakeavceleb/*/meta.json")}
+    assert 2 <= len(done) < 8, "the run should have been killed half-way"
+    rerun = _prepare(root, cache)
+    output, _ = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output
+    after = {p.parent.name: p.stat().st_mtime_ns for p in cache.glob("clips/fakeavceleb/*/meta.json")}
+    assert len(after) == 8 and all(after[k] == v for k, v in done.items())  # finished clips not redone
+    assert f"{len(done)} already done" in output
+    assert not list(cache.glob(".tmp-*"))  # the killed clip left nothing behind
