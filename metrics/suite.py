@@ -1,0 +1,337 @@
+"""The metric suite of the paper in one table, and a runner that feeds decoded clips to it.
+
+:data:`SUITE` describes every metric: its result key and column label, modality, what it
+compares against (``reference``: ``"paired"`` ground-truth clip, ``"set"`` of real clips,
+``"text"`` transcript, ``"none"``), the registry weights and Python packages it needs, how it
+is built (``factory`` + the keyword that injects a network in place of the weights) and whether
+it is per-clip or a distribution distance.
+
+:class:`MetricSuite` builds the metrics whose requirements are met, records why the others were
+skipped (missing weights, missing package, no ground truth, no transcripts...), updates them one
+clip at a time and returns each clip's values (for the per-clip CSV) and the final summary.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+from metrics.errors import MetricInputError
+
+log = logging.getLogger(__name__)
+
+Reference = Literal["paired", "set", "text", "none"]
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric of the suite.
+
+    Attributes:
+        key: result key (column of the per-clip CSV and of :mod:`metrics.paper_tables`).
+        label: printed column label.
+        modality: ``"video"``, ``"audio"`` or ``"audio-visual"``.
+        reference: what the prediction is compared with (see the module docstring).
+        kind: ``"per_clip"`` (a value per clip, then the mean) or ``"distribution"``.
+        factory: ``"module:Class"`` of the metric.
+        weights: registry names the default network needs.
+        packages: importable module names the metric needs.
+        inject: keyword of ``factory`` that takes an ``nn.Module`` in place of the weights.
+        kwargs: fixed constructor arguments.
+        columns: result keys the metric fills (``key`` unless it returns several values).
+        higher_is_better: direction of ``key``.
+    """
+
+    key: str
+    label: str
+    modality: str
+    reference: Reference
+    kind: Literal["per_clip", "distribution"]
+    factory: str
+    weights: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    inject: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    higher_is_better: bool = False
+
+    @property
+    def needs_gt(self) -> bool:
+        """True when the metric needs the paired ground-truth clip."""
+        return self.reference == "paired"
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Result keys this metric fills."""
+        return self.columns or (self.key,)
+
+
+def _spec(*args: Any, **kwargs: Any) -> MetricSpec:
+    return MetricSpec(*args, **kwargs)
+
+
+SUITE: tuple[MetricSpec, ...] = (
+    # video, distributions
+    _spec("fid", "FID", "video", "set", "distribution", "metrics.fid:VideoFID", ("inception_fid",), inject="feature_extractor"),
+    _spec("fvd", "FVD", "video", "set", "distribution", "metrics.fvd:FrechetVideoDistance", ("i3d_fvd",), inject="feature_extractor"),
+    _spec("kvd", "KVD", "video", "set", "distribution", "metrics.fvd:KernelVideoDistance", ("i3d_fvd",), inject="feature_extractor"),
+    _spec("fvmd", "FVMD", "video", "set", "distribution", "metrics.fvmd:FrechetVideoMotionDistance", ("pips2",), inject="tracker"),
+    # video, per clip against the ground truth
+    _spec("psnr", "PSNR", "video", "paired", "per_clip", "metrics.image_quality:VideoPSNR", higher_is_better=True),
+    _spec("ssim", "SSIM", "video", "paired", "per_clip", "metrics.image_quality:VideoSSIM", higher_is_better=True),
+    _spec("lpips", "LPIPS", "video", "paired", "per_clip", "metrics.image_quality:VideoLPIPS", ("alexnet_lpips",), ("lpips",), inject="net"),
+    # audio
+    _spec("fad", "FAD", "audio", "set", "distribution", "metrics.fad:FrechetAudioDistance", ("vggish",), ("torchvggish",), inject="feature_extractor"),
+    _spec("mcd", "MCD (dB)", "audio", "paired", "per_clip", "metrics.mcd:MelCepstralDistortion", packages=("pysptk", "pyworld")),
+    _spec("mcd_paper", "MCD (paper)", "audio", "paired", "per_clip", "metrics.mcd:PaperMFCCDistance", packages=("librosa",)),
+    _spec("stoi", "STOI", "audio", "paired", "per_clip", "metrics.intelligibility:STOI", packages=("pystoi",), higher_is_better=True),
+    _spec("estoi", "ESTOI", "audio", "paired", "per_clip", "metrics.intelligibility:ESTOI", packages=("pystoi",), higher_is_better=True),
+    _spec("pesq", "PESQ", "audio", "paired", "per_clip", "metrics.pesq:WidebandPESQ", packages=("pesq",), higher_is_better=True),
+    _spec("speaker_sim", "Speaker sim.", "audio", "paired", "per_clip", "metrics.speaker:SpeakerSimilarity", packages=("resemblyzer",),
+          inject="encoder", higher_is_better=True),
+    _spec("wer", "WER", "audio", "text", "per_clip", "metrics.wer:NormalizedWER", packages=("jiwer", "whisper_normalizer", "pocketsphinx")),
+    _spec("dnsmos", "DNSMOS", "audio", "none", "per_clip", "metrics.dnsmos:DNSMOS", packages=("speechmos", "onnxruntime"),
+          columns=("dnsmos", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"), higher_is_better=True),
+    # sync
+    _spec("lse", "LSE", "audio-visual", "none", "per_clip", "metrics.lse:LipSyncError", ("syncnet",), ("python_speech_features",),
+          inject="net", columns=("lse_c", "lse_d")),
+)
+SPECS: dict[str, MetricSpec] = {spec.key: spec for spec in SUITE}
+COLUMN_LABELS: dict[str, str] = {
+    **{s.key: s.label for s in SUITE},
+    "lse_c": "LSE-C", "lse_d": "LSE-D", "lse_offset": "AV offset",
+    "dnsmos_sig": "DNSMOS SIG", "dnsmos_bak": "DNSMOS BAK", "dnsmos_p808": "DNSMOS P.808",
+}
+DNSMOS_KEYS = ("overall", "sig", "bak", "p808")
+
+
+@dataclass
+class Clip:
+    """One decoded clip: ``video`` ``(T, 3, H, W)`` uint8 RGB at 25 fps, ``wav`` ``(S,)`` float32 at 16 kHz."""
+
+    video: Tensor
+    wav: Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# Requirements
+# --------------------------------------------------------------------------------------------
+
+
+def missing_requirement(spec: MetricSpec, injected: dict[str, Any] | None = None) -> str | None:
+    """Why ``spec`` cannot be built here (missing package or weights), or ``None``.
+
+    Args:
+        spec: the metric.
+        injected: constructor arguments that will be passed; an injected network
+            (``spec.inject``) replaces the registry weights.
+    """
+    from metrics.registry import available, expected_path
+
+    missing = [p for p in spec.packages if find_spec(p) is None]
+    if missing:
+        return f"missing package(s) {missing}; pip install them"
+    if spec.inject and spec.inject in (injected or {}):
+        return None
+    absent = [w for w in spec.weights if not available(w)]
+    if absent:
+        where = ", ".join(str(expected_path(w)) for w in absent)
+        return f"missing weights {absent} (expected at {where}; see `python -m metrics.registry`)"
+    return None
+
+
+def build_metric(spec: MetricSpec, **overrides: Any) -> Metric:
+    """Instantiate ``spec.factory`` with ``spec.kwargs`` updated by ``overrides``."""
+    module, name = spec.factory.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**{**spec.kwargs, **overrides})
+
+
+# --------------------------------------------------------------------------------------------
+# Per-clip helpers
+# --------------------------------------------------------------------------------------------
+
+
+def align_pair(pred: Clip, gt: Clip) -> tuple[Clip, Clip]:
+    """Cut both clips to their common length; resize ``pred`` frames to ``gt``'s size if needed."""
+    t = min(pred.video.shape[0], gt.video.shape[0])
+    s = min(pred.wav.shape[0], gt.wav.shape[0])
+    video = pred.video[:t]
+    if video.shape[-2:] != gt.video.shape[-2:]:
+        video = F.interpolate(video.float(), size=tuple(gt.video.shape[-2:]), mode="bilinear", align_corners=False)
+        video = video.round().clamp(0, 255).to(torch.uint8)  # (T, 3, H_gt, W_gt)
+    return Clip(video, pred.wav[:s]), Clip(gt.video[:t], gt.wav[:s])
+
+
+def _count(metric: Metric) -> int:
+    values = metric.per_clip()
+    values = values["lse_d"] if isinstance(values, dict) else values
+    return int(values.shape[0])
+
+
+def _last_values(spec: MetricSpec, metric: Metric) -> dict[str, float]:
+    values = metric.per_clip()
+    if spec.key == "lse":
+        return {"lse_c": float(values["lse_c"][-1]), "lse_d": float(values["lse_d"][-1]),
+                "lse_offset": float(values["offset"][-1])}
+    if spec.key == "dnsmos":
+        return dict(zip(spec.columns, (float(v) for v in values[-1])))
+    return {spec.key: float(values[-1])}
+
+
+def _flatten(spec: MetricSpec, value: Any) -> dict[str, float]:
+    if spec.key == "dnsmos":
+        return {col: float(value[k]) for col, k in zip(spec.columns, DNSMOS_KEYS)}
+    if isinstance(value, dict):
+        return {k: float(v) for k, v in value.items()}
+    return {spec.key: float(value)}
+
+
+# --------------------------------------------------------------------------------------------
+# The runner
+# --------------------------------------------------------------------------------------------
+
+
+class MetricSuite:
+    """Build the available metrics and feed them one clip at a time.
+
+    Args:
+        keys: metric keys of :data:`SUITE` to run (default: all).
+        paired: True when every prediction has a ground-truth clip; False (no-reference mode)
+            skips the ``paired`` metrics and takes the distributions' real side from
+            :meth:`add_reference`.
+        has_reference_set: no-reference mode only: whether real clips will be given for the
+            distribution metrics.
+        has_text: whether transcripts are given (WER).
+        overrides: per key, constructor arguments (e.g. an injected network, which lifts the
+            weights requirement).
+        recognizer: ASR for WER, ``audio (B, S) -> list[str]`` (default: PocketSphinx).
+    """
+
+    def __init__(
+        self,
+        keys: list[str] | None = None,
+        paired: bool = True,
+        has_reference_set: bool = False,
+        has_text: bool = False,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        recognizer: Any = None,
+    ) -> None:
+        unknown = set(keys or []) - set(SPECS)
+        if unknown:
+            raise ValueError(f"unknown metric(s) {sorted(unknown)}; known: {sorted(SPECS)}")
+        self.overrides = overrides or {}
+        self.metrics: dict[str, Metric] = {}
+        self.skipped: dict[str, str] = {}
+        for spec in (SPECS[k] for k in (keys or list(SPECS))):
+            reason = self._mode_reason(spec, paired, has_reference_set, has_text)
+            reason = reason or missing_requirement(spec, self.overrides.get(spec.key))
+            if reason is None:
+                reason = self._try_build(spec)
+            if reason is not None:
+                self.skipped[spec.key] = reason
+                log.info("metric %s skipped: %s", spec.key, reason)
+        self.recognizer = recognizer
+        self.paired = paired
+
+    @staticmethod
+    def _mode_reason(spec: MetricSpec, paired: bool, has_reference_set: bool, has_text: bool) -> str | None:
+        if spec.reference == "paired" and not paired:
+            return "needs ground-truth clips (no-reference mode)"
+        if spec.reference == "set" and not paired and not has_reference_set:
+            return "needs a set of real clips (give --ref-set)"
+        if spec.reference == "text" and not has_text:
+            return "needs transcripts (give --transcripts)"
+        return None
+
+    def _try_build(self, spec: MetricSpec) -> str | None:
+        try:
+            self.metrics[spec.key] = build_metric(spec, **self.overrides.get(spec.key, {}))
+        except (FileNotFoundError, ModuleNotFoundError, ImportError, RuntimeError) as err:
+            return f"could not be built: {type(err).__name__}: {err}"
+        return None
+
+    def _recognise(self, wav: Tensor) -> list[str]:
+        if self.recognizer is None:
+            from metrics.asr import PocketSphinxRecognizer
+
+            self.recognizer = PocketSphinxRecognizer()
+        return self.recognizer(wav[None])
+
+    def _update_one(self, spec: MetricSpec, metric: Metric, pred: Clip, gt: Clip | None, text: str | None) -> None:
+        if spec.kind == "distribution":
+            data = (pred.video[None], gt.video[None] if gt else None) if spec.modality == "video" else (
+                pred.wav[None], gt.wav[None] if gt else None)
+            metric.update(data[0], real=False)
+            if data[1] is not None:
+                metric.update(data[1], real=True)
+        elif spec.key == "lse":
+            metric.update(pred.video[None], pred.wav[None])
+        elif spec.key == "dnsmos":
+            metric.update(pred.wav[None])
+        elif spec.key == "wer":
+            metric.update(self._recognise(pred.wav), [text])
+        elif spec.modality == "video":
+            metric.update(pred.video[None], gt.video[None])
+        else:
+            metric.update(pred.wav[None], gt.wav[None])
+
+    def update(self, pred: Clip, gt: Clip | None = None, text: str | None = None) -> tuple[dict[str, float], dict[str, str]]:
+        """Feed one prediction (and its ground truth / transcript) to every metric.
+
+        Returns:
+            Per-clip values of the per-clip metrics (``{column: value}``) and, per metric that
+            refused this clip, the reason.
+        """
+        if self.paired and gt is not None:
+            pred, gt = align_pair(pred, gt)
+        values: dict[str, float] = {}
+        refused: dict[str, str] = {}
+        for key, metric in self.metrics.items():
+            spec = SPECS[key]
+            before = _count(metric) if spec.kind == "per_clip" else 0
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    self._update_one(spec, metric, pred, gt, text)
+                except (MetricInputError, ValueError, RuntimeError) as err:
+                    refused[key] = str(err)
+                    continue
+            if spec.kind == "per_clip" and _count(metric) > before:
+                values.update(_last_values(spec, metric))
+            elif spec.kind == "per_clip" or any("exclud" in str(w.message) for w in caught):
+                refused[key] = "; ".join(str(w.message) for w in caught) or "not scored"
+        return values, refused
+
+    def add_reference(self, clip: Clip) -> None:
+        """No-reference mode: add a real clip to the real side of the distribution metrics."""
+        for key, metric in self.metrics.items():
+            spec = SPECS[key]
+            if spec.kind == "distribution":
+                metric.update((clip.video if spec.modality == "video" else clip.wav)[None], real=True)
+
+    def compute(self) -> tuple[dict[str, float], dict[str, str]]:
+        """Final values (``{column: value}``) and the metrics whose compute failed, with why."""
+        results: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        for key, metric in self.metrics.items():
+            spec = SPECS[key]
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    flat = _flatten(spec, metric.compute())
+            except (MetricInputError, ValueError, RuntimeError) as err:
+                failed[key] = f"{type(err).__name__}: {err}"
+                flat = {col: math.nan for col in spec.outputs}
+            results.update(flat)
+        return results, failed
