@@ -101,7 +101,8 @@ class AudioProfileEncoder(nn.Module):
         super().__init__()
         self.num_tokens = num_tokens
         if pretrained is not None:
-            self.wav2vec = load_pretrained("Wav2Vec2 audio profile encoder", pretrained, Wav2Vec2Model.from_pretrained)
+            self.wav2vec = load_pretrained("Wav2Vec2 audio profile encoder", pretrained, Wav2Vec2Model.from_pretrained,
+                                           mask_time_prob=0.0, layerdrop=0.0)
         else:
             config = Wav2Vec2Config(
                 hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=2 * hidden,
@@ -109,6 +110,10 @@ class AudioProfileEncoder(nn.Module):
                 do_stable_layer_norm=False, feat_extract_norm="group", mask_time_prob=0.0, layerdrop=0.0,
             )
             self.wav2vec = Wav2Vec2Model(config)
+        # The profile is a condition, not a CTC target: no SpecAugment time masking and no layer drop, so
+        # the whole 2 s always shape the voice tokens (and the unused mask embedding does not train).
+        if getattr(self.wav2vec, "masked_spec_embed", None) is not None:
+            self.wav2vec.masked_spec_embed.requires_grad_(False)
         if freeze_feature_encoder:
             self.wav2vec.freeze_feature_encoder()
         self.proj = nn.Linear(self.wav2vec.config.hidden_size, dim)

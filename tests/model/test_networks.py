@@ -305,3 +305,38 @@ def test_paper_preset_parameter_counts() -> None:
     net = tiny_net()
     assert tiny["total"] == sum(p.numel() for p in net.parameters())
     assert tiny["trainable"] == sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+def test_pretrained_parts_load_from_local_folders(tmp_path) -> None:
+    """Every ``from_pretrained`` path on small random models saved with ``save_pretrained``."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+    from transformers import GPT2Config, GPT2Model, Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(5)
+    w2v = Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                       conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2))
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=8)
+    gpt = GPT2Model(GPT2Config(n_embd=16, n_layer=1, n_head=2, n_positions=128))
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=16, cross_attention_dim=16,
+        attention_head_dim=2, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    adapter = MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_num_attention_heads=2,
+                            motion_norm_num_groups=16)
+    for name, model in dict(w2v=w2v, vae=vae, gpt=gpt, adapter=adapter).items():
+        model.save_pretrained(tmp_path / name)
+    unet.save_pretrained(tmp_path / "sd" / "unet")  # the SD-1.5 repository layout
+    net = tiny_net(wav2vec=str(tmp_path / "w2v"), vae=str(tmp_path / "vae"), gpt2=str(tmp_path / "gpt"),
+                   unet=str(tmp_path / "sd"), motion_adapter=str(tmp_path / "adapter"))
+    torch.testing.assert_close(net.audio_profile_encoder.wav2vec.encoder.layers[0].attention.q_proj.weight,
+                               w2v.encoder.layers[0].attention.q_proj.weight)
+    torch.testing.assert_close(net.appearance_encoder.vae.decoder.conv_out.weight, vae.decoder.conv_out.weight)
+    torch.testing.assert_close(net.audio_decoder.gpt.h[0].mlp.c_fc.weight, gpt.h[0].mlp.c_fc.weight)
+    conv_in = net.video_denoiser.unet.conv_in.weight
+    torch.testing.assert_close(conv_in[:, :4], unet.conv_in.weight)  # pretrained channels kept
+    assert bool((conv_in[:, 4:] == 0).all())  # the condition channels start with no effect
+    assert net.audio_decoder.gpt.h[0].crossattention is not None  # added for DC (video -> audio)
+    out = net(batch())
+    total_loss(out).backward()
+    assert torch.isfinite(total_loss(out)) and params_without_grad(net) == []
