@@ -170,9 +170,9 @@ class DemoDataModule(LightningDataModule):
 
     def prepare_data(self) -> None:
         """Build the corpus if absent, preprocess it (resumable), train the tokenizer if absent."""
-        if not (self.root / "metadata.jsonl").is_file():
+        if not (self.root / "corpus.json").is_file():  # written last by the corpus builder
             if not self.hparams.build_if_missing:
-                raise FileNotFoundError(f"no demo corpus at {self.root} (metadata.jsonl missing) "
+                raise FileNotFoundError(f"no finished demo corpus at {self.root} (corpus.json missing) "
                                         "and build_if_missing=False")
             from datamodules.demo_corpus import ensure_demo_corpus
 

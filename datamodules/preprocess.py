@@ -511,7 +511,7 @@ class CachedClip:
         from PIL import Image
 
         with Image.open(self.folder / "ref.png") as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # writable copy
 
 
 def load_clip(cache_dir: PathLike, record: dict) -> CachedClip:
