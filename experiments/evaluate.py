@@ -143,11 +143,9 @@ def per_clip_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def _column_order(column: str) -> int:
-    keys = list(SPECS)
-    for i, key in enumerate(keys):
-        if column == key or column.startswith(key + "_") or (key == "lse" and column.startswith("lse")):
-            return i
-    return len(keys)
+    order = [col for spec in SPECS.values() for col in spec.outputs]
+    order.insert(order.index("lse_d") + 1, "lse_offset")
+    return order.index(column) if column in order else len(order)
 
 
 def _csv_value(value: float | None) -> str:

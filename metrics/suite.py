@@ -174,7 +174,10 @@ def align_pair(pred: Clip, gt: Clip) -> tuple[Clip, Clip]:
 
 
 def _count(metric: Metric) -> int:
-    values = metric.per_clip()
+    try:
+        values = metric.per_clip()
+    except ValueError:  # some per_clip() refuse an empty state
+        return 0
     values = values["lse_d"] if isinstance(values, dict) else values
     return int(values.shape[0])
 
