@@ -1,0 +1,88 @@
+"""The suite table (every metric buildable, every paper column produced) and its runner."""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+import torch
+
+from metrics.fid import VideoFID
+from metrics.intelligibility import STOI
+from metrics.paper_tables import TABLES
+from metrics.suite import SPECS, SUITE, Clip, MetricSpec, MetricSuite, align_pair, missing_requirement
+
+
+def _clip(seed: int, frames: int = 8, side: int = 16, seconds: float = 1.0, silent: bool = False) -> Clip:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(int(seconds * 16000)) / 16000
+    wav = 0.3 * torch.sin(2 * math.pi * (140 + 10 * seed) * t) * (0.6 + 0.4 * torch.sin(2 * math.pi * 3 * t))
+    return Clip(torch.randint(0, 256, (frames, 3, side, side), dtype=torch.uint8, generator=g), wav * (0 if silent else 1))
+
+
+def test_every_factory_resolves_and_every_paper_column_is_produced() -> None:
+    for spec in SUITE:
+        module, name = spec.factory.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        assert isinstance(cls, type), spec.key
+        assert spec.needs_gt == (spec.reference == "paired")
+    produced = {col for spec in SUITE for col in spec.outputs}
+    human = {"mos_video", "mos_audio"}
+    for table in TABLES.values():
+        for column in table.columns + table.extra_columns:
+            assert column.key in produced | human, f"Table {table.number} column {column.key} has no metric"
+
+
+def test_missing_requirements_name_the_weights_or_package(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("NFY_CACHE", str(tmp_path))  # an empty cache: no weights at all
+    reason = missing_requirement(SPECS["lse"])
+    assert "syncnet" in reason and str(tmp_path / "syncnet" / "syncnet_v2.model") in reason
+    assert missing_requirement(SPECS["lse"], {"net": torch.nn.Identity()}) is None  # injected network
+    fake = MetricSpec("x", "X", "audio", "none", "per_clip", "metrics.pesq:WidebandPESQ", packages=("no_such_package_xyz",))
+    assert "no_such_package_xyz" in missing_requirement(fake)
+    assert missing_requirement(SPECS["psnr"]) is None
+
+
+def test_modes_skip_with_reasons() -> None:
+    suite = MetricSuite(["psnr", "fid", "wer", "dnsmos"], paired=False, has_reference_set=False, has_text=False)
+    assert set(suite.skipped) == {"psnr", "fid", "wer"}
+    assert "no-reference" in suite.skipped["psnr"] and "--ref-set" in suite.skipped["fid"]
+    assert "--transcripts" in suite.skipped["wer"] and list(suite.metrics) == ["dnsmos"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        MetricSuite(["psnr", "bogus"])
+
+
+def test_per_clip_values_and_exclusions_match_the_metrics() -> None:
+    suite = MetricSuite(["psnr", "stoi"], paired=True)
+    pairs = [(_clip(1), _clip(2)), (_clip(3), _clip(4)), (_clip(5, silent=True), _clip(6))]
+    rows = [suite.update(p, g) for p, g in pairs]
+    direct = STOI()
+    direct.update(torch.stack([pairs[0][0].wav, pairs[1][0].wav]), torch.stack([pairs[0][1].wav, pairs[1][1].wav]))
+    assert [r[0]["stoi"] for r in rows[:2]] == pytest.approx(direct.per_clip().tolist(), abs=1e-9)
+    assert "stoi" not in rows[2][0] and "silent" in rows[2][1]["stoi"]
+    assert "psnr" in rows[2][0]  # the video metric still scores the clip
+    results, failed = suite.compute()
+    assert not failed and results["stoi"] == pytest.approx(float(direct.compute()), abs=1e-9)
+
+
+def test_reference_set_feeds_the_real_side() -> None:
+    net = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    suite = MetricSuite(["fid"], paired=False, has_reference_set=True, overrides={"fid": {"feature_extractor": net}})
+    direct = VideoFID(feature_extractor=net)
+    for seed in (1, 2):
+        suite.add_reference(_clip(seed))
+        direct.update(_clip(seed).video[None], real=True)
+    for seed in (3, 4):
+        values, refused = suite.update(_clip(seed))
+        assert values == {} and refused == {}  # a distribution metric has no per-clip value
+        direct.update(_clip(seed).video[None], real=False)
+    results, _ = suite.compute()
+    assert results["fid"] == pytest.approx(float(direct.compute()), rel=1e-6)
+
+
+def test_align_pair_cuts_and_resizes() -> None:
+    pred, gt = align_pair(_clip(1, frames=10, side=32, seconds=1.2), _clip(2, frames=8, side=16))
+    assert pred.video.shape == gt.video.shape == (8, 3, 16, 16)
+    assert pred.wav.shape == gt.wav.shape == (16000,)
+    assert pred.video.dtype == torch.uint8
