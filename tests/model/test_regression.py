@@ -1,0 +1,90 @@
+"""Regression slices of the tiny NFY network: a seeded 2-step AdamW training run and 2-step sampling.
+
+The stored numbers were produced once from this code (``python -m tests.model.test_regression`` prints
+them) and guard against unintended changes of the computation: initialisation, conditioning flow,
+losses, the DDPM/DDIM schedules, the cached speech decoding. A deliberate change of the model
+re-generates them with the same command (and says why in its commit). Tolerance 1e-3.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tests.model.test_networks import batch, conditions, tiny_net
+
+ATOL = 1e-3
+
+EXPECTED_LOSSES: list[list[float]] = [
+    [0.55975, 16.578192, 1.16722, 1.249484],
+    [0.555294, 16.47081, 1.051004, 1.066426],
+]
+"""Per training step: video_l1, audio_mse, denoise, stop."""
+EXPECTED_WEIGHTS: list[float] = [
+    0.244617, -0.086723, 0.138885, 0.066842, -0.031358, 0.069699,
+    -0.03242,
+]
+"""``audio_decoder.mel_head.weight[0, :4]`` and ``video_denoiser.unet.conv_out.weight[0, 0, 0]`` after 2 steps."""
+EXPECTED_MEL: list[float] = [
+    0.186721, 0.75685, 1.107595, 0.557046, 0.324103, 0.25706,
+    -0.927483, -0.176223, -0.0633, 0.618155, 0.203012, -0.060658,
+]
+"""``generate_speech`` mel[0, :4, :3] (flattened), stop head disabled."""
+EXPECTED_FRAMES: list[float] = [
+    0.012584, 0.016709, -0.076676, -0.226927, 0.116769, 0.084385,
+]
+"""``generate_video`` (2 DDIM steps, guidance 2) frame 0, channel 0, row 16, columns 0..5 of clip 0."""
+
+
+def run_training() -> tuple[list[list[float]], list[float]]:
+    """Two AdamW steps (lr 1e-3) on one synthetic batch from seed 0."""
+    net = tiny_net(seed=0)
+    b = batch()
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3, weight_decay=1e-2)
+    torch.manual_seed(0)
+    losses = []
+    for _ in range(2):
+        out = net(b)
+        terms = [out[k] for k in ("video_l1", "audio_mse", "denoise", "stop")]
+        losses.append([float(t.detach()) for t in terms])
+        optimizer.zero_grad()
+        (terms[0] + 0.1 * terms[1] + terms[2] + terms[3]).backward()
+        optimizer.step()
+    weights = net.audio_decoder.mel_head.weight[0, :4].tolist() + net.video_denoiser.unet.conv_out.weight[0, 0, 0].tolist()
+    return losses, weights
+
+
+def run_sampling() -> tuple[list[float], list[float]]:
+    """Speech (3 frames, no stop) then one 4-frame video window in 2 DDIM steps, from seed 0."""
+    net = tiny_net(seed=0).eval()
+    b = batch()
+    with torch.no_grad():
+        net.audio_decoder.stop_head.bias.fill_(-50.0)
+    speech = net.generate_speech(*conditions(b), max_mel_frames=3)
+    frames = net.generate_video(
+        b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"], b["profile_wav"],
+        speech["audio_hidden"], num_frames=4, motion_frames=None, num_inference_steps=2, guidance_scale=2.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return speech["mel"][0, :4, :3].flatten().tolist(), frames[0, 0, 0, 16, :6].tolist()
+
+
+def test_two_training_steps_match_the_stored_numbers() -> None:
+    losses, weights = run_training()
+    torch.testing.assert_close(torch.tensor(losses), torch.tensor(EXPECTED_LOSSES), atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.tensor(weights), torch.tensor(EXPECTED_WEIGHTS), atol=ATOL, rtol=0)
+    assert losses[1] != losses[0]  # the step changed the network
+
+
+def test_two_step_sampling_matches_the_stored_numbers() -> None:
+    mel, frames = run_sampling()
+    torch.testing.assert_close(torch.tensor(mel), torch.tensor(EXPECTED_MEL), atol=ATOL, rtol=0)
+    torch.testing.assert_close(torch.tensor(frames), torch.tensor(EXPECTED_FRAMES), atol=ATOL, rtol=0)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    training, sampling = run_training(), run_sampling()
+    print("EXPECTED_LOSSES =", [[round(v, 6) for v in step] for step in training[0]])
+    print("EXPECTED_WEIGHTS =", [round(v, 6) for v in training[1]])
+    print("EXPECTED_MEL =", [round(v, 6) for v in sampling[0]])
+    print("EXPECTED_FRAMES =", [round(v, 6) for v in sampling[1]])
