@@ -46,13 +46,14 @@ import logging
 import math
 import multiprocessing
 import os
+import pickle
 import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -93,17 +94,21 @@ class Speaker:
 
 SPEAKERS: tuple[Speaker, ...] = (
     Speaker("spk00", "en-us+m1", 42, 165, 0, "train"),
-    Speaker("spk01", "en-us+f2", 58, 170, 1, "train"),
+    Speaker("spk01", "en-us+belinda", 55, 170, 1, "train"),
     Speaker("spk02", "en+m3", 50, 160, 2, "train"),
-    Speaker("spk03", "en-gb-scotland+f3", 62, 165, 3, "train"),
+    Speaker("spk03", "en-gb-scotland+annie", 58, 165, 3, "train"),
     Speaker("spk04", "en-gb-x-rp+m5", 38, 175, 4, "train"),
     Speaker("spk05", "en-029+f1", 55, 160, 5, "train"),
     Speaker("spk06", "en-gb-x-gbclan+m2", 46, 170, 6, "train"),
     Speaker("spk07", "en-us+f4", 66, 180, 7, "train"),
     Speaker("spk08", "en-gb-x-gbcwmd+m4", 44, 165, 8, "val"),
-    Speaker("spk09", "en-us+f5", 60, 170, 9, "test"),
+    Speaker("spk09", "en-us+anika", 55, 170, 9, "test"),
 )
-"""The default speaker table: 8 train, 1 val and 1 test speaker, ten distinct voices."""
+"""The default speaker table: 8 train, 1 val and 1 test speaker, ten distinct voices.
+
+The variants ``f2``, ``f3`` and ``f5`` of eSpeak NG 1.52 are left out: their output changes from
+one process to the next (they read memory that is never set), which would break determinism.
+"""
 
 # Clips go round-robin over this order, so that even a corpus of 3 clips has all three splits.
 _ROUND_ROBIN: tuple[int, ...] = (0, 8, 9, 1, 2, 3, 4, 5, 6, 7)
@@ -202,21 +207,72 @@ class _ESpeak:
 
 
 _ENGINE: Optional[_ESpeak] = None
-_ENGINE_PID: Optional[int] = None
 _ENGINE_LOCK = threading.Lock()
+_IN_CHILD = False
 
 
 def _engine() -> _ESpeak:
-    """The process' eSpeak engine; a forked worker re-creates its own on first use."""
-    global _ENGINE, _ENGINE_PID
+    """The process' eSpeak engine, initialised on first use (forked workers inherit it)."""
+    global _ENGINE
     with _ENGINE_LOCK:
-        if _ENGINE is None or _ENGINE_PID != os.getpid():
-            _ENGINE, _ENGINE_PID = _ESpeak(), os.getpid()
+        if _ENGINE is None:
+            _ENGINE = _ESpeak()
         return _ENGINE
+
+
+def _in_fresh_engine(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a child forked from this process, whose eSpeak engine has never spoken.
+
+    eSpeak NG carries state from one utterance to the next in function statics (the pitch
+    flutter and wave phases) that no API call resets, so the same text comes out slightly
+    different depending on what was said before. This process only initialises the engine;
+    each call speaks in a child forked from that untouched state, with libc's ``rand()`` (which
+    eSpeak uses for noise) re-seeded, so its result depends on its arguments alone. Without ``os.fork`` (Windows) ``fn`` runs here, deterministic per process only.
+    """
+    global _IN_CHILD
+    if _IN_CHILD or not hasattr(os, "fork"):
+        return fn(*args)
+    _engine()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compute, send the pickled result, exit without cleanup handlers
+        code = 1
+        try:
+            os.close(read_fd)
+            _IN_CHILD = True
+            ctypes.CDLL(None).srand(0)  # the same noise sequence whatever the process did before
+            with os.fdopen(write_fd, "wb") as pipe:
+                pipe.write(_pickled_call(fn, args))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"the eSpeak NG child process died (wait status {status}) in {fn.__name__}")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
+
+
+def _pickled_call(fn: Callable[..., Any], args: tuple) -> bytes:
+    try:
+        return pickle.dumps((True, fn(*args)))
+    except Exception as err:  # the parent re-raises it
+        try:
+            return pickle.dumps((False, err))
+        except Exception:
+            return pickle.dumps((False, RuntimeError(f"{type(err).__name__}: {err}")))
 
 
 def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50) -> tuple[np.ndarray, list[PhonemeEvent]]:
     """Speak ``text`` with eSpeak NG; 16 kHz mono float32 and the phoneme timing.
+
+    The result depends on the arguments alone: each call speaks from the engine's freshly
+    initialised state (see :func:`_in_fresh_engine`).
 
     Args:
         text: UTF-8 English text, non-empty.
@@ -232,6 +288,10 @@ def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50
     Raises:
         ValueError: empty ``text``, ``rate``/``pitch`` out of range, or an unknown voice.
     """
+    return _in_fresh_engine(_synthesize_here, text, voice, rate, pitch)
+
+
+def _synthesize_here(text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, list[PhonemeEvent]]:
     if not text or not text.strip():
         raise ValueError(f"text must be non-empty, got {text!r}")
     speaker = next((s for s in SPEAKERS if s.name == voice), None)
@@ -276,7 +336,7 @@ def _clause(rng: np.random.Generator, extras: int) -> str:
     if rng.random() < 0.4:
         subject = _pick(rng, wordlist.NAMES)
     else:
-        subject = "the " + (_pick(rng, wordlist.ADJECTIVES) + " " if extras >= 2 else "") + _pick(rng, wordlist.NOUNS)
+        subject = "the " + (_pick(rng, wordlist.ADJECTIVES) + " " if extras >= 2 else "") + _pick(rng, wordlist.BEINGS)
     if extras == 0 or rng.random() < 0.35:
         words = [subject, _pick(rng, wordlist.VERBS_INTRANSITIVE)]
         if extras >= 1:
@@ -305,6 +365,7 @@ _VISEMES: tuple[tuple[str, float, float], ...] = (
 )
 _CONSONANT = (0.3, 0.0)
 _DYNAMIC_RANGE_DB = 30.0
+_QUIETEST_PEAK_DB = -40.0  # RMS of the loudest frame is taken as at least this (dB full scale)
 
 
 def _viseme(phoneme: str) -> tuple[float, float]:
@@ -317,7 +378,8 @@ def _viseme(phoneme: str) -> tuple[float, float]:
 def mouth_track(wav: np.ndarray, events: Sequence[PhonemeEvent], num_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Mouth opening and lip rounding per 25 fps frame, driven by ``wav`` and its phonemes.
 
-    The opening is the frame's speech level (RMS in dB over a 30 dB range below the loudest frame)
+    The opening is the frame's speech level (RMS in dB over a 30 dB range below the loudest frame,
+    or below -40 dBFS when the loudest is quieter than that)
     times the phonemes' openness, weighted by how much of the frame each phoneme covers.
 
     Args:
@@ -332,7 +394,8 @@ def mouth_track(wav: np.ndarray, events: Sequence[PhonemeEvent], num_frames: int
     padded[: min(wav.size, padded.size)] = wav[: padded.size]
     rms = np.sqrt(np.mean(padded.reshape(num_frames, SAMPLES_PER_FRAME) ** 2, axis=1))  # (T,)
     level_db = 20.0 * np.log10(rms + 1e-6)
-    level = np.clip((level_db - level_db.max() + _DYNAMIC_RANGE_DB) / _DYNAMIC_RANGE_DB, 0.0, 1.0)
+    loudest = max(float(level_db.max()), _QUIETEST_PEAK_DB)  # a silent clip keeps its mouth closed
+    level = np.clip((level_db - loudest + _DYNAMIC_RANGE_DB) / _DYNAMIC_RANGE_DB, 0.0, 1.0)
     shape = np.zeros((num_frames, 2))  # (T, [opening, rounding]) coverage-weighted sums
     covered = np.zeros(num_frames)
     ends = [e.time for e in events[1:]] + [events[-1].time + 0.1] if events else []
@@ -625,7 +688,7 @@ def _speech_for_clip(rng: np.random.Generator, speaker: Speaker, min_seconds: fl
     for _ in range(12):
         text = make_sentence(rng, level)
         wav, events = synthesize(text, speaker.voice, speaker.rate, speaker.pitch)
-        seconds = (lead + wav.size + tail) / SAMPLE_RATE
+        seconds = math.ceil((lead + wav.size + tail) / SAMPLES_PER_FRAME) / FPS  # whole video frames
         if seconds > max_seconds:
             level -= 1
             continue
@@ -647,9 +710,9 @@ def _speech_for_clip(rng: np.random.Generator, speaker: Speaker, min_seconds: fl
 
 
 def _blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
-    """(T,) eyelid closure in [0, 1]: a blink 0.4-1.6 s in, then every 1.5-4 s."""
+    """(T,) eyelid closure in [0, 1]: a blink 0.3-1.2 s in (every clip of 1.5 s has one), then every 1.5-4 s."""
     closure = np.zeros(num_frames, np.float32)
-    start = int(rng.uniform(0.4, 1.6) * FPS)
+    start = int(rng.uniform(0.3, 1.2) * FPS)
     while start < num_frames:
         for k, value in enumerate(_BLINK_PROFILE):
             if start + k < num_frames:
@@ -672,9 +735,9 @@ def _head_motion(rng: np.random.Generator, num_frames: int, size: int) -> np.nda
 
 def _make_clip(job: _ClipJob) -> dict[str, Any]:
     """Synthesise, draw and write one clip; its metadata record."""
-    rng = np.random.default_rng([job.seed, job.index])
+    speech_rng, rng = (np.random.default_rng([job.seed, job.index, k]) for k in (0, 1))
     speaker = job.speaker
-    text, audio, events = _speech_for_clip(rng, speaker, job.min_seconds, job.max_seconds)
+    text, audio, events = _in_fresh_engine(_speech_for_clip, speech_rng, speaker, job.min_seconds, job.max_seconds)
     num_frames = audio.size // SAMPLES_PER_FRAME
     opening, rounding = mouth_track(audio, events, num_frames)  # (T,), (T,)
     blink = _blinks(rng, num_frames)  # (T,)

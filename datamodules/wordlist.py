@@ -10,9 +10,12 @@ NAMES: tuple[str, ...] = (
     "Anna", "Ben", "Clara", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Kate", "Leo",
     "Maria", "Nora", "Oscar", "Paul", "Rosa", "Sam", "Tom", "Vera",
 )
-NOUNS: tuple[str, ...] = (
+BEINGS: tuple[str, ...] = (
     "dog", "cat", "bird", "horse", "child", "teacher", "doctor", "farmer", "driver", "friend", "neighbour",
     "student", "baker", "sailor", "painter", "king", "queen", "girl", "boy", "man", "woman", "family",
+)
+"""Nouns that can be the subject of any verb of the lists."""
+NOUNS: tuple[str, ...] = BEINGS + (
     "book", "letter", "table", "chair", "window", "door", "garden", "river", "mountain", "forest", "road",
     "house", "car", "train", "boat", "bridge", "city", "village", "market", "school", "kitchen", "room",
     "apple", "bread", "coffee", "cake", "flower", "tree", "stone", "ball", "box", "bag", "hat", "coat",
