@@ -179,6 +179,38 @@ def test_real_weights_on_real_clip(shared_data) -> None:
     metric = LipSyncError(net=load_syncnet())
     metric.update(frames[None], wav[None])
     scores = metric.compute()
-    # a lip-synced talking face: SyncNet finds the sync near offset 0 with clear confidence
+    # plausibility on a lip-synced clip (the paper's Table 5 ranges 2.5-5.7 / 8.4-10.3): the
+    # exact reference check is test_real_weights_reproduce_the_reference_demo
     assert abs(int(metric.per_clip()["offset"][0])) <= 3
-    assert float(scores["lse_c"]) > 3.0 and 4.0 < float(scores["lse_d"]) < 11.0
+    assert float(scores["lse_c"]) > 1.0 and float(scores["lse_d"]) < 12.0
+
+
+def test_load_syncnet_reads_a_state_dict_without_batch_counters(tmp_path) -> None:
+    torch.manual_seed(2)
+    source = SyncNet()
+    state = {k: v for k, v in source.state_dict().items() if not k.endswith("num_batches_tracked")}  # as the 2017 file
+    torch.save(state, tmp_path / "syncnet_v2.model")
+    loaded = load_syncnet(tmp_path / "syncnet_v2.model")
+    mfcc = torch.randn(2, 1, 13, 20)
+    torch.testing.assert_close(loaded.forward_aud(mfcc), source.forward_aud(mfcc))
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "bad.model")
+    with pytest.raises(RuntimeError, match="bad.model does not hold SyncNet v2 weights"):
+        load_syncnet(tmp_path / "bad.model")
+    with pytest.raises(FileNotFoundError, match="missing.model"):
+        load_syncnet(tmp_path / "missing.model")
+
+
+_DEMO = expected_path("syncnet").parent / "example.avi"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (available("syncnet") and _DEMO.is_file()),
+                    reason=f"SyncNet weights {expected_path('syncnet')} or syncnet_python's demo video {_DEMO} absent")
+def test_real_weights_reproduce_the_reference_demo() -> None:
+    """syncnet_python's demo_syncnet.py on data/example.avi prints offset 3, distance 5.353, confidence 10.021."""
+    from datamodules.media import read_audio, read_video
+
+    frames = torch.from_numpy(read_video(_DEMO)).permute(0, 3, 1, 2)  # already 224x224 face crops
+    score = _lse_update(load_syncnet(), frames, torch.from_numpy(read_audio(_DEMO)))
+    assert score.offset == 3
+    assert score.lse_d == pytest.approx(5.353, abs=0.05) and score.lse_c == pytest.approx(10.021, abs=0.1)

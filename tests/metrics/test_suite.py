@@ -86,3 +86,23 @@ def test_align_pair_cuts_and_resizes() -> None:
     assert pred.video.shape == gt.video.shape == (8, 3, 16, 16)
     assert pred.wav.shape == gt.wav.shape == (16000,)
     assert pred.video.dtype == torch.uint8
+
+
+def test_paper_tables_transcription_spot_checks() -> None:
+    from metrics.paper_tables import DATASETS, render_latex, render_markdown
+
+    assert {n: len(t.rows) for n, t in TABLES.items()} == {1: 20, 2: 5, 3: 20, 4: 5, 5: 7, 6: 5, 7: 6}
+    assert all(len(values) == len(t.columns) for t in TABLES.values() for _, _, values in t.rows)
+    assert TABLES[1].block("CelebV-HQ")[-1] == ("CelebV-HQ", "Our Model", (34.01, 43.67, 2743.29))
+    assert TABLES[3].block("FakeAVCeleb")[2] == ("FakeAVCeleb", "XTTS_v2", (184.39, 77.88, 0.11))
+    assert TABLES[4].rows[-1][2] == (0.43, 4.01, 0.18, 4.56) and TABLES[5].rows[0][2] == (5.45, 8.52)
+    assert TABLES[7].rows[2][2][0] == 85.25
+    # the proposed model's numbers repeat across Tables 1, 3, 6 and 7 in the paper (VoxCeleb)
+    vox = TABLES[1].block("VoxCeleb")[-1][2] + TABLES[3].block("VoxCeleb")[-1][2]
+    assert TABLES[6].rows[-1][2] == vox and TABLES[7].rows[-1][2] == vox
+    assert len(TABLES[2].block("HDTF")) == 5 and DATASETS[0] == "VoxCeleb"
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        TABLES[1].block("LRS3")
+    md = render_markdown(TABLES[5], {"lse_c": 6.123, "lse_d": float("nan")}, "run1")
+    assert md.splitlines()[-1] == "| run1 (ours) | 6.12 | - |"
+    assert r"\midrule" in render_latex(TABLES[5], {"lse_c": 6.1}, "run\\_1")
