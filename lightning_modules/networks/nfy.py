@@ -156,6 +156,8 @@ class NFYNetwork(nn.Module):
             dim, wav2vec, wav2vec_width, wav2vec_layers, heads, audio_tokens) if use_audio_profile_encoder else None
         self.appearance_encoder = AppearanceEncoder(vae, vae_width, vae_levels, trainable=train_vae)
         factor = self.appearance_encoder.downsample
+        if self.appearance_encoder.latent_channels != 4:
+            raise ValueError(f"vae={vae!r} has {self.appearance_encoder.latent_channels} latent channels, expected 4")
         if image_size % (factor * patch_size):
             raise ValueError(f"image_size={image_size} must be a multiple of the VAE factor {factor} x patch_size {patch_size}")
         self.latent_size = image_size // factor
@@ -166,20 +168,12 @@ class NFYNetwork(nn.Module):
         self.audio_query = None if use_audio_sequence_encoder else nn.Parameter(torch.randn(1, audio_tokens, dim) * 0.02)
 
         # Entangled encoders (Eq. 1, Table 6/7)
-        need_audio = attended_tokens in ("both", "audio")
-        need_video = attended_tokens in ("both", "visual") and (self.ec or self.dc)
+        self._need_audio = attended_tokens in ("both", "audio")
+        self._need_video = attended_tokens in ("both", "visual") and (self.ec or self.dc)
         self.video_query = None
-        if need_video and not use_visual_tokens:
+        if self._need_video and not use_visual_tokens:
             self.video_query = nn.Parameter(torch.randn(1, video_queries, dim) * 0.02)
-        if entanglement == "ste":
-            shared = EntangledEncoder(dim, entangled_layers, heads, num_modalities=2) if need_audio or need_video else None
-            self.shared_entangler = shared
-            self.audio_entangler = self.video_entangler = None
-        else:
-            self.shared_entangler = None
-            self.audio_entangler = EntangledEncoder(dim, entangled_layers, heads) if need_audio else None
-            self.video_entangler = EntangledEncoder(dim, entangled_layers, heads) if need_video else None
-        self._need_audio, self._need_video = need_audio, need_video
+        self._build_entanglers(dim, entangled_layers, heads)
 
         # Audio decoder and vocoder
         self.audio_decoder = AudioDecoder(dim, gpt2, decoder_width, decoder_layers, decoder_heads,
@@ -197,6 +191,18 @@ class NFYNetwork(nn.Module):
         self.dc_slots = nn.Parameter(torch.zeros(1, FRAME_WINDOW, cross)) if self.dc else None
         self.train_scheduler = training_scheduler(num_train_timesteps, prediction_type)
         self.sample_scheduler = sampling_scheduler(self.train_scheduler)
+
+    def _build_entanglers(self, dim: int, layers: int, heads: int) -> None:
+        """ETE: one encoder per side that needs one; STE: one shared encoder with modality embeddings."""
+        self.shared_entangler = self.audio_entangler = self.video_entangler = None
+        if self.entanglement == "ste":
+            if self._need_audio or self._need_video:
+                self.shared_entangler = EntangledEncoder(dim, layers, heads, num_modalities=2)
+            return
+        if self._need_audio:
+            self.audio_entangler = EntangledEncoder(dim, layers, heads)
+        if self._need_video:
+            self.video_entangler = EntangledEncoder(dim, layers, heads)
 
     # ------------------------------------------------------------------ conditioning
     def _entangle(self, side: int, query: torch.Tensor, merged: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ TINY: dict[str, Any] = dict(
     vocab_size=64, image_size=32, num_frames=4, motion_frames=2, dim=16, heads=2, entangled_layers=1,
     max_text_len=64, audio_sequence_channels=16, audio_sequence_stages=2, wav2vec_width=16, wav2vec_layers=1,
     vae_width=8, vae_levels=2, patch_size=4, decoder_width=16, decoder_layers=1, decoder_heads=2,
-    max_decoder_positions=256, unet_width=16, unet_levels=2, unet_cross_dim=16,
+    max_decoder_positions=1024, unet_width=16, unet_levels=2, unet_cross_dim=16,
 )
 """Random-init CPU configuration: 1-2 layers, 2 heads, widths 8-16, 4 frames of 32 x 32."""
 

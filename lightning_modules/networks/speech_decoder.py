@@ -12,12 +12,16 @@ last frame (stop head). With ``cross_attention`` the decoder also attends to the
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2Model
 
 from datamodules.conventions import N_MELS
 from lightning_modules.networks.layers import load_pretrained
+
+log = logging.getLogger(__name__)
 
 
 class AudioDecoder(nn.Module):
@@ -52,6 +56,12 @@ class AudioDecoder(nn.Module):
         self.mel_head = nn.Linear(width, N_MELS)
         self.stop_head = nn.Linear(width, 1)
 
+    def _check_length(self, positions: int) -> None:
+        limit = int(self.gpt.config.n_positions)
+        if positions > limit:
+            raise ValueError(f"conditioning prefix + mel frames = {positions} positions exceed the decoder's "
+                             f"{limit} (max_decoder_positions); shorten the text/utterance or raise the limit")
+
     def _run(self, embeds: torch.Tensor, mask: torch.Tensor, video_tokens: torch.Tensor | None,
              past=None) -> tuple[torch.Tensor, object]:
         if self.cross_attention and video_tokens is None:
@@ -73,6 +83,7 @@ class AudioDecoder(nn.Module):
             ``mel`` (B, 80, T) predicted, ``stop_logits`` (B, T), ``hidden`` (B, T, W) per-mel-frame states.
         """
         b, _, t = mel.shape
+        self._check_length(prefix.shape[1] + t)
         frames = self.prenet(mel[:, :, :-1].transpose(1, 2))  # (B, T-1, W)
         embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1), frames], dim=1)  # (B, P+T, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, t)], dim=1)  # (B, P+T)
@@ -86,12 +97,20 @@ class AudioDecoder(nn.Module):
                  video_tokens: torch.Tensor | None = None, stop_threshold: float = 0.5) -> dict[str, torch.Tensor]:
         """Autoregressive mel generation with a key/value cache, until every row's stop head fires.
 
+        ``max_frames`` is capped (with a warning) to the positions the decoder has left after the prefix.
+
         Returns:
             ``mel`` (B, 80, T), ``lengths`` (B,) frames up to and including the stop frame (``max_frames``
             where it never fired), ``hidden`` (B, T, W); T <= ``max_frames``, rows past their length repeat
             the decoder's continuation and should be cut with ``lengths``.
         """
         b = prefix.shape[0]
+        room = int(self.gpt.config.n_positions) - prefix.shape[1]
+        if max_frames > room:
+            self._check_length(prefix.shape[1] + 1)  # not even one frame fits: a clear error
+            log.warning("max_frames=%d capped to %d: the decoder holds %d positions and the prefix uses %d",
+                        max_frames, room, self.gpt.config.n_positions, prefix.shape[1])
+            max_frames = room
         embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1)], dim=1)  # (B, P+1, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, 1)], dim=1)  # (B, P+1)
         lengths = torch.full((b,), max_frames, dtype=torch.long, device=prefix.device)

@@ -340,3 +340,14 @@ def test_pretrained_parts_load_from_local_folders(tmp_path) -> None:
     out = net(batch())
     total_loss(out).backward()
     assert torch.isfinite(total_loss(out)) and params_without_grad(net) == []
+
+
+def test_decoder_positions_limit_caps_generation_and_is_named_in_training(caplog) -> None:
+    net, b = tiny_net(max_decoder_positions=40).eval(), batch()
+    with torch.no_grad():
+        net.audio_decoder.stop_head.bias.fill_(-50.0)
+    prefix = 10 + b["text_ids"].shape[1]  # audio tokens + text
+    out = net.generate_speech(*conditions(b), max_mel_frames=100)
+    assert out["mel"].shape[2] == 40 - prefix and "capped" in caplog.text
+    with pytest.raises(ValueError, match="max_decoder_positions"):
+        net(b)  # 31 teacher-forced frames do not fit

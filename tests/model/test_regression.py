@@ -15,22 +15,22 @@ from tests.model.test_networks import batch, conditions, tiny_net
 ATOL = 1e-3
 
 EXPECTED_LOSSES: list[list[float]] = [
-    [0.55975, 16.578192, 1.16722, 1.249484],
-    [0.555294, 16.47081, 1.051004, 1.066426],
+    [0.560214, 17.770149, 1.107614, 1.011067],
+    [0.556287, 17.708719, 1.013372, 0.790144],
 ]
 """Per training step: video_l1, audio_mse, denoise, stop."""
 EXPECTED_WEIGHTS: list[float] = [
-    0.244617, -0.086723, 0.138885, 0.066842, -0.031358, 0.069699,
-    -0.03242,
+    0.039153, 0.069908, -0.228882, -0.138319, 0.038662, 0.060691,
+    0.015887,
 ]
 """``audio_decoder.mel_head.weight[0, :4]`` and ``video_denoiser.unet.conv_out.weight[0, 0, 0]`` after 2 steps."""
 EXPECTED_MEL: list[float] = [
-    0.186721, 0.75685, 1.107595, 0.557046, 0.324103, 0.25706,
-    -0.927483, -0.176223, -0.0633, 0.618155, 0.203012, -0.060658,
+    -0.620231, 0.885756, 0.015808, -0.948735, 1.599205, 1.304054,
+    0.09553, 0.962416, 0.623087, 0.25218, 0.660645, 1.399018,
 ]
 """``generate_speech`` mel[0, :4, :3] (flattened), stop head disabled."""
 EXPECTED_FRAMES: list[float] = [
-    0.012584, 0.016709, -0.076676, -0.226927, 0.116769, 0.084385,
+    -0.015144, 0.167118, -0.059334, -0.386869, 0.158673, 0.071264,
 ]
 """``generate_video`` (2 DDIM steps, guidance 2) frame 0, channel 0, row 16, columns 0..5 of clip 0."""
 
