@@ -141,9 +141,8 @@ def audio_cases(wavs: list[np.ndarray], texts: list[str]) -> dict[str, Case]:
 def _mcd_reference(wavs: list[np.ndarray], preds: list[np.ndarray]) -> Callable[[], object]:
     import tempfile
 
-    from scipy.io import wavfile
-
     from mel_cepstral_distance import compare_audio_files
+    from scipy.io import wavfile
 
     folder = Path(tempfile.mkdtemp(prefix="nfy-bench-"))
     paths = []
@@ -166,7 +165,7 @@ def video_cases(videos: list[np.ndarray]) -> dict[str, Case]:
     rng = np.random.default_rng(2)
     preds = [np.clip(v.astype(int) + rng.integers(-8, 9, v.shape), 0, 255).astype(np.uint8) for v in videos]
     seconds = sum(len(v) for v in videos) / 25
-    to_t = lambda clips: [torch.from_numpy(c).permute(0, 3, 1, 2)[None] for c in clips]  # noqa: E731
+    to_t = lambda clips: [torch.from_numpy(c).permute(0, 3, 1, 2)[None] for c in clips]
     gt_t, pred_t = to_t(videos), to_t(preds)
 
     def ours(metric_cls):

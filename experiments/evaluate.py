@@ -43,7 +43,13 @@ from tqdm import tqdm
 
 from datamodules.conventions import FPS, SAMPLE_RATE
 from datamodules.media import MediaError, read_audio, read_video
-from metrics.paper_tables import DATASETS, RESULT_TABLES, TABLES, render_latex, render_markdown
+from metrics.paper_tables import (
+    DATASETS,
+    RESULT_TABLES,
+    TABLES,
+    render_latex,
+    render_markdown,
+)
 from metrics.suite import SPECS, Clip, MetricSuite
 
 log = logging.getLogger(__name__)
@@ -94,7 +100,7 @@ def load_transcripts(path: Path | None) -> dict[str, str]:
         return {}
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict):
-        raise ValueError(f"--transcripts {path}: expected a JSON object of clip name -> text, got {type(data).__name__}")
+        raise TypeError(f"--transcripts {path}: expected a JSON object of clip name -> text, got {type(data).__name__}")
     return {name: (entry["text"] if isinstance(entry, dict) else str(entry)) for name, entry in data.items()}
 
 

@@ -20,8 +20,8 @@ are close to, but not the same as, the reference's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

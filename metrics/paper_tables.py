@@ -15,6 +15,7 @@ numbers can be placed in a row beside the paper's. Notes on the transcription:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 DATASETS = ("VoxCeleb", "FakeAVCeleb", "CelebV-HQ", "HDTF")
@@ -149,7 +150,7 @@ RESULT_TABLES = (1, 2, 3, 4, 5)
 
 
 def _fmt(value: float | None) -> str:
-    if value is None or value != value:  # None or NaN
+    if value is None or math.isnan(value):
         return "-"
     return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
 

@@ -71,7 +71,7 @@ def test_paired_run_writes_csv_summary_and_tables(folders, tmp_path) -> None:
         assert "alexnet" in summary["metrics_skipped"]["lpips"]
     assert summary["exclusions_per_metric"]["pesq"] == 1 and summary["exclusions_per_metric"]["stoi"] == 1
 
-    rows = {r["clip"]: r for r in csv.DictReader(open(out / "per_clip.csv"))}
+    rows = {r["clip"]: r for r in csv.DictReader((out / "per_clip.csv").read_text().splitlines())}
     assert rows["corrupt.mp4"]["status"] == "failed"
     assert "silent" in rows["silent.mp4"]["excluded"] and rows["silent.mp4"]["pesq"] == ""
     # the CSV holds what pystoi gives on the decoded audio
@@ -116,7 +116,7 @@ def test_no_ref_on_real_clips(shared_data, tmp_path) -> None:
     assert summary["mode"] == "no-reference" and summary["num_failed"] == 0
     assert summary["metrics_skipped"] == {"psnr": "needs ground-truth clips (no-reference mode)"}
     assert summary["face_detector"] in (["mtcnn"], ["s3fd"])
-    rows = list(csv.DictReader(open(tmp_path / "out" / "per_clip.csv")))
+    rows = list(csv.DictReader((tmp_path / "out" / "per_clip.csv").read_text().splitlines()))
     assert all(0.0 <= float(r["wer"]) <= 0.4 for r in rows)  # clear speech (README: 0.10-0.31)
     assert all(-15 <= float(r["lse_offset"]) <= 15 for r in rows)
     assert 1.0 < summary["results"]["dnsmos"] < 5.0

@@ -12,7 +12,11 @@ import torch
 from pystoi import stoi as pystoi_stoi
 from torch.utils.data import DataLoader
 
-from callbacks.metrics_callback import GenerativeMetricsCallback, pairs_from_batch, to_uint8_video
+from callbacks.metrics_callback import (
+    GenerativeMetricsCallback,
+    pairs_from_batch,
+    to_uint8_video,
+)
 from metrics.image_quality import VideoPSNR
 
 FRAMES, SIDE, SAMPLES = 6, 16, 16000

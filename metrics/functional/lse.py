@@ -130,7 +130,7 @@ def syncnet_embeddings(
     """
     device = next(net.parameters()).device
     video_feats, audio_feats = [], []
-    starts = range(0, length - WINDOW)
+    starts = range(length - WINDOW)
     for i in range(0, len(starts), batch_size):
         idx = starts[i : i + batch_size]
         lips = torch.stack([crops[v : v + WINDOW] for v in idx])  # (n, 5, 3, 224, 224)

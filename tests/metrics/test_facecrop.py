@@ -7,7 +7,13 @@ import pytest
 from scipy.signal import medfilt
 
 from metrics.errors import MetricInputError
-from metrics.facecrop import crop_faces, crop_frame, crop_windows, follow_face, s3fd_available
+from metrics.facecrop import (
+    crop_faces,
+    crop_frame,
+    crop_windows,
+    follow_face,
+    s3fd_available,
+)
 
 
 def _reference_crop(image: np.ndarray, x: float, y: float, bs: float, cs: float = 0.4) -> np.ndarray:

@@ -11,7 +11,15 @@ import torch
 from metrics.fid import VideoFID
 from metrics.intelligibility import STOI
 from metrics.paper_tables import TABLES
-from metrics.suite import SPECS, SUITE, Clip, MetricSpec, MetricSuite, align_pair, missing_requirement
+from metrics.suite import (
+    SPECS,
+    SUITE,
+    Clip,
+    MetricSpec,
+    MetricSuite,
+    align_pair,
+    missing_requirement,
+)
 
 
 def _clip(seed: int, frames: int = 8, side: int = 16, seconds: float = 1.0, silent: bool = False) -> Clip:
