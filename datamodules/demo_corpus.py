@@ -227,7 +227,8 @@ def _in_fresh_engine(fn: Callable[..., Any], *args: Any) -> Any:
     flutter and wave phases) that no API call resets, so the same text comes out slightly
     different depending on what was said before. This process only initialises the engine;
     each call speaks in a child forked from that untouched state, with libc's ``rand()`` (which
-    eSpeak uses for noise) re-seeded, so its result depends on its arguments alone. Without ``os.fork`` (Windows) ``fn`` runs here, deterministic per process only.
+    eSpeak uses for noise) re-seeded, so its result depends on its arguments alone. Without
+    ``os.fork`` (Windows) ``fn`` runs here, and is deterministic per process only.
     """
     global _IN_CHILD
     if _IN_CHILD or not hasattr(os, "fork"):
@@ -261,14 +262,15 @@ def _in_fresh_engine(fn: Callable[..., Any], *args: Any) -> Any:
 def _pickled_call(fn: Callable[..., Any], args: tuple) -> bytes:
     try:
         return pickle.dumps((True, fn(*args)))
-    except Exception as err:  # the parent re-raises it
+    except Exception as err:  # noqa: BLE001 - any error goes back to the parent, which raises it
         try:
             return pickle.dumps((False, err))
-        except Exception:
+        except Exception:  # noqa: BLE001 - an unpicklable error goes back as its text
             return pickle.dumps((False, RuntimeError(f"{type(err).__name__}: {err}")))
 
 
-def synthesize(text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50) -> tuple[np.ndarray, list[PhonemeEvent]]:
+def synthesize(text: str, voice: str = "en-us", rate: int = 175,
+               pitch: int = 50) -> tuple[np.ndarray, list[PhonemeEvent]]:
     """Speak ``text`` with eSpeak NG; 16 kHz mono float32 and the phoneme timing.
 
     The result depends on the arguments alone: each call speaks from the engine's freshly
@@ -336,7 +338,8 @@ def _clause(rng: np.random.Generator, extras: int) -> str:
     if rng.random() < 0.4:
         subject = _pick(rng, wordlist.NAMES)
     else:
-        subject = "the " + (_pick(rng, wordlist.ADJECTIVES) + " " if extras >= 2 else "") + _pick(rng, wordlist.BEINGS)
+        adjective = _pick(rng, wordlist.ADJECTIVES) + " " if extras >= 2 else ""
+        subject = "the " + adjective + _pick(rng, wordlist.BEINGS)
     if extras == 0 or rng.random() < 0.35:
         words = [subject, _pick(rng, wordlist.VERBS_INTRANSITIVE)]
         if extras >= 1:
@@ -400,7 +403,7 @@ def mouth_track(wav: np.ndarray, events: Sequence[PhonemeEvent], num_frames: int
     covered = np.zeros(num_frames)
     ends = [e.time for e in events[1:]] + [events[-1].time + 0.1] if events else []
     for event, end in zip(events, ends):
-        first, last = int(event.time * FPS), min(int(math.ceil(end * FPS)), num_frames)
+        first, last = int(event.time * FPS), min(math.ceil(end * FPS), num_frames)
         for f in range(first, last):
             overlap = min(end, (f + 1) / FPS) - max(event.time, f / FPS)
             if overlap > 0:
@@ -455,8 +458,8 @@ def face_params(face_id: int) -> FaceParams:
     if face_id < 0:
         raise ValueError(f"face_id must be >= 0, got {face_id}")
     rng = np.random.default_rng([face_id, 7919])
-    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
-    jitter = lambda rgb, d: tuple(int(np.clip(c + rng.integers(-d, d + 1), 0, 255)) for c in rgb)  # noqa: E731
+    u = lambda lo, hi: float(rng.uniform(lo, hi))
+    jitter = lambda rgb, d: tuple(int(np.clip(c + rng.integers(-d, d + 1), 0, 255)) for c in rgb)
     bg = _BACKGROUND[(face_id * 3 + int(rng.integers(3))) % len(_BACKGROUND)]
     return FaceParams(
         skin=jitter(_SKIN[face_id % len(_SKIN)], 8), hair=jitter(_HAIR[int(rng.integers(len(_HAIR)))], 10),
@@ -480,7 +483,7 @@ def _shade(rgb: Sequence[int], factor: float) -> tuple[int, int, int]:
 
 
 def _mix(a: Sequence[int], b: Sequence[int], w: float) -> tuple[int, int, int]:
-    return tuple(int(round((1 - w) * x + w * y)) for x, y in zip(a, b))
+    return tuple(round((1 - w) * x + w * y) for x, y in zip(a, b))
 
 
 class FaceRenderer:
@@ -500,8 +503,10 @@ class FaceRenderer:
         self.face_id, self.size, self.p = face_id, size, face_params(face_id)
         s, p = float(size), self.p
         self.cx, self.cy = p.center[0] * s, p.center[1] * s
-        self.pivot = np.array([self.cx, self.cy + p.face_ry * s])  # the chin: the head turns on the neck
-        self.eyes = [(self.cx - p.eye_dx * s, self.cy + p.eye_dy * s), (self.cx + p.eye_dx * s, self.cy + p.eye_dy * s)]
+        self.rx, self.ry = p.face_rx * s, p.face_ry * s  # face half width and half height (pixels)
+        self.pivot = np.array([self.cx, self.cy + self.ry])  # the chin: the head turns on the neck
+        eye_y = self.cy + p.eye_dy * s
+        self.eyes = [(self.cx - p.eye_dx * s, eye_y), (self.cx + p.eye_dx * s, eye_y)]
         self.nose = (self.cx, self.cy + p.nose_dy * s)
         self.mouth = (self.cx, self.cy + p.mouth_dy * s)
         self.background = self._background()
@@ -515,14 +520,14 @@ class FaceRenderer:
     def landmarks(self, opening: float = 0.0, rounding: float = 0.0) -> list[list[float]]:
         """Five points in MTCNN order (left eye, right eye, nose, left and right mouth corner), rest pose."""
         w = self.mouth_halfwidth(opening, rounding)
-        points = [self.eyes[0], self.eyes[1], self.nose, (self.mouth[0] - w, self.mouth[1]), (self.mouth[0] + w, self.mouth[1])]
+        (mx, my) = self.mouth
+        points = [self.eyes[0], self.eyes[1], self.nose, (mx - w, my), (mx + w, my)]
         return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
 
     def face_box(self) -> list[float]:
         """``[x0, y0, x1, y1]`` of the face (cheek to cheek, forehead to chin), rest pose."""
-        s, p = self.size, self.p
-        box = [self.cx - p.face_rx * s, self.cy - 0.75 * p.face_ry * s, self.cx + p.face_rx * s, self.cy + p.face_ry * s]
-        return [round(float(np.clip(v, 0, s)), 2) for v in box]
+        box = [self.cx - self.rx, self.cy - 0.75 * self.ry, self.cx + self.rx, self.cy + self.ry]
+        return [round(float(np.clip(v, 0, self.size)), 2) for v in box]
 
     # ---- drawing ------------------------------------------------------------------------
 
@@ -572,43 +577,45 @@ class FaceRenderer:
 
     def _outline(self, scale: float = 1.0, n: int = 64) -> np.ndarray:
         """(n, 2) face outline: an ellipse whose lower half narrows towards the chin by ``jaw``."""
-        s, p = self.size, self.p
         t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
-        narrow = 1.0 - p.jaw * np.clip(np.sin(t), 0, None) ** 2
-        return np.stack([self.cx + scale * p.face_rx * s * np.cos(t) * narrow, self.cy + scale * p.face_ry * s * np.sin(t)], 1)
+        narrow = 1.0 - self.p.jaw * np.clip(np.sin(t), 0, None) ** 2
+        return np.stack([self.cx + scale * self.rx * np.cos(t) * narrow, self.cy + scale * self.ry * np.sin(t)], 1)
 
     def _hair_cap(self) -> Optional[np.ndarray]:
         """Polygon of the hair on the head (None when bald)."""
-        s, p = self.size, self.p
-        if p.hair_style == "bald":
+        style = self.p.hair_style
+        if style == "bald":
             return None
         t = np.linspace(np.pi, 2.0 * np.pi, 33)  # over the top, left to right
-        bump = 1.0 + (0.06 * np.abs(np.sin(6 * t)) if p.hair_style == "curly" else 0.0)
-        top = np.stack([self.cx + 1.07 * p.face_rx * s * np.cos(t) * bump, self.cy + 1.1 * p.face_ry * s * np.sin(t) * bump], 1)
-        depth = {"fringe": 0.3, "side": 0.45}.get(p.hair_style, p.hairline)
+        bump = 1.0 + (0.06 * np.abs(np.sin(6 * t)) if style == "curly" else 0.0)
+        top = np.stack([self.cx + 1.07 * self.rx * np.cos(t) * bump, self.cy + 1.1 * self.ry * np.sin(t) * bump], 1)
+        depth = {"fringe": 0.3, "side": 0.45}.get(style, self.p.hairline)  # of the hairline, in face half heights
         u = np.linspace(1.0, -1.0, 17)  # hairline from right temple back to left temple
-        lift = (1.0 - u**2) * (0.25 if p.hair_style != "fringe" else 0.02) + (0.15 * u if p.hair_style == "side" else 0)
-        line = np.stack([self.cx + 1.0 * p.face_rx * s * u, self.cy - p.face_ry * s * (0.12 + (depth - 0.12) * np.clip(0.6 + lift, 0, 1.2))], 1)
+        lift = (1.0 - u**2) * (0.02 if style == "fringe" else 0.25) + (0.15 * u if style == "side" else 0)
+        height = 0.12 + (depth - 0.12) * np.clip(0.6 + lift, 0, 1.2)
+        line = np.stack([self.cx + self.rx * u, self.cy - self.ry * height], 1)
         return np.concatenate([top, line])
 
     def _draw_head(self, poly) -> None:
         s, p = self.size, self.p
         if p.hair_style == "long":
-            poly(_ellipse(self.cx, self.cy + 0.12 * p.face_ry * s, 1.3 * p.face_rx * s, 1.2 * p.face_ry * s), fill=p.hair)
-        for side in (-1, 1):
-            poly(_ellipse(self.cx + side * 0.97 * p.face_rx * s, self.cy, 0.035 * s, 0.06 * s, 24), fill=_shade(p.skin, 0.92))
+            poly(_ellipse(self.cx, self.cy + 0.12 * self.ry, 1.3 * self.rx, 1.2 * self.ry), fill=p.hair)
+        for side in (-1, 1):  # ears
+            poly(_ellipse(self.cx + side * 0.97 * self.rx, self.cy, 0.035 * s, 0.06 * s, 24), fill=_shade(p.skin, 0.92))
         poly(self._outline(), fill=p.skin)
         cap = self._hair_cap()
         if cap is not None:
             poly(cap, fill=p.hair)
         brow = _shade(p.hair, 0.8) if p.hair_style != "bald" else _shade(p.skin, 0.45)
-        for (ex, ey), side in zip(self.eyes, (-1, 1)):
-            arc = np.array([[ex - side * 1.2 * p.eye_rx * s, ey - 1.3 * p.eye_ry * s - 0.03 * s],
-                            [ex, ey - 1.5 * p.eye_ry * s - 0.035 * s], [ex + side * 1.1 * p.eye_rx * s, ey - 1.2 * p.eye_ry * s - 0.03 * s]])
+        erx, ery = p.eye_rx * s, p.eye_ry * s
+        for (ex, ey), side in zip(self.eyes, (-1, 1)):  # eyebrows: an arc and back, 1.2 % of the side lower
+            arc = np.array([[ex - side * 1.2 * erx, ey - 1.3 * ery - 0.03 * s], [ex, ey - 1.5 * ery - 0.035 * s],
+                            [ex + side * 1.1 * erx, ey - 1.2 * ery - 0.03 * s]])
             poly(np.concatenate([arc, arc[::-1] + [0, 0.012 * s]]), fill=brow)
         nx, ny = self.nose
-        poly(np.array([[nx, self.cy + p.eye_dy * s + 0.02 * s], [nx + 0.03 * s, ny + 0.01 * s], [nx - 0.03 * s, ny + 0.01 * s]]),
-             fill=_shade(p.skin, 0.93))
+        ridge = np.array([[nx, self.eyes[0][1] + 0.02 * s], [nx + 0.03 * s, ny + 0.01 * s],
+                          [nx - 0.03 * s, ny + 0.01 * s]])
+        poly(ridge, fill=_shade(p.skin, 0.93))
         for side in (-1, 1):
             poly(_ellipse(nx + side * 0.016 * s, ny + 0.008 * s, 0.009 * s, 0.005 * s, 16), fill=_shade(p.skin, 0.72))
 
@@ -625,7 +632,8 @@ class FaceRenderer:
             upper = _ellipse(ex, ey, rx, ry * max(lid, 0.05), 32)[16:]  # upper half: the lid line
             poly(upper, outline=_shade(p.skin, 0.35), width=max(2, int(0.008 * s)), closed=False)
             if p.glasses:
-                poly(_ellipse(ex, ey, 1.6 * rx, 2.4 * ry + 0.01 * s, 32), outline=(35, 35, 40), width=max(2, int(0.01 * s)))
+                rim = _ellipse(ex, ey, 1.6 * rx, 2.4 * ry + 0.01 * s, 32)
+                poly(rim, outline=(35, 35, 40), width=max(2, int(0.01 * s)))
 
     def _draw_mouth(self, poly, opening: float, rounding: float) -> None:
         s, p = self.size, self.p
@@ -641,7 +649,8 @@ class FaceRenderer:
             if len(teeth) >= 3 and inner > 0.012 * s:
                 poly(teeth, fill=(235, 232, 220))
         else:  # closed lips: a line between the corners
-            poly(np.array([[mx - w, my], [mx + w, my]]), outline=_shade(p.skin, 0.45), width=max(2, int(0.006 * s)), closed=False)
+            seam = np.array([[mx - w, my], [mx + w, my]])
+            poly(seam, outline=_shade(p.skin, 0.45), width=max(2, int(0.006 * s)), closed=False)
 
 
 def render_face(face_id: int, size: int = 256, mouth_open: float = 0.0, blink: float = 0.0) -> np.ndarray:
@@ -701,8 +710,8 @@ def _speech_for_clip(rng: np.random.Generator, speaker: Speaker, min_seconds: fl
         raise RuntimeError(f"{speaker.name}: no sentence shorter than max_seconds={max_seconds} s; "
                            "raise max_seconds")
     _, text, wav, events = fallback
-    total = max(lead + wav.size + tail, int(math.ceil(min_seconds * SAMPLE_RATE)))
-    total = int(math.ceil(total / SAMPLES_PER_FRAME)) * SAMPLES_PER_FRAME  # whole video frames
+    total = max(lead + wav.size + tail, math.ceil(min_seconds * SAMPLE_RATE))
+    total = math.ceil(total / SAMPLES_PER_FRAME) * SAMPLES_PER_FRAME  # whole video frames
     audio = np.zeros(total, np.float32)
     audio[lead : lead + wav.size] = wav
     shifted = [PhonemeEvent(e.time + lead / SAMPLE_RATE, e.phoneme) for e in events]
@@ -830,7 +839,7 @@ def build_demo_corpus(root: PathLike, num_clips: int = 100, seed: int = 0, size:
 
 
 def _run_jobs(jobs: list[_ClipJob], num_workers: int, progress: bool) -> list[dict[str, Any]]:
-    bar = dict(total=len(jobs), desc="demo corpus", unit="clip", disable=not progress)
+    bar = {"total": len(jobs), "desc": "demo corpus", "unit": "clip", "disable": not progress}
     if num_workers <= 1:
         return [_make_clip(job) for job in tqdm(jobs, **bar)]
     with multiprocessing.get_context().Pool(num_workers, initializer=_warm_up) as pool:

@@ -28,7 +28,7 @@ from datamodules.demo_corpus import (
 from datamodules.media import probe, read_audio, read_video
 
 SIZE = 128
-TINY = dict(num_clips=5, size=SIZE, min_seconds=1.5, max_seconds=3.0, progress=False)
+TINY = {"num_clips": 5, "size": SIZE, "min_seconds": 1.5, "max_seconds": 3.0, "progress": False}
 FIELDS = {"key", "speaker", "voice", "face_id", "transcript", "split", "duration", "num_frames", "fps",
           "sample_rate", "width", "height", "face_box", "landmarks", "mouth_center", "mouth_open"}
 
@@ -58,8 +58,8 @@ def decoded(corpora) -> list[tuple[dict, np.ndarray, np.ndarray]]:
 def test_layout_and_metadata_fields(corpora):
     root = corpora["a"]
     info = json.loads((root / "corpus.json").read_text())
-    assert {k: info[k] for k in ("seed", "num_clips", "size", "fps", "sample_rate", "version")} == dict(
-        seed=0, num_clips=5, size=SIZE, fps=25, sample_rate=16000, version=1)
+    assert {k: info[k] for k in ("seed", "num_clips", "size", "fps", "sample_rate", "version")} == {
+        "seed": 0, "num_clips": 5, "size": SIZE, "fps": 25, "sample_rate": 16000, "version": 1}
     assert set(info["speakers"]) == {s.name for s in SPEAKERS}
     assert all({"voice", "face_id", "split"} <= set(v) for v in info["speakers"].values())
     records = load_metadata(root)
@@ -90,7 +90,7 @@ def test_same_seed_same_corpus_other_seed_differs(corpora):
     assert a == b  # worker processes and in-process build agree
     assert [r["transcript"] for r in a] != [r["transcript"] for r in c]
     for ra, rb, rc in zip(a, b, c):
-        path = lambda root, r: root / "clips" / f"{r['key']}.mp4"  # noqa: E731
+        path = lambda root, r: root / "clips" / f"{r['key']}.mp4"
         np.testing.assert_array_equal(read_video(path(corpora["a"], ra)), read_video(path(corpora["b"], rb)))
         np.testing.assert_array_equal(read_audio(path(corpora["a"], ra)), read_audio(path(corpora["b"], rb)))
         assert ra["mouth_open"] != rc["mouth_open"]
@@ -141,7 +141,7 @@ def test_durations_within_bounds(corpora, decoded):
 
 def _mouth_interior_pixels(frames: np.ndarray, record: dict) -> np.ndarray:
     """(T,) count of mouth-interior-coloured pixels near the mouth (margins cover the head motion)."""
-    cx, cy = (int(round(v)) for v in record["mouth_center"])
+    cx, cy = (round(v) for v in record["mouth_center"])
     hw, hh = int(0.13 * record["width"]), int(0.085 * record["height"])
     region = frames[:, cy - hh : cy + hh, cx - hw : cx + hw].astype(np.float64)  # (T, h, w, 3)
     distance = np.linalg.norm(region - np.asarray(MOUTH_INTERIOR_RGB, np.float64), axis=-1)  # (T, h, w)
@@ -192,7 +192,7 @@ def test_blinks_happen(decoded):
         white = []
         margin = int(0.09 * r["width"])
         for x, y in r["landmarks"][:2]:
-            x, y = int(round(x)), int(round(y))
+            x, y = round(x), round(y)
             eye = frames[:, y - margin : y + margin, x - margin : x + margin]  # (T, h, w, 3)
             white.append((eye > 215).all(axis=-1).sum(axis=(1, 2)))  # (T,) sclera pixels
         white = np.sum(white, axis=0)
