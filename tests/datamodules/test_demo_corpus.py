@@ -199,6 +199,18 @@ def test_blinks_happen(decoded):
         assert np.median(white) > 20 and white.min() < 0.3 * np.median(white), r["key"]
 
 
+def test_head_moves_a_little(decoded):
+    for r, frames, _ in decoded:
+        (lex, ley), _, _, (lmx, lmy), _ = r["landmarks"]
+        cheek = frames[0, round((ley + lmy) / 2), round((lex + lmx) / 2)].astype(np.float64)  # skin colour
+        rows = frames[:, : round(r["face_box"][3]) - 4].astype(np.float64)  # (T, h, W, 3) above the chin
+        skin = np.linalg.norm(rows - cheek, axis=-1) < 25  # (T, h, W)
+        xs = np.arange(skin.shape[2])
+        centre_x = (skin.sum(axis=1) * xs).sum(axis=1) / skin.sum(axis=(1, 2))  # (T,) horizontal centroid
+        drift = np.abs(centre_x - centre_x[0])
+        assert 0.3 < drift.max() < 0.06 * r["width"], (r["key"], drift.max())
+
+
 def test_synthesize_output_and_errors():
     wav, events = synthesize("Hello there, my friend.", "en-gb-x-rp+m5", rate=160, pitch=40)
     assert wav.dtype == np.float32 and wav.ndim == 1 and 0.8 < wav.size / 16000 < 3.0
