@@ -86,6 +86,8 @@ class NFYNetwork(nn.Module):
         unet_cross_dim: cross-attention width of the random UNet (768 for SD-1.5).
         vocoder: folder/hub id of speechbrain's LibriTTS 16 kHz HiFi-GAN, or ``None`` for Griffin-Lim.
         num_train_timesteps, prediction_type: DDPM training schedule (``"epsilon"`` or ``"v_prediction"``).
+        guidance_dropout: probability that a training row's cross-attention tokens are zeroed, so that the
+            unconditional branch of classifier-free guidance is learned.
         entanglement, diffusion_cross_attention, embedding_cross_attention, attended_tokens,
         use_audio_sequence_encoder, use_audio_profile_encoder, use_visual_tokens: ablation flags (above).
 
@@ -128,6 +130,7 @@ class NFYNetwork(nn.Module):
         vocoder: str | None = None,
         num_train_timesteps: int = 1000,
         prediction_type: str = "epsilon",
+        guidance_dropout: float = 0.1,
         entanglement: str = "ete",
         diffusion_cross_attention: bool = True,
         embedding_cross_attention: bool = True,
@@ -147,6 +150,9 @@ class NFYNetwork(nn.Module):
         self.entanglement, self.attended_tokens = entanglement, attended_tokens
         self.dc, self.ec = diffusion_cross_attention, embedding_cross_attention
         self.audio_tokens = audio_tokens
+        if not 0.0 <= guidance_dropout < 1.0:
+            raise ValueError(f"guidance_dropout must lie in [0, 1), got {guidance_dropout}")
+        self.guidance_dropout = guidance_dropout
 
         # Encoders (Sec. 3.1-3.2)
         self.text_encoder = TextEncoder(vocab_size, dim, max_text_len)
@@ -253,25 +259,28 @@ class NFYNetwork(nn.Module):
                 "video_mask": video_mask, "ref_latent": ref_latent, "mask_maps": mask_maps}
 
     def _unet_inputs(self, cond: dict[str, torch.Tensor], motion_latents: torch.Tensor,
-                     windows: torch.Tensor | None, num_frames: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Condition channels (B, 4 + 4M + 2, F, h, w), per-frame tokens (B F, N, C) and the EC count."""
+                     windows: torch.Tensor | None, num_frames: int) -> tuple[torch.Tensor, dict]:
+        """Condition channels (B, 4 + 4M + 2, F, h, w) and the denoiser's cross-attention arguments.
+
+        The arguments: ``tokens`` (B F, N, C) per frame, EC first then DC; ``ec_tokens`` their EC count;
+        ``ec_mask`` (B F, ec_tokens) real EC tokens; ``lip_gate`` (B F, 1, h, w).
+        """
         b = motion_latents.shape[0]
         maps = torch.cat([cond["ref_latent"], motion_latents, cond["mask_maps"]], dim=1)  # (B, Cc, h, w)
         maps = maps[:, :, None].expand(-1, -1, num_frames, -1, -1)  # (B, Cc, F, h, w)
-        tokens, ec_count = [], 0
+        tokens, ec_count, ec_mask = [], 0, None
         if self.ec_proj is not None:
             ec = self.ec_proj(cond["video_tokens"])  # (B, Nv, C)
             ec_count = ec.shape[1]
             tokens.append(ec.repeat_interleave(num_frames, dim=0))  # (B F, Nv, C)
+            ec_mask = cond["video_mask"].repeat_interleave(num_frames, dim=0)  # (B F, Nv)
         if self.dc_proj is not None:
             dc = self.dc_proj(windows) + self.dc_slots  # (B, F, 3, C)
             tokens.append(dc.flatten(0, 1))  # (B F, 3, C)
         cross = self.video_denoiser.cross_dim
         per_frame = torch.cat(tokens, dim=1) if tokens else maps.new_zeros(b * num_frames, 0, cross)
-        return maps, per_frame, ec_count
-
-    def _lip_gate(self, cond: dict[str, torch.Tensor], num_frames: int) -> torch.Tensor:
-        return cond["mask_maps"][:, 1:2].repeat_interleave(num_frames, dim=0)  # (B F, 1, h, w)
+        gate = cond["mask_maps"][:, 1:2].repeat_interleave(num_frames, dim=0)  # (B F, 1, h, w)
+        return maps, {"tokens": per_frame, "ec_tokens": ec_count, "ec_mask": ec_mask, "lip_gate": gate}
 
     def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, F, 3, H, W) -> (B, 4, F, h, w) scaled latents."""
@@ -315,9 +324,13 @@ class NFYNetwork(nn.Module):
         video = self._video_losses(cond, batch["video"], batch["ref_image"], windows)
         return {**audio, **video}
 
+    def _decoder_video(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Video-side tokens and their mask for the decoder's cross-attention (DC video -> audio), if any."""
+        return (cond["video_tokens"], cond["video_mask"]) if self.dc else (None, None)
+
     def _audio_losses(self, cond: dict[str, torch.Tensor], mel: torch.Tensor,
                       lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, cond["video_tokens"] if self.dc else None)
+        out = self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, *self._decoder_video(cond))
         valid = torch.arange(mel.shape[2], device=mel.device)[None] < lengths[:, None]  # (B, T)
         squared = ((out["mel"] - mel) ** 2).mean(1)  # (B, T)
         audio_mse = (squared * valid).sum() / valid.sum().clamp(min=1)
@@ -332,12 +345,15 @@ class NFYNetwork(nn.Module):
         target = video[:, m:]  # (B, F, 3, H, W)
         b, f = target.shape[:2]
         latents = self._encode_frames(target)  # (B, 4, F, h, w)
-        maps, tokens, ec_count = self._unet_inputs(cond, self._motion_latents(video[:, :m], ref_image), windows, f)
+        maps, cross = self._unet_inputs(cond, self._motion_latents(video[:, :m], ref_image), windows, f)
+        if self.training and self.guidance_dropout > 0:  # learn the unconditional branch of guidance
+            keep = (torch.rand(b, device=latents.device) >= self.guidance_dropout).to(latents.dtype)  # (B,)
+            cross["tokens"] = cross["tokens"] * keep.repeat_interleave(f)[:, None, None]
         noise = torch.randn_like(latents)
         steps = self.train_scheduler.config.num_train_timesteps
         t = torch.randint(0, steps, (b,), device=latents.device)
         noisy = self.train_scheduler.add_noise(latents, noise, t)  # (B, 4, F, h, w)
-        pred = self.video_denoiser(torch.cat([noisy, maps], 1), t, tokens, ec_count, self._lip_gate(cond, f))
+        pred = self.video_denoiser(torch.cat([noisy, maps], 1), t, **cross)
         if self.train_scheduler.config.prediction_type == "epsilon":
             goal = noise
         else:
@@ -365,7 +381,7 @@ class NFYNetwork(nn.Module):
             raise ValueError(f"max_mel_frames must be >= 1, got {max_mel_frames}")
         cond = self.encode_conditions(text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav)
         out = self.audio_decoder.generate(cond["prefix"], cond["prefix_mask"], max_mel_frames,
-                                          cond["video_tokens"] if self.dc else None)
+                                          *self._decoder_video(cond))
         valid = torch.arange(out["mel"].shape[2], device=text_ids.device)[None] < out["lengths"][:, None]  # (B, T)
         mel = torch.where(valid[:, None], out["mel"], torch.full_like(out["mel"], MEL_PAD_VALUE))
         wav = self.vocoder(mel)  # (B, 256 T)
@@ -398,26 +414,23 @@ class NFYNetwork(nn.Module):
         windows = None
         if self.dc:
             windows = frame_windows(audio_hidden, torch.zeros(b, dtype=torch.long, device=device), num_frames)
-        maps, tokens, ec_count = self._unet_inputs(cond, self._motion_latents(motion_frames, ref_image), windows,
-                                                   num_frames)
-        gate = self._lip_gate(cond, num_frames)
+        maps, cross = self._unet_inputs(cond, self._motion_latents(motion_frames, ref_image), windows, num_frames)
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (b, 4, num_frames, self.latent_size, self.latent_size)
         latents = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
-            pred = self._guided(torch.cat([latents, maps], 1), t, tokens, ec_count, gate, guidance_scale)
+            pred = self._guided(torch.cat([latents, maps], 1), t, cross, guidance_scale)
             latents = scheduler.step(pred, t, latents).prev_sample
         return self._decode_latents(latents).clamp(-1, 1)  # (B, F, 3, H, W)
 
-    def _guided(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor, ec_count: int,
-                gate: torch.Tensor, scale: float) -> torch.Tensor:
-        """Classifier-free guidance: unconditional = zeroed cross-attention tokens."""
-        cond = self.video_denoiser(sample, t, tokens, ec_count, gate)
-        if scale == 1.0 or tokens.shape[1] == 0:
+    def _guided(self, sample: torch.Tensor, t: torch.Tensor, cross: dict, scale: float) -> torch.Tensor:
+        """Classifier-free guidance: the unconditional branch sees zeroed cross-attention tokens, as the
+        ``guidance_dropout`` rows of training do."""
+        cond = self.video_denoiser(sample, t, **cross)
+        if scale == 1.0 or cross["tokens"].shape[1] == 0:
             return cond
-        uncond = self.video_denoiser(sample, t, torch.zeros_like(tokens), ec_count, gate)
+        uncond = self.video_denoiser(sample, t, **{**cross, "tokens": torch.zeros_like(cross["tokens"])})
         return uncond + scale * (cond - uncond)
-
 
 __all__ = ["NFYNetwork", "ENTANGLEMENTS", "ATTENDED"]

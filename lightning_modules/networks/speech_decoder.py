@@ -63,21 +63,28 @@ class AudioDecoder(nn.Module):
                              f"{limit} (max_decoder_positions); shorten the text/utterance or raise the limit")
 
     def _run(self, embeds: torch.Tensor, mask: torch.Tensor, video_tokens: torch.Tensor | None,
-             past=None) -> tuple[torch.Tensor, object]:
+             video_mask: torch.Tensor | None, past=None) -> tuple[torch.Tensor, object]:
         if self.cross_attention and video_tokens is None:
             raise ValueError("AudioDecoder built with cross_attention needs video_tokens")
-        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), past_key_values=past, use_cache=past is not None,
-                       encoder_hidden_states=self.cond_proj(video_tokens) if self.cross_attention else None)
+        cross = {}
+        if self.cross_attention:
+            cross["encoder_hidden_states"] = self.cond_proj(video_tokens)  # (B, Nv, W)
+            if video_mask is not None:
+                cross["encoder_attention_mask"] = video_mask.long()
+        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), past_key_values=past,
+                       use_cache=past is not None, **cross)
         return out.last_hidden_state, out.past_key_values
 
     def forward(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, mel: torch.Tensor,
-                video_tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                video_tokens: torch.Tensor | None = None,
+                video_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Teacher-forced pass.
 
         Args:
             prefix: (B, P, D) conditioning tokens; prefix_mask (B, P) bool, True on real tokens.
             mel: (B, 80, T) target log-mel (padding beyond each row's length is ignored by the losses).
-            video_tokens: (B, Nv, D) video-side tokens for the cross-attention (DC), if built with it.
+            video_tokens: (B, Nv, D) video-side tokens for the cross-attention (DC), if built with it;
+                video_mask (B, Nv) bool, True on real tokens (``None``: all real).
 
         Returns:
             ``mel`` (B, 80, T) predicted, ``stop_logits`` (B, T), ``hidden`` (B, T, W) per-mel-frame states.
@@ -87,14 +94,15 @@ class AudioDecoder(nn.Module):
         frames = self.prenet(mel[:, :, :-1].transpose(1, 2))  # (B, T-1, W)
         embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1), frames], dim=1)  # (B, P+T, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, t)], dim=1)  # (B, P+T)
-        hidden, _ = self._run(embeds, mask, video_tokens)
+        hidden, _ = self._run(embeds, mask, video_tokens, video_mask)
         hidden = hidden[:, prefix.shape[1]:]  # (B, T, W)
         return {"mel": self.mel_head(hidden).transpose(1, 2), "stop_logits": self.stop_head(hidden).squeeze(-1),
                 "hidden": hidden}
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_frames: int,
-                 video_tokens: torch.Tensor | None = None, stop_threshold: float = 0.5) -> dict[str, torch.Tensor]:
+                 video_tokens: torch.Tensor | None = None, video_mask: torch.Tensor | None = None,
+                 stop_threshold: float = 0.5) -> dict[str, torch.Tensor]:
         """Autoregressive mel generation with a key/value cache, until every row's stop head fires.
 
         ``max_frames`` is capped (with a warning) to the positions the decoder has left after the prefix.
@@ -116,7 +124,7 @@ class AudioDecoder(nn.Module):
         lengths = torch.full((b,), max_frames, dtype=torch.long, device=prefix.device)
         mels, states, past = [], [], _empty_cache(self.gpt.config)
         for step in range(max_frames):
-            hidden, past = self._run(embeds, mask, video_tokens, past)
+            hidden, past = self._run(embeds, mask, video_tokens, video_mask, past)
             state = hidden[:, -1]  # (B, W)
             frame = self.mel_head(state)  # (B, 80)
             mels.append(frame)

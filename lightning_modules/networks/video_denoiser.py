@@ -31,17 +31,19 @@ class GatedCrossAttnProcessor(AttnProcessor2_0):
     """Cross-attention split into EC tokens (ungated) and DC tokens (lip-mask gated); self-attention as usual.
 
     ``cross_attention_kwargs`` of the UNet call carry ``ec_tokens`` (how many leading tokens of
-    ``encoder_hidden_states`` are EC tokens) and ``lip_gate`` (N, 1, h, w) on the latent grid.
+    ``encoder_hidden_states`` are EC tokens), ``lip_gate`` (N, 1, h, w) on the latent grid and
+    ``ec_bias`` (N, 1, ec_tokens), an additive attention bias that hides padded EC tokens.
     """
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
-                 ec_tokens: int | None = None, lip_gate: torch.Tensor | None = None) -> torch.Tensor:
+                 ec_tokens: int | None = None, lip_gate: torch.Tensor | None = None,
+                 ec_bias: torch.Tensor | None = None) -> torch.Tensor:
         if encoder_hidden_states is None or ec_tokens is None:
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         out = torch.zeros_like(hidden_states)  # (N, hw, C); nothing to attend to adds nothing
         if ec_tokens > 0:
-            out = out + super().__call__(attn, hidden_states, encoder_hidden_states[:, :ec_tokens])
+            out = out + super().__call__(attn, hidden_states, encoder_hidden_states[:, :ec_tokens], ec_bias)
         if encoder_hidden_states.shape[1] > ec_tokens:
             audio = super().__call__(attn, hidden_states, encoder_hidden_states[:, ec_tokens:])  # (N, hw, C)
             out = out + audio * _gate_on_grid(lip_gate, hidden_states.shape[1])
@@ -101,7 +103,7 @@ class VideoDenoiser(nn.Module):
         self.cross_dim = int(self.unet.config.cross_attention_dim)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor, ec_tokens: int,
-                lip_gate: torch.Tensor | None) -> torch.Tensor:
+                lip_gate: torch.Tensor | None, ec_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict the noise (or v) of the noisy latent channels.
 
         Args:
@@ -110,12 +112,17 @@ class VideoDenoiser(nn.Module):
             tokens: (B F, N, cross_dim) per-frame cross-attention tokens, EC first (``ec_tokens`` of them)
                 then DC; N may be 0.
             lip_gate: (B F, 1, h, w) lip mask on the latent grid for the DC tokens.
+            ec_mask: (B F, ec_tokens) bool, True on real EC tokens (``None``: all real).
 
         Returns:
             (B, 4, F, h, w).
         """
-        return self.unet(sample, timestep, encoder_hidden_states=tokens,
-                         cross_attention_kwargs={"ec_tokens": ec_tokens, "lip_gate": lip_gate}).sample
+        ec_bias = None
+        if ec_mask is not None and ec_tokens > 0:
+            ec_bias = torch.zeros(ec_mask.shape, dtype=tokens.dtype, device=tokens.device)
+            ec_bias = ec_bias.masked_fill(~ec_mask, torch.finfo(tokens.dtype).min)[:, None]  # (B F, 1, ec_tokens)
+        kwargs = {"ec_tokens": ec_tokens, "lip_gate": lip_gate, "ec_bias": ec_bias}
+        return self.unet(sample, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
 
 
 def _load_motion_unet(unet_source: str, adapter_source: str, cond_channels: int, cross_dim: int) -> UNetMotionModel:

@@ -55,9 +55,9 @@ def batch(n: int = 2) -> dict:
 
 
 def tiny_net(seed: int = 0, **overrides) -> NFYNetwork:
-    """The tiny preset, seeded."""
+    """The tiny preset, seeded; no guidance dropout unless asked (gradient checks need every path on)."""
     torch.manual_seed(seed)
-    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **overrides))
+    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **{"guidance_dropout": 0.0, **overrides}))
 
 
 def conditions(b: dict) -> tuple:
@@ -351,3 +351,40 @@ def test_decoder_positions_limit_caps_generation_and_is_named_in_training(caplog
     assert out["mel"].shape[2] == 40 - prefix and "capped" in caplog.text
     with pytest.raises(ValueError, match="max_decoder_positions"):
         net(b)  # 31 teacher-forced frames do not fit
+
+
+def test_padded_text_in_raw_video_tokens_is_ignored_by_both_cross_attentions() -> None:
+    """Without the video-side encoder the raw text tokens (padding included) feed EC and the decoder."""
+    net = tiny_net(attended_tokens="audio").eval()
+    b = batch()
+    assert bool((~b["text_mask"]).any())  # the batch has padded text
+    cond = net.encode_conditions(*conditions(b))
+    padded = ~cond["video_mask"]
+    changed = {**cond, "video_tokens": cond["video_tokens"].masked_fill(padded[..., None], 7.0)}
+    hidden = torch.randn(2, 12, 16)
+    windows = frame_windows(hidden, torch.zeros(2, dtype=torch.long), FRAMES)
+    motion = torch.zeros(2, 4 * MOTION, SIZE // 2, SIZE // 2)
+    sample_ = torch.randn(2, 4, FRAMES, SIZE // 2, SIZE // 2)
+    outs = []
+    for c in (cond, changed):
+        maps, cross = net._unet_inputs(c, motion, windows, FRAMES)
+        video = net.video_denoiser(torch.cat([sample_, maps], 1), torch.tensor([3, 300]), **cross)
+        speech = net.audio_decoder(c["prefix"], c["prefix_mask"], b["mel"], *net._decoder_video(c))["mel"]
+        outs.append((video, speech))
+    torch.testing.assert_close(outs[0][0], outs[1][0])
+    torch.testing.assert_close(outs[0][1], outs[1][1])
+
+
+def test_guidance_dropout_zeroes_the_cross_attention_tokens_in_training_only() -> None:
+    net, b = tiny_net(guidance_dropout=0.999), batch()
+    changed = {**b, "mel": b["mel"] + 1.0}  # reaches the UNet only through the DC tokens
+    losses = []
+    for mode in (True, False):
+        net.train(mode)
+        for x in (b, changed):
+            torch.manual_seed(1)
+            losses.append(net(x)["denoise"])
+    assert losses[0] == losses[1]  # training: tokens dropped, the mel does not matter
+    assert losses[2] != losses[3]  # eval: tokens kept
+    with pytest.raises(ValueError, match="guidance_dropout"):
+        tiny_net(guidance_dropout=1.0)
