@@ -7,15 +7,18 @@ mouth opens with the speech energy of each 25 fps frame, shaped by the phoneme b
 (open vowels wide open, ``p b m`` closed, rounded vowels narrow). Eyes blink and the head moves
 a few pixels and rotates by about a degree. Each speaker has its own eSpeak voice (English
 variants and accents, pitch, rate) and its own face; speakers are split speaker-disjoint into
-train / val / test. Everything is deterministic for a seed.
+train / val / test (clips go round-robin over train, val, test, then the other train speakers,
+so even a 3-clip corpus has all three splits). Everything is deterministic for a seed: the same
+seed gives the same metadata, decoded pixels and audio, whatever the number of workers.
 
 On-disk layout::
 
     <root>/
       clips/<key>.mp4      # H.264 + AAC, 25 fps, 16 kHz mono; key = f"{speaker}_{index:04d}"
-      metadata.jsonl       # one JSON object per clip (fields below), in key order of building
+      metadata.jsonl       # one JSON object per clip (fields below), in the order they were planned
       corpus.json          # {"seed", "num_clips", "size", "fps": 25, "sample_rate": 16000,
-                           #  "version": 1, "speakers": {spk: {"voice", "face_id", "split", ...}}}
+                           #  "version": 1, "speakers": {spk: {"voice", "pitch", "rate",
+                           #                                  "face_id", "split"}}}
 
 ``metadata.jsonl`` fields: ``key``, ``speaker``, ``voice`` (eSpeak voice spec such as
 ``"en-us+m1"``), ``face_id``, ``transcript``, ``split`` (``train``/``val``/``test``),
@@ -30,7 +33,8 @@ A corpus is built in a temporary sibling folder and renamed into place when comp
 
 Example:
     >>> root = build_demo_corpus("data/demo", num_clips=100)  # doctest: +SKIP
-    >>> wav, phonemes = synthesize("Hello there.", "en-us+f2")  # doctest: +SKIP
+    >>> wav, phonemes = synthesize("Hello there.", "spk09")  # a speaker's voice  # doctest: +SKIP
+    >>> wav, phonemes = synthesize("Hello there.", "en-gb-x-rp+m5", rate=160)  # doctest: +SKIP
     >>> image = render_face(3, size=256)  # (256, 256, 3) uint8  # doctest: +SKIP
 
 Command line: ``python -m datamodules.demo_corpus --root data/demo [--num-clips N --seed S
