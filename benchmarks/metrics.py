@@ -57,14 +57,15 @@ def _noisy(wavs: list[np.ndarray]) -> list[np.ndarray]:
     return [np.clip(w + 0.01 * rng.standard_normal(w.size), -1, 1).astype(np.float32) for w in wavs]
 
 
-def timed(fn: Callable[[], object], repeat: int = 1) -> float:
-    """Best wall time of ``repeat`` calls, in seconds."""
-    best = math.inf
+def timed_pair(ours: Callable[[], object], reference: Callable[[], object], repeat: int = 3) -> tuple[float, float]:
+    """Best wall times of ``ours`` and ``reference``, calls alternated so that load drifts hit both."""
+    best = [math.inf, math.inf]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+        for k, fn in enumerate((ours, reference)):
+            start = time.perf_counter()
+            fn()
+            best[k] = min(best[k], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,9 +248,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float, float]]
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both cores by default)")
     parser.add_argument("--only", help="comma-separated case names (case-insensitive prefixes)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds of media per clip")
+    parser.add_argument("--repeat", type=int, default=3, help="alternated timings per case (best kept)")
+    parser.add_argument("--copies", type=int, default=1, help="repeat the clip list (larger batches)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    wavs, videos, texts = load_inputs(args.seconds)
+    wavs, videos, texts = (x * args.copies for x in load_inputs(args.seconds))
     builders = {"audio": lambda: audio_cases(wavs, texts), "video": lambda: video_cases(videos), "lse": lse_case}
     cases: dict[str, Case] = {}
     for group, build in builders.items():
@@ -263,8 +266,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float, float, float]]
     for name, (seconds, ours, reference) in cases.items():
         if wanted and not any(name.lower().startswith(w) for w in wanted):
             continue
-        ours()  # warm-up: model loading and caches are not what is measured
-        t_ours, t_ref = timed(ours, 2), timed(reference, 2)
+        ours(), reference()  # warm-up: model loading and caches are not what is measured
+        t_ours, t_ref = timed_pair(ours, reference, args.repeat)
         rows.append((name, seconds, t_ours, t_ref))
         flag = "" if t_ours <= t_ref * 1.05 else "  <- slower than reference"
         print(f"{name:24s} {seconds:8.1f} {t_ours:8.3f} {t_ref:8.3f} {t_ours / seconds:9.4f} {t_ref / seconds:8.4f} "
