@@ -311,7 +311,9 @@ class NFYNetwork(nn.Module):
         Returns:
             Unweighted losses ``video_l1`` (pixel L1 of the decoded one-step x0 estimate), ``audio_mse``
             (mel MSE over valid frames), ``denoise`` (noise / v MSE), ``stop`` (stop-head BCE), and
-            ``pred_frames`` (B, F, 3, H, W) in [-1, 1], ``pred_mel`` (B, 80, T).
+            ``pred_frames`` (B, F, 3, H, W) in [-1, 1], ``pred_mel`` (B, 80, T), ``audio_hidden`` (B, T, W).
+            With a trainable VAE, ``vae_recon`` (L1 of the VAE's own reconstruction of the target frames)
+            is returned too and already included in ``video_l1``.
         """
         m, f = self.motion_frames, batch["video"].shape[1] - self.motion_frames
         if f < 1:
@@ -364,7 +366,14 @@ class NFYNetwork(nn.Module):
             for i in range(b)
         ])  # (B, 4, F, h, w)
         frames = self._decode_latents(x0)  # (B, F, 3, H, W)
-        return {"denoise": denoise, "video_l1": (frames - target).abs().mean(), "pred_frames": frames.clamp(-1, 1)}
+        out = {"denoise": denoise, "video_l1": (frames - target).abs().mean(), "pred_frames": frames.clamp(-1, 1)}
+        if self.appearance_encoder.trainable:
+            # A fine-tuned (or random) VAE also learns to reconstruct, or its latent space could collapse
+            # into one the denoiser finds trivial; the term joins the pixel loss and is logged on its own.
+            recon = self._decode_latents(latents)  # (B, F, 3, H, W)
+            out["vae_recon"] = (recon - target).abs().mean()
+            out["video_l1"] = out["video_l1"] + out["vae_recon"]
+        return out
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()

@@ -388,3 +388,13 @@ def test_guidance_dropout_zeroes_the_cross_attention_tokens_in_training_only() -
     assert losses[2] != losses[3]  # eval: tokens kept
     with pytest.raises(ValueError, match="guidance_dropout"):
         tiny_net(guidance_dropout=1.0)
+
+
+def test_a_trainable_vae_learns_to_reconstruct_as_part_of_the_pixel_loss() -> None:
+    frozen, trained = tiny_net(), tiny_net(train_vae=True)
+    assert "vae_recon" not in frozen(batch())
+    out = trained(batch())
+    assert 0 < float(out["vae_recon"].detach()) < float(out["video_l1"].detach())
+    total_loss(out).backward()
+    assert params_without_grad(trained) == []
+    assert trained.appearance_encoder.vae.encoder.conv_in.weight.grad.abs().sum() > 0
