@@ -234,7 +234,7 @@ def evaluate(
     paired = gt_dir is not None
     if paired:
         pairs, pred_only, gt_only = pair_clips(Path(pred_dir), Path(gt_dir))
-        jobs = [(n, p, g) for n, p, g in pairs]
+        jobs: list[tuple[str, Path, Path | None]] = list(pairs)
     else:
         pred_only, gt_only = [], []
         jobs = [(n, p, None) for n, p in list_clips(Path(pred_dir)).items()]

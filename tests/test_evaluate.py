@@ -120,3 +120,14 @@ def test_no_ref_on_real_clips(shared_data, tmp_path) -> None:
     assert all(0.0 <= float(r["wer"]) <= 0.4 for r in rows)  # clear speech (README: 0.10-0.31)
     assert all(-15 <= float(r["lse_offset"]) <= 15 for r in rows)
     assert 1.0 < summary["results"]["dnsmos"] < 5.0
+
+
+def test_no_ref_with_reference_set(folders, tmp_path) -> None:
+    pred, gt = folders
+    extractor = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    summary = evaluate(pred, tmp_path / "out", ref_set=gt, metrics=["fid", "psnr"],
+                       overrides={"fid": {"feature_extractor": extractor}})
+    assert summary["mode"] == "no-reference" and summary["metrics_run"] == ["fid"]
+    assert summary["num_clips"] == 5 and summary["num_failed"] == 1  # corrupt.mp4 cannot be decoded
+    assert summary["reference_set_failures"] == []  # all 5 ground-truth files decode
+    assert summary["results"]["fid"] is not None and summary["results"]["fid"] > 0
