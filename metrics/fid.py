@@ -11,14 +11,18 @@ torchmetrics does). FID is biased by the sample count: compare only at equal N, 
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from metrics.features.inception import FIDInceptionV3
-from metrics.functional.video import check_video, chunks, to_unit_float, valid_clip_indices
+from metrics.functional.video import (
+    check_video,
+    chunks,
+    to_unit_float,
+    valid_clip_indices,
+)
 
 
 class VideoFID(FrechetInceptionDistance):
@@ -44,6 +48,8 @@ class VideoFID(FrechetInceptionDistance):
         True
     """
 
+    num_excluded: Tensor
+
     higher_is_better = False
     is_differentiable = False
     full_state_update = False
@@ -51,7 +57,7 @@ class VideoFID(FrechetInceptionDistance):
 
     def __init__(
         self,
-        feature_extractor: Optional[nn.Module] = None,
+        feature_extractor: nn.Module | None = None,
         reset_real_features: bool = True,
         extract_batch_size: int = 64,
         **kwargs,

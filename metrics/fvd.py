@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from copy import deepcopy
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -22,12 +21,17 @@ from torchmetrics.utilities.data import dim_zero_cat
 from metrics.features.i3d import I3D_FRAMES, I3DFeatureExtractor, preprocess_i3d
 from metrics.functional.frechet import _frechet_compute, _frechet_update, _mean_cov
 from metrics.functional.kernel import _kernel_distance_compute
-from metrics.functional.video import check_video, chunks, to_unit_float, valid_clip_indices
+from metrics.functional.video import (
+    check_video,
+    chunks,
+    to_unit_float,
+    valid_clip_indices,
+)
 
 
 def _i3d_features(
-    metric: Metric, videos: Tensor, extractor: nn.Module, num_frames: int, batch_size: int
-) -> Optional[Tensor]:
+    metric: FrechetVideoDistance | KernelVideoDistance, videos: Tensor, extractor: nn.Module, num_frames: int, batch_size: int
+) -> Tensor | None:
     """Validated (B, T, 3, H, W) videos -> (B', D) float64 features of the usable clips.
 
     Clips that are too short or carry bad values are counted in ``metric.num_excluded``.
@@ -48,8 +52,9 @@ def _i3d_features(
 
 def _feature_dim(extractor: nn.Module, num_frames: int) -> int:
     """Feature size of ``extractor``: its ``num_features`` or one dummy forward."""
-    if isinstance(getattr(extractor, "num_features", None), int):
-        return extractor.num_features
+    declared = getattr(extractor, "num_features", None)
+    if isinstance(declared, int):
+        return declared
     with torch.no_grad():
         dummy = torch.zeros(1, 3, num_frames, 224, 224)
         return int(extractor(dummy).reshape(1, -1).shape[1])
@@ -80,6 +85,14 @@ class FrechetVideoDistance(Metric):
         True
     """
 
+    real_features_sum: Tensor
+    real_features_cov_sum: Tensor
+    real_features_num_samples: Tensor
+    fake_features_sum: Tensor
+    fake_features_cov_sum: Tensor
+    fake_features_num_samples: Tensor
+    num_excluded: Tensor
+
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
@@ -87,7 +100,7 @@ class FrechetVideoDistance(Metric):
 
     def __init__(
         self,
-        feature_extractor: Optional[nn.Module] = None,
+        feature_extractor: nn.Module | None = None,
         num_frames: int = I3D_FRAMES,
         ddof: int = 0,
         reset_real_features: bool = True,
@@ -158,13 +171,17 @@ class KernelVideoDistance(Metric):
         True
     """
 
+    real_features: list[Tensor]
+    fake_features: list[Tensor]
+    num_excluded: Tensor
+
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
 
     def __init__(
         self,
-        feature_extractor: Optional[nn.Module] = None,
+        feature_extractor: nn.Module | None = None,
         num_frames: int = I3D_FRAMES,
         reset_real_features: bool = True,
         extract_batch_size: int = 8,

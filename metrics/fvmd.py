@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from copy import deepcopy
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +20,12 @@ from torchmetrics import Metric
 
 from metrics.features.pips import PIPS_SIZE, PipsTracker
 from metrics.functional.fvmd import FVMD_FRAMES, _fvmd_compute, _fvmd_update
-from metrics.functional.video import check_video, chunks, to_unit_float, valid_clip_indices
+from metrics.functional.video import (
+    check_video,
+    chunks,
+    to_unit_float,
+    valid_clip_indices,
+)
 
 FEATURE_DIM = 1024
 
@@ -62,6 +66,14 @@ class FrechetVideoMotionDistance(Metric):
         True
     """
 
+    real_features_sum: Tensor
+    real_features_cov_sum: Tensor
+    real_features_num_samples: Tensor
+    fake_features_sum: Tensor
+    fake_features_cov_sum: Tensor
+    fake_features_num_samples: Tensor
+    num_excluded: Tensor
+
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
@@ -69,7 +81,7 @@ class FrechetVideoMotionDistance(Metric):
 
     def __init__(
         self,
-        tracker: Optional[nn.Module] = None,
+        tracker: nn.Module | None = None,
         window_stride: int = 1,
         acceleration_from: str = "positions",
         reset_real_features: bool = True,
@@ -93,7 +105,7 @@ class FrechetVideoMotionDistance(Metric):
             self.add_state(f"{side}_features_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def _add(self, side: str, stats: tuple) -> None:
+    def _add(self, side: str, stats: tuple[Tensor, Tensor, int]) -> None:
         total, outer, num = stats
         setattr(self, f"{side}_features_sum", getattr(self, f"{side}_features_sum") + total)
         setattr(self, f"{side}_features_cov_sum", getattr(self, f"{side}_features_cov_sum") + outer)

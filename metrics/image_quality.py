@@ -12,14 +12,24 @@ NaN/inf or out-of-range values is excluded (``num_excluded``) with a warning nam
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Union
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from metrics.functional.image_quality import _check_pair, _pair_problem, lpips_network, video_lpips, video_psnr, video_ssim
+from metrics.functional.image_quality import (
+    _check_pair,
+    _pair_problem,
+    lpips_network,
+    video_lpips,
+    video_psnr,
+    video_ssim,
+)
+
+_PerClipMetric = Union["VideoPSNR", "VideoSSIM", "VideoLPIPS"]
 
 
 def _add_clip_states(metric: Metric) -> None:
@@ -27,7 +37,7 @@ def _add_clip_states(metric: Metric) -> None:
     metric.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
 
-def _update_clips(metric: Metric, preds: Tensor, target: Tensor, score_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+def _update_clips(metric: _PerClipMetric, preds: Tensor, target: Tensor, score_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
     """Score the valid pairs of (B, T, 3, H, W) ``preds``/``target``; count and warn the others."""
     name = type(metric).__name__
     _check_pair(preds, target, name)
@@ -43,7 +53,7 @@ def _update_clips(metric: Metric, preds: Tensor, target: Tensor, score_fn: Calla
         metric.clip_scores.append(score_fn(preds[keep], target[keep]))  # (B',) float64
 
 
-def _mean_of_clips(metric: Metric) -> Tensor:
+def _mean_of_clips(metric: _PerClipMetric) -> Tensor:
     if not metric.clip_scores:
         raise RuntimeError(f"{type(metric).__name__}.compute() called before any clip was scored")
     return dim_zero_cat(metric.clip_scores).mean()
@@ -60,6 +70,9 @@ class VideoPSNR(Metric):
         >>> metric.compute().round(decimals=2)
         tensor(20., dtype=torch.float64)
     """
+
+    clip_scores: list[Tensor]
+    num_excluded: Tensor
 
     is_differentiable = False
     higher_is_better = True
@@ -95,6 +108,9 @@ class VideoSSIM(Metric):
         tensor(1., dtype=torch.float64)
     """
 
+    clip_scores: list[Tensor]
+    num_excluded: Tensor
+
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
@@ -128,12 +144,15 @@ class VideoLPIPS(Metric):
         batch_size: frames per forward pass.
     """
 
+    clip_scores: list[Tensor]
+    num_excluded: Tensor
+
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
     plot_lower_bound = 0.0
 
-    def __init__(self, net: Optional[nn.Module] = None, batch_size: int = 32, **kwargs) -> None:
+    def __init__(self, net: nn.Module | None = None, batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

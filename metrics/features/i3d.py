@@ -10,7 +10,6 @@ from [0, 1] to [-1, 1], laid out as (B, 3, T, 224, 224). Common mistakes this av
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +44,13 @@ class I3DFeatureExtractor(nn.Module):
 
     num_features = 400
 
-    def __init__(self, weights: Optional[Union[str, Path]] = None) -> None:
+    def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
         path = Path(weights) if weights is not None else weights_path("i3d_fvd")
         self.net = torch.jit.load(str(path), map_location="cpu").eval()
         self.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "I3DFeatureExtractor":
+    def train(self, mode: bool = True) -> I3DFeatureExtractor:
         """Stay in eval mode (frozen pretrained network)."""
         return super().train(False)
 

@@ -8,7 +8,6 @@ and maps them to [-1, 1] before the network. Weights come from the registry entr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
 from unittest import mock
 
 import torch
@@ -30,7 +29,7 @@ class FIDInceptionV3(nn.Module):
 
     num_features = 2048
 
-    def __init__(self, weights: Optional[Union[str, Path]] = None) -> None:
+    def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
         try:
             from pytorch_fid import inception as pfid
@@ -48,7 +47,7 @@ class FIDInceptionV3(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "FIDInceptionV3":
+    def train(self, mode: bool = True) -> FIDInceptionV3:
         """Stay in eval mode: FID statistics assume frozen batch-norm statistics."""
         return super().train(False)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional, Union
 from unittest import mock
 
 import torch
@@ -87,7 +87,7 @@ class PipsTracker(nn.Module):
 
     def __init__(
         self,
-        weights: Optional[Union[str, Path]] = None,
+        weights: str | Path | None = None,
         module: str = "fvmd.nets.pips2",
         num_points: int = PIPS_POINTS,
         iters: int = PIPS_ITERS,
@@ -102,7 +102,7 @@ class PipsTracker(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "PipsTracker":
+    def train(self, mode: bool = True) -> PipsTracker:
         """Stay in eval mode (frozen pretrained network)."""
         return super().train(False)
 

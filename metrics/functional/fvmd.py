@@ -90,7 +90,10 @@ def _fvmd_update(tracks: Tensor, acceleration_from: str = "positions") -> tuple[
     return _frechet_update(_fvmd_features(tracks, acceleration_from))
 
 
-def _fvmd_compute(real_stats: tuple, fake_stats: tuple) -> Tensor:
+_Stats = tuple[Tensor, Tensor, "Tensor | int"]
+
+
+def _fvmd_compute(real_stats: _Stats, fake_stats: _Stats) -> Tensor:
     """FVMD from the running sums of both sets (covariance N - 1, 1e-5 on the diagonals)."""
     mu_r, cov_r = _mean_cov(*real_stats, ddof=1)
     mu_f, cov_f = _mean_cov(*fake_stats, ddof=1)

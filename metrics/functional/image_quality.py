@@ -15,15 +15,16 @@ A frame identical to its target has PSNR ``inf``; its clip's mean is then ``inf`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
 from metrics.errors import MetricInputError
 from metrics.functional.video import check_video, chunks, clip_problem, to_unit_float
-
 
 _SSIM_BORDER = 5  # (11 - 1) // 2
 
@@ -38,7 +39,7 @@ def _check_pair(preds: Tensor, target: Tensor, metric: str) -> None:
         )
 
 
-def _pair_problem(pred: Tensor, target: Tensor) -> Optional[str]:
+def _pair_problem(pred: Tensor, target: Tensor) -> str | None:
     """Why one (T, 3, H, W) pair cannot be scored, or ``None``."""
     for name, clip in (("preds", pred), ("target", target)):
         problem = clip_problem(clip)
@@ -129,7 +130,7 @@ def video_lpips(preds: Tensor, target: Tensor, net: nn.Module, batch_size: int =
     return _per_frame(preds, target, frame_fn, batch_size)
 
 
-def lpips_network(net_type: str = "alex", backbone_weights: Optional[Union[str, Path]] = None) -> nn.Module:
+def lpips_network(net_type: str = "alex", backbone_weights: str | Path | None = None) -> nn.Module:
     """LPIPS v0.1 with its shipped linear heads and a backbone from the weights registry.
 
     The linear heads come with torchmetrics; the ImageNet backbone comes from torchvision's
@@ -150,7 +151,7 @@ def lpips_network(net_type: str = "alex", backbone_weights: Optional[Union[str, 
     if net_type != "alex":
         raise ValueError(f"net_type must be 'alex' (the LPIPS default), got {net_type!r}")
     path = Path(backbone_weights) if backbone_weights is not None else weights_path("alexnet_lpips")
-    net = _LPIPS(pretrained=True, net=net_type, pnet_rand=True)
+    net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)
     state = torch.load(path, map_location="cpu", weights_only=True)
     for name, param in net.net.named_parameters():  # "slice1.0.weight" <- "features.0.weight"
         param.data.copy_(state["features." + name.split(".", 1)[1]])

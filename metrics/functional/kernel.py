@@ -11,8 +11,6 @@ This equals the value of StyleGAN-V's KVD on the whole set (no subsets) and skle
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor
 
@@ -25,7 +23,7 @@ def _polynomial_kernel(x: Tensor, y: Tensor, degree: int, gamma: float, coef0: f
 
 
 def _kernel_distance_compute(
-    real: Tensor, fake: Tensor, degree: int = 3, gamma: Optional[float] = None, coef0: float = 1.0
+    real: Tensor, fake: Tensor, degree: int = 3, gamma: float | None = None, coef0: float = 1.0
 ) -> Tensor:
     """Unbiased MMD^2 of (M, D) ``real`` and (N, D) ``fake`` features, in float64."""
     if real.dim() != 2 or fake.dim() != 2 or real.shape[1] != fake.shape[1]:
@@ -49,7 +47,7 @@ def kernel_distance(
     real_features: Tensor,
     fake_features: Tensor,
     degree: int = 3,
-    gamma: Optional[float] = None,
+    gamma: float | None = None,
     coef0: float = 1.0,
 ) -> Tensor:
     """Unbiased squared MMD with the polynomial kernel on the whole sets.

@@ -46,7 +46,7 @@ def test_fid_matches_direct_scipy_computation() -> None:
 def test_uint8_and_float_inputs_agree() -> None:
     net = _random_net()
     real, fake = _videos(0, b=4), _videos(1, b=4, shift=0.1)
-    as_uint8 = lambda v: (v * 255).round().to(torch.uint8)  # noqa: E731
+    as_uint8 = lambda v: (v * 255).round().to(torch.uint8)
     results = []
     for convert in (lambda v: (v * 255).round() / 255, as_uint8):
         metric = VideoFID(feature_extractor=net)

@@ -14,7 +14,12 @@ from torch import nn
 
 from metrics.errors import MetricInputError
 from metrics.features.pips import PipsTracker, grid_points
-from metrics.functional.fvmd import _acceleration, _fvmd_features, _velocity, frechet_video_motion_distance
+from metrics.functional.fvmd import (
+    _acceleration,
+    _fvmd_features,
+    _velocity,
+    frechet_video_motion_distance,
+)
 from metrics.fvmd import FrechetVideoMotionDistance
 from metrics.registry import available, expected_path
 from tests.metrics.tester import check_metric_contract
@@ -37,7 +42,7 @@ def _ref_fields(tracks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _ref_histograms(field: np.ndarray) -> np.ndarray:
     """(W, 16, 400, 2) -> (W, 512): 4-frame x 5x5-point cubes, 8 orientation bins, log2 weights."""
     w_count, s, n, _ = field.shape
-    side = int(round(math.sqrt(n)))
+    side = round(math.sqrt(n))
     grid = field.reshape(w_count, s, side, side, 2)
     out = np.zeros((w_count, s // 4, side // 5, side // 5, 8))
     for w in range(w_count):
@@ -174,7 +179,7 @@ def test_missing_pips_code_error_is_explicit() -> None:
 def _pips_importable() -> bool:
     try:
         import fvmd.nets.pips2  # noqa: F401
-    except Exception:
+    except ImportError:
         return False
     return True
 

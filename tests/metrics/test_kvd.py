@@ -26,7 +26,7 @@ def _videos(seed: int, b: int, shift: float = 0.0) -> torch.Tensor:
 
 def _reference_kvd(x: np.ndarray, y: np.ndarray) -> float:
     d, m, n = x.shape[1], x.shape[0], y.shape[0]
-    k = lambda a, b: polynomial_kernel(a, b, degree=3, gamma=1.0 / d, coef0=1)  # noqa: E731
+    k = lambda a, b: polynomial_kernel(a, b, degree=3, gamma=1.0 / d, coef0=1)
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
 

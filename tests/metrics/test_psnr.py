@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -64,7 +66,7 @@ def test_out_of_range_clip_is_excluded() -> None:
 def test_real_clip_psnr_falls_with_degradation(shared_data, kind: str, strengths: list[float]) -> None:
     clip = real_clip(shared_data)
     scores = [video_psnr(degraded(clip, kind, s), clip).item() for s in strengths]
-    assert all(a > b for a, b in zip(scores, scores[1:])), scores
+    assert all(a > b for a, b in pairwise(scores)), scores
 
 
 class _WronglyReducedPSNR(VideoPSNR):

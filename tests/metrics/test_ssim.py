@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
@@ -51,4 +53,4 @@ def test_frames_smaller_than_the_window_raise() -> None:
 def test_real_clip_ssim_falls_with_degradation(shared_data, kind: str, strengths: list[float]) -> None:
     clip = real_clip(shared_data)
     scores = [video_ssim(degraded(clip, kind, s), clip).item() for s in strengths]
-    assert scores[0] < 1.0 and all(a > b for a, b in zip(scores, scores[1:])), scores
+    assert scores[0] < 1.0 and all(a > b for a, b in pairwise(scores)), scores

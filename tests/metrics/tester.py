@@ -23,7 +23,8 @@ two-set metric cannot compute from one side), as it is with ``check_forward=Fals
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable, Optional, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torchmetrics import Metric
@@ -65,7 +66,7 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
     return tuple(joined)
 
 
-def _calls(batch: Union[Batch, list]) -> list:
+def _calls(batch: Batch | list) -> list:
     """The update-argument tuples of one batch (a tuple is one call, a list several)."""
     return list(batch) if isinstance(batch, list) else [batch]
 
@@ -100,10 +101,10 @@ def merge_states(left: Metric, right: Metric) -> None:
 
 def check_metric_contract(
     make_metric: Callable[[], Metric],
-    batches: Sequence[Union[Batch, list]],
+    batches: Sequence[Batch | list],
     atol: float = 1e-6,
     rtol: float = 1e-5,
-    expected: Optional[Any] = None,
+    expected: Any | None = None,
     check_forward: bool = True,
 ) -> Any:
     """Run the five contract checks of the module docstring; returns the value over all batches.
