@@ -17,6 +17,10 @@ side, N_v visual tokens = (h / patch)^2, T mel frames, F video frames, M motion 
                    cross-attending per frame to [video_tokens (EC) ; its window (DC, lip-mask gated)]
     -> latents (B, 4, F, h, w) -> AutoencoderKL.decode -> frames (B, F, 3, H, W)
 
+Training extras: with probability ``guidance_dropout`` a row's cross-attention tokens are zeroed,
+so that classifier-free guidance in :meth:`NFYNetwork.generate_video` has a trained unconditional
+branch; a trainable VAE adds its own reconstruction L1 to the pixel loss (``vae_recon``).
+
 Ablation flags (each really removes its component: the module is not built, so it has no
 parameters and is never called):
 
@@ -160,18 +164,8 @@ class NFYNetwork(nn.Module):
             dim, audio_sequence_channels, (8,) * audio_sequence_stages, audio_tokens) if use_audio_sequence_encoder else None
         self.audio_profile_encoder = AudioProfileEncoder(
             dim, wav2vec, wav2vec_width, wav2vec_layers, heads, audio_tokens) if use_audio_profile_encoder else None
-        self.appearance_encoder = AppearanceEncoder(vae, vae_width, vae_levels, trainable=train_vae)
-        factor = self.appearance_encoder.downsample
-        if self.appearance_encoder.latent_channels != 4:
-            raise ValueError(f"vae={vae!r} has {self.appearance_encoder.latent_channels} latent channels, expected 4")
-        if image_size % (factor * patch_size):
-            raise ValueError(f"image_size={image_size} must be a multiple of the VAE factor {factor} x patch_size {patch_size}")
-        self.latent_size = image_size // factor
-        self.structure_encoder = StructureEncoder(dim, factor, patch_size, self.latent_size)
-        self.appearance_tokens = PatchTokens(4, dim, patch_size, self.latent_size) if use_visual_tokens else None
-        if not use_visual_tokens:
-            self.structure_encoder.tokens = None  # the masks still reach the UNet as maps
         self.audio_query = None if use_audio_sequence_encoder else nn.Parameter(torch.randn(1, audio_tokens, dim) * 0.02)
+        self._build_visual_encoders(dim, vae, vae_width, vae_levels, train_vae, patch_size, use_visual_tokens)
 
         # Entangled encoders (Eq. 1, Table 6/7)
         self._need_audio = attended_tokens in ("both", "audio")
@@ -197,6 +191,22 @@ class NFYNetwork(nn.Module):
         self.dc_slots = nn.Parameter(torch.zeros(1, FRAME_WINDOW, cross)) if self.dc else None
         self.train_scheduler = training_scheduler(num_train_timesteps, prediction_type)
         self.sample_scheduler = sampling_scheduler(self.train_scheduler)
+
+    def _build_visual_encoders(self, dim: int, vae: str | None, width: int, levels: int, train_vae: bool,
+                               patch_size: int, use_visual_tokens: bool) -> None:
+        """E_va (VAE) and E_vs (masks); their patch tokens only when the prompt-guided encoders use them."""
+        self.appearance_encoder = AppearanceEncoder(vae, width, levels, trainable=train_vae)
+        factor = self.appearance_encoder.downsample
+        if self.appearance_encoder.latent_channels != 4:
+            raise ValueError(f"vae={vae!r} has {self.appearance_encoder.latent_channels} latent channels, expected 4")
+        if self.image_size % (factor * patch_size):
+            raise ValueError(f"image_size={self.image_size} must be a multiple of the VAE factor {factor} "
+                             f"x patch_size {patch_size}")
+        self.latent_size = self.image_size // factor
+        self.structure_encoder = StructureEncoder(dim, factor, patch_size, self.latent_size)
+        self.appearance_tokens = PatchTokens(4, dim, patch_size, self.latent_size) if use_visual_tokens else None
+        if not use_visual_tokens:
+            self.structure_encoder.tokens = None  # the masks still reach the UNet as maps
 
     def _build_entanglers(self, dim: int, layers: int, heads: int) -> None:
         """ETE: one encoder per side that needs one; STE: one shared encoder with modality embeddings."""
