@@ -195,3 +195,39 @@ def test_real_pips_tracker_on_cpu() -> None:
     metric = FrechetVideoMotionDistance(tracker=tracker)
     metric.update(torch.cat([clip, clip.flip(1)]), real=True)
     assert metric.real_features_num_samples.item() == 2
+
+
+_FAKE_PIPS = '''
+import torch
+from torch import nn
+
+
+class Pips(nn.Module):
+    """Mimics the official interface: hard-coded .cuda() and a list of refined trajectories."""
+
+    def __init__(self, stride=8):
+        super().__init__()
+        self.stride = stride
+        self.gain = nn.Parameter(torch.zeros(()))
+
+    def forward(self, trajs_e0, rgbs, iters=3, feat_init=None, beautify=False):
+        total_loss = torch.tensor(0.0).cuda()
+        shift = self.gain * rgbs.mean(dim=(2, 3, 4))[..., None, None]  # (1, S, 1, 1)
+        return [trajs_e0 + shift * (i + 1) / iters for i in range(iters)], None, None, total_loss
+'''
+
+
+def test_pips_tracker_calling_convention_on_cpu(tmp_path, monkeypatch) -> None:
+    (tmp_path / "fake_pips_net.py").write_text(_FAKE_PIPS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    state = {"model_state_dict": {"gain": torch.tensor(0.01)}}
+    torch.save(state, tmp_path / "weights.pth")
+    tracker = PipsTracker(weights=tmp_path / "weights.pth", module="fake_pips_net")
+    windows = torch.full((2, 16, 3, 256, 256), 100.0)
+    tracks = tracker(windows)  # .cuda() inside the network must not fail on CPU
+    assert tracks.shape == (2, 16, 400, 2)
+    expected = grid_points(400, 256, 256) + 1.0  # last refinement: gain * mean * iters / iters
+    torch.testing.assert_close(tracks[0, 0], expected)
+    torch.testing.assert_close(tracks[0, 0, :2], torch.tensor([[9.0, 9.0], [9.0 + 240 / 19, 9.0]]))
+    tracker.train()
+    assert not tracker.training
