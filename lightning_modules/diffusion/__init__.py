@@ -32,4 +32,4 @@ def sampling_scheduler(train: DDPMScheduler) -> DDIMScheduler:
     return DDIMScheduler.from_config(train.config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
 
 
-__all__ = ["training_scheduler", "sampling_scheduler", "PREDICTION_TYPES"]
+__all__ = ["PREDICTION_TYPES", "sampling_scheduler", "training_scheduler"]

@@ -1,7 +1,11 @@
 """Plain ``nn.Module`` networks of nfy: the NFY network and its components (no Lightning imports)."""
 
 from lightning_modules.networks.encoders import (
-    AppearanceEncoder, AudioProfileEncoder, AudioSequenceEncoder, StructureEncoder, TextEncoder,
+    AppearanceEncoder,
+    AudioProfileEncoder,
+    AudioSequenceEncoder,
+    StructureEncoder,
+    TextEncoder,
 )
 from lightning_modules.networks.entangled import EntangledEncoder
 from lightning_modules.networks.layers import PretrainedNotFoundError
@@ -11,6 +15,15 @@ from lightning_modules.networks.video_denoiser import VideoDenoiser
 from lightning_modules.networks.vocoder import Vocoder
 
 __all__ = [
-    "NFYNetwork", "TextEncoder", "AudioSequenceEncoder", "AudioProfileEncoder", "AppearanceEncoder",
-    "StructureEncoder", "EntangledEncoder", "AudioDecoder", "VideoDenoiser", "Vocoder", "PretrainedNotFoundError",
+    "AppearanceEncoder",
+    "AudioDecoder",
+    "AudioProfileEncoder",
+    "AudioSequenceEncoder",
+    "EntangledEncoder",
+    "NFYNetwork",
+    "PretrainedNotFoundError",
+    "StructureEncoder",
+    "TextEncoder",
+    "VideoDenoiser",
+    "Vocoder",
 ]

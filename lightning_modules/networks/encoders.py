@@ -19,7 +19,12 @@ from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from datamodules.conventions import N_MELS
-from lightning_modules.networks.layers import freeze, load_pretrained, pool_tokens, reference_mel
+from lightning_modules.networks.layers import (
+    freeze,
+    load_pretrained,
+    pool_tokens,
+    reference_mel,
+)
 
 
 class TextEncoder(nn.Module):
@@ -152,7 +157,7 @@ class AppearanceEncoder(nn.Module):
         self.latent_channels = int(self.vae.config.latent_channels)
         self.downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def train(self, mode: bool = True) -> "AppearanceEncoder":
+    def train(self, mode: bool = True) -> AppearanceEncoder:
         """Keep a frozen VAE in eval mode whatever the parent network does."""
         super().train(mode)
         if not self.trainable:

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from speechbrain.lobes.models.HifiGAN import mel_spectrogram
 from torch import nn
 
 from datamodules.conventions import (
-    F_MAX, F_MIN, HOP_LENGTH, MEL_FRAMES_PER_VIDEO_FRAME, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH,
+    F_MAX,
+    F_MIN,
+    HOP_LENGTH,
+    MEL_FRAMES_PER_VIDEO_FRAME,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    WIN_LENGTH,
 )
 
 log = logging.getLogger(__name__)
@@ -45,7 +53,7 @@ def load_pretrained(part: str, source: str, loader: Callable[..., T], **kwargs: 
     """
     try:
         return loader(source, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as error:  # HF raises OSError/ValueError subclasses
+    except (OSError, ValueError) as error:  # HF raises OSError/ValueError subclasses
         raise PretrainedNotFoundError(part, source, f"{type(error).__name__}: {error}".split("\n")[0]) from error
 
 

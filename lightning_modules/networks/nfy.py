@@ -40,7 +40,6 @@ parameters and is never called):
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
@@ -49,7 +48,12 @@ from datamodules.batch import MEL_PAD_VALUE, NFYBatch
 from datamodules.conventions import HOP_LENGTH, MEL_FRAMES_PER_VIDEO_FRAME
 from lightning_modules.diffusion import sampling_scheduler, training_scheduler
 from lightning_modules.networks.encoders import (
-    AppearanceEncoder, AudioProfileEncoder, AudioSequenceEncoder, PatchTokens, StructureEncoder, TextEncoder,
+    AppearanceEncoder,
+    AudioProfileEncoder,
+    AudioSequenceEncoder,
+    PatchTokens,
+    StructureEncoder,
+    TextEncoder,
 )
 from lightning_modules.networks.entangled import EntangledEncoder
 from lightning_modules.networks.layers import FRAME_WINDOW, frame_windows
@@ -452,4 +456,4 @@ class NFYNetwork(nn.Module):
         uncond = self.video_denoiser(sample, t, **{**cross, "tokens": torch.zeros_like(cross["tokens"])})
         return uncond + scale * (cond - uncond)
 
-__all__ = ["NFYNetwork", "ENTANGLEMENTS", "ATTENDED"]
+__all__ = ["ATTENDED", "ENTANGLEMENTS", "NFYNetwork"]

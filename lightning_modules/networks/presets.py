@@ -14,7 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers import (
+    AutoencoderKL,
+    MotionAdapter,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
 from torch import nn
 from transformers import GPT2Config, GPT2Model, Wav2Vec2Config, Wav2Vec2Model
 
@@ -22,21 +27,21 @@ from lightning_modules.networks.nfy import NFYNetwork
 from lightning_modules.networks.video_denoiser import widen_conv_in
 from lightning_modules.networks.vocoder import hifigan_generator
 
-TINY: dict[str, Any] = dict(
-    vocab_size=64, image_size=32, num_frames=4, motion_frames=2, dim=16, heads=2, entangled_layers=1,
-    max_text_len=64, audio_sequence_channels=16, audio_sequence_stages=2, wav2vec_width=16, wav2vec_layers=1,
-    vae_width=8, vae_levels=2, patch_size=4, decoder_width=16, decoder_layers=1, decoder_heads=2,
-    max_decoder_positions=1024, unet_width=16, unet_levels=2, unet_cross_dim=16,
-)
+TINY: dict[str, Any] = {
+    "vocab_size": 64, "image_size": 32, "num_frames": 4, "motion_frames": 2, "dim": 16, "heads": 2, "entangled_layers": 1,
+    "max_text_len": 64, "audio_sequence_channels": 16, "audio_sequence_stages": 2, "wav2vec_width": 16, "wav2vec_layers": 1,
+    "vae_width": 8, "vae_levels": 2, "patch_size": 4, "decoder_width": 16, "decoder_layers": 1, "decoder_heads": 2,
+    "max_decoder_positions": 1024, "unet_width": 16, "unet_levels": 2, "unet_cross_dim": 16,
+}
 """Random-init CPU configuration: 1-2 layers, 2 heads, widths 8-16, 4 frames of 32 x 32."""
 
-PAPER: dict[str, Any] = dict(
-    image_size=512, num_frames=16, motion_frames=2, dim=512, heads=8, entangled_layers=1, max_text_len=512,
-    audio_sequence_channels=512, audio_sequence_stages=2, wav2vec="facebook/wav2vec2-base",
-    vae="stabilityai/sd-vae-ft-mse", patch_size=4, gpt2="gpt2", max_decoder_positions=1024,
-    unet="runwayml/stable-diffusion-v1-5", motion_adapter="guoyww/animatediff-motion-adapter-v1-5-2",
-    unet_cross_dim=768, vocoder="speechbrain/tts-hifigan-libritts-16kHz",
-)
+PAPER: dict[str, Any] = {
+    "image_size": 512, "num_frames": 16, "motion_frames": 2, "dim": 512, "heads": 8, "entangled_layers": 1, "max_text_len": 512,
+    "audio_sequence_channels": 512, "audio_sequence_stages": 2, "wav2vec": "facebook/wav2vec2-base",
+    "vae": "stabilityai/sd-vae-ft-mse", "patch_size": 4, "gpt2": "gpt2", "max_decoder_positions": 1024,
+    "unet": "runwayml/stable-diffusion-v1-5", "motion_adapter": "guoyww/animatediff-motion-adapter-v1-5-2",
+    "unet_cross_dim": 768, "vocoder": "speechbrain/tts-hifigan-libritts-16kHz",
+}
 """The paper's configuration; the hub ids may be replaced by local folders holding the same files."""
 
 PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "paper": PAPER}
@@ -92,8 +97,9 @@ def parameter_counts(name: str = "paper", **overrides: Any) -> dict[str, int]:
         fine-tuned pretrained parts) and ``"total"``.
     """
     kwargs = preset(name, **overrides)
-    sources = {key: kwargs.pop(key, None) for key in ("wav2vec", "vae", "gpt2", "unet", "motion_adapter", "vocoder")}
-    stand_in = dict(wav2vec_width=768, decoder_width=768, decoder_heads=12) if name == "paper" else {}
+    for source in ("wav2vec", "vae", "gpt2", "unet", "motion_adapter", "vocoder"):
+        kwargs.pop(source, None)  # random stand-ins: nothing is loaded
+    stand_in = {"wav2vec_width": 768, "decoder_width": 768, "decoder_heads": 12} if name == "paper" else {}
     with torch.device("meta"):
         net = NFYNetwork(**{**kwargs, **stand_in})
         real = {}

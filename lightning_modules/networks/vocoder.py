@@ -15,17 +15,25 @@ import torchaudio
 from speechbrain.lobes.models.HifiGAN import HifiganGenerator
 from torch import nn
 
-from datamodules.conventions import F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
+from datamodules.conventions import (
+    F_MAX,
+    F_MIN,
+    HOP_LENGTH,
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    WIN_LENGTH,
+)
 from lightning_modules.networks.layers import PretrainedNotFoundError, freeze
 
 log = logging.getLogger(__name__)
 
-HIFIGAN_LIBRITTS_16K: dict = dict(
-    in_channels=N_MELS, out_channels=1, resblock_type="1",
-    resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], resblock_kernel_sizes=[3, 7, 11],
-    upsample_kernel_sizes=[16, 16, 4, 4], upsample_initial_channel=512, upsample_factors=[8, 8, 2, 2],
-    inference_padding=5, cond_channels=0, conv_post_bias=True,
-)
+HIFIGAN_LIBRITTS_16K: dict = {
+    "in_channels": N_MELS, "out_channels": 1, "resblock_type": "1",
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]], "resblock_kernel_sizes": [3, 7, 11],
+    "upsample_kernel_sizes": [16, 16, 4, 4], "upsample_initial_channel": 512, "upsample_factors": [8, 8, 2, 2],
+    "inference_padding": 5, "cond_channels": 0, "conv_post_bias": True,
+}
 """Generator hyperparameters of speechbrain's ``tts-hifigan-libritts-16kHz`` (product of factors = hop 256)."""
 
 

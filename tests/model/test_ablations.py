@@ -11,18 +11,24 @@ import pytest
 import torch
 
 from lightning_modules.networks import video_denoiser
-from tests.model.test_networks import batch, conditions, params_without_grad, tiny_net, total_loss
+from tests.model.test_networks import (
+    batch,
+    conditions,
+    params_without_grad,
+    tiny_net,
+    total_loss,
+)
 
 FLAGS: dict[str, dict] = {
-    "ste": dict(entanglement="ste"),
-    "dc_off": dict(diffusion_cross_attention=False),
-    "ec_off": dict(embedding_cross_attention=False),
-    "dc_ec_off": dict(diffusion_cross_attention=False, embedding_cross_attention=False),
-    "only_visual_tokens": dict(attended_tokens="visual"),
-    "only_audio_tokens": dict(attended_tokens="audio"),
-    "no_audio_sequence": dict(use_audio_sequence_encoder=False),
-    "no_audio_profile": dict(use_audio_profile_encoder=False),
-    "no_visual_tokens": dict(use_visual_tokens=False),
+    "ste": {"entanglement": "ste"},
+    "dc_off": {"diffusion_cross_attention": False},
+    "ec_off": {"embedding_cross_attention": False},
+    "dc_ec_off": {"diffusion_cross_attention": False, "embedding_cross_attention": False},
+    "only_visual_tokens": {"attended_tokens": "visual"},
+    "only_audio_tokens": {"attended_tokens": "audio"},
+    "no_audio_sequence": {"use_audio_sequence_encoder": False},
+    "no_audio_profile": {"use_audio_profile_encoder": False},
+    "no_visual_tokens": {"use_visual_tokens": False},
 }
 
 REMOVED: dict[str, list[str]] = {
@@ -105,7 +111,7 @@ def test_dc_off_removes_both_directions() -> None:
 
 
 @pytest.mark.parametrize("flags, ec_counts", [
-    (dict(), "positive"), (dict(embedding_cross_attention=False), "zero"),
+    ({}, "positive"), ({"embedding_cross_attention": False}, "zero"),
 ])
 def test_ec_flag_decides_whether_the_unet_attends_to_video_side_tokens(flags: dict, ec_counts: str,
                                                                       monkeypatch) -> None:
@@ -142,8 +148,8 @@ def test_the_face_reaches_the_speech_only_through_visual_tokens_or_dc() -> None:
     """Without DC, the face reaches the audio decoder only as visual tokens of the audio-side encoder."""
     b = batch()
     other_face = {**b, "ref_image": -b["ref_image"]}
-    for flags, depends in ((dict(diffusion_cross_attention=False), True),
-                           (dict(diffusion_cross_attention=False, use_visual_tokens=False), False)):
+    for flags, depends in (({"diffusion_cross_attention": False}, True),
+                           ({"diffusion_cross_attention": False, "use_visual_tokens": False}, False)):
         net = tiny_net(**flags).eval()
         with torch.no_grad():
             net.audio_decoder.stop_head.bias.fill_(-50.0)

@@ -16,8 +16,17 @@ from datamodules.batch import MEL_PAD_VALUE, collate
 from datamodules.conventions import PROFILE_SAMPLES
 from lightning_modules.diffusion import sampling_scheduler, training_scheduler
 from lightning_modules.networks import (
-    AppearanceEncoder, AudioDecoder, AudioProfileEncoder, AudioSequenceEncoder, EntangledEncoder, NFYNetwork,
-    PretrainedNotFoundError, StructureEncoder, TextEncoder, VideoDenoiser, Vocoder,
+    AppearanceEncoder,
+    AudioDecoder,
+    AudioProfileEncoder,
+    AudioSequenceEncoder,
+    EntangledEncoder,
+    NFYNetwork,
+    PretrainedNotFoundError,
+    StructureEncoder,
+    TextEncoder,
+    VideoDenoiser,
+    Vocoder,
 )
 from lightning_modules.networks.layers import frame_windows
 from lightning_modules.networks.presets import parameter_counts, preset
@@ -273,8 +282,8 @@ def test_schedulers_share_the_noise_schedule() -> None:
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(entanglement="both"), "entanglement"), (dict(attended_tokens="all"), "attended_tokens"),
-    (dict(image_size=36), "image_size=36"), (dict(unet="/x"), "pretrained_motion_adapter"),
+    ({"entanglement": "both"}, "entanglement"), ({"attended_tokens": "all"}, "attended_tokens"),
+    ({"image_size": 36}, "image_size=36"), ({"unet": "/x"}, "pretrained_motion_adapter"),
 ])
 def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -283,8 +292,8 @@ def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
 
 # ---------------------------------------------------------------------------------------- pretrained parts
 @pytest.mark.parametrize("kwargs", [
-    dict(wav2vec="{missing}"), dict(vae="{missing}"), dict(gpt2="{missing}"),
-    dict(unet="{missing}", motion_adapter="{missing}"), dict(vocoder="{missing}"),
+    {"wav2vec": "{missing}"}, {"vae": "{missing}"}, {"gpt2": "{missing}"},
+    {"unet": "{missing}", "motion_adapter": "{missing}"}, {"vocoder": "{missing}"},
 ])
 def test_missing_pretrained_files_offline_raise_one_clear_error(kwargs: dict, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -324,7 +333,7 @@ def test_pretrained_parts_load_from_local_folders(tmp_path) -> None:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
     adapter = MotionAdapter(block_out_channels=(16, 32), motion_layers_per_block=1, motion_num_attention_heads=2,
                             motion_norm_num_groups=16)
-    for name, model in dict(w2v=w2v, vae=vae, gpt=gpt, adapter=adapter).items():
+    for name, model in {"w2v": w2v, "vae": vae, "gpt": gpt, "adapter": adapter}.items():
         model.save_pretrained(tmp_path / name)
     unet.save_pretrained(tmp_path / "sd" / "unet")  # the SD-1.5 repository layout
     net = tiny_net(wav2vec=str(tmp_path / "w2v"), vae=str(tmp_path / "vae"), gpt2=str(tmp_path / "gpt"),
