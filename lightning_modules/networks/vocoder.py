@@ -96,7 +96,10 @@ class Vocoder(nn.Module):
         """(B, 80, T) log-mel -> (B, 256 T) waveform in [-1, 1]."""
         samples = mel.shape[-1] * HOP_LENGTH
         if self.generator is not None:
-            wav = self.generator.inference(mel).squeeze(1)  # (B, ~256 T)
+            # speechbrain's inference pads the mel by ``inference_padding`` frames on both sides (replicate);
+            # cut those frames' samples off again so that sample 256 t belongs to mel frame t (lip sync).
+            lead = self.generator.inference_padding * HOP_LENGTH
+            wav = self.generator.inference(mel).squeeze(1)[..., lead:]  # (B, 256 (T + padding))
         else:
             magnitude = self.inverse_mel(mel.float().exp())  # (B, 513, T) linear magnitudes
             # the STFT of Griffin-Lim needs n_fft / hop = 4 frames: pad very short mels with silence

@@ -185,6 +185,9 @@ def test_vocoders_shapes_and_local_hifigan_weights(tmp_path) -> None:
     assert wav.shape == (2, 12 * 256) and wav.abs().max() <= 1
     hifi = Vocoder(griffin_lim=False, channels=16)
     assert hifi(mel).shape == (2, 12 * 256)
+    # aligned: samples 256 t .. belong to mel frame t, without the inference padding's lead
+    padded = hifi.generator(torch.nn.functional.pad(mel, (5, 5), "replicate")).squeeze(1)  # (B, 256 (T + 10))
+    torch.testing.assert_close(hifi(mel), padded[:, 5 * 256 : 17 * 256].clamp(-1, 1))
     # speechbrain's generator.ckpt layout in a local folder loads into the LibriTTS architecture
     torch.manual_seed(3)
     reference = hifigan_generator(512)
