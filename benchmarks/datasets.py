@@ -2,7 +2,7 @@
 
 Prints, per dataset: preprocessing speed (x real time per core: seconds of media per second of
 one process), and DataModule throughput (clips/s) from the cache and from LitData chunks with 0
-and 2 DataLoader workers. Faces: the fixtures' drawn faces use a fixed centred box instead of
+and 2 DataLoader workers (persistent, measured after a warm-up epoch). Faces: the fixtures' drawn faces use a fixed centred box instead of
 MTCNN (the detector runs once per clip, on the first frame, so it adds a constant per clip).
 
     python -m benchmarks.datasets [--image-size 128] [--repeat 3]
@@ -27,6 +27,9 @@ BUILDERS = {"voxceleb": fixtures.build_voxceleb, "fakeavceleb": fixtures.build_f
 
 
 def _rate(loader, repeat: int) -> float:
+    """Clips/s over ``repeat`` epochs, after one warm-up epoch (worker start-up is not counted)."""
+    for _ in loader:
+        pass
     count, start = 0, time.perf_counter()
     for _ in range(repeat):
         for batch in loader:

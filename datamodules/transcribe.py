@@ -81,7 +81,7 @@ class WhisperTranscriber:
                 processor = processor or WhisperProcessor.from_pretrained(str(model))
                 dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
                 model = WhisperForConditionalGeneration.from_pretrained(str(model), dtype=dtype)
-            except OSError as err:
+            except (OSError, ValueError) as err:  # missing folder, bad hub id, no network
                 raise OSError(f"cannot load Whisper from {model!r} (a hub id needs the network; offline, "
                               f"pass a local folder saved with save_pretrained): {err}") from err
         if processor is None:
@@ -129,12 +129,16 @@ class WhisperTranscriber:
         sequences = tokens if isinstance(tokens, torch.Tensor) else tokens["sequences"]
         out = []
         for seq, (lang, prob), wav in zip(sequences, languages, wavs):
-            decoded = self.processor.tokenizer.decode(seq, skip_special_tokens=True, output_offsets=True)
-            duration = len(wav) / SAMPLE_RATE
-            segments = [{"start": float(o["timestamp"][0]), "end": float(min(o["timestamp"][1] or duration, duration)),
-                         "text": o["text"].strip()} for o in decoded.get("offsets", []) if o["timestamp"][0] is not None]
-            out.append(Transcript(decoded["text"].strip(), lang, prob, segments))
+            text, segments = self.decode(seq, len(wav) / SAMPLE_RATE)
+            out.append(Transcript(text, lang, prob, segments))
         return out
+
+    def decode(self, tokens: Any, duration: float) -> tuple[str, list[dict[str, Any]]]:
+        """Text and timestamped segments (seconds, clipped to ``duration``) of one generated sequence."""
+        decoded = self.processor.tokenizer.decode(tokens, skip_special_tokens=True, output_offsets=True)
+        segments = [{"start": float(o["timestamp"][0]), "end": float(min(o["timestamp"][1] or duration, duration)),
+                     "text": o["text"].strip()} for o in decoded.get("offsets", []) if o["timestamp"][0] is not None]
+        return decoded["text"].strip(), segments
 
 
 # ------------------------------------------------------------------------------- pocketsphinx
