@@ -42,7 +42,7 @@ def bench(name: str, base: Path, image_size: int, repeat: int) -> dict:
     cache = base / "cache" / name
     module = MODULES[name](root=str(root), cache_dir=str(cache), image_size=image_size, english_only=False,
                            num_frames=16, batch_size=1, num_workers=0)
-    report = preprocess_clips(module._sources(), cache, module.config, progress=False)
+    report = preprocess_clips(module.discover_sources(), cache, module.config, progress=False)
     row = {"x_realtime_per_core": report.media_seconds / max(report.seconds, 1e-9), "kept": report.num_kept}
     module.setup("fit")
     records = [{**r, "split": "train"} for r in module.streaming_records()]

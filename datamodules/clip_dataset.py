@@ -156,6 +156,7 @@ class ClipDataModule(LightningDataModule):
         if batch_size < 1 or (num_frames is not None and num_frames < 1) or motion_frames < 0:
             raise ValueError(f"batch_size and num_frames must be >= 1 and motion_frames >= 0, got "
                              f"{batch_size}, {num_frames}, {motion_frames}")
+        self.save_hyperparameters(ignore=["split_config"])
         self.root = Path(root) if root else None
         self.cache_dir = Path(cache_dir)
         self.num_frames, self.motion_frames = num_frames, motion_frames
@@ -177,7 +178,8 @@ class ClipDataModule(LightningDataModule):
         """The dataset's clips (subclasses call their module's ``discover``)."""
         raise NotImplementedError
 
-    def _sources(self) -> list[ClipSource]:
+    def discover_sources(self) -> list[ClipSource]:
+        """:meth:`sources`, capped at ``max_clips``; a clear error when ``root`` is unset."""
         if self.root is None:
             raise ValueError(f"{type(self).__name__}: root is not set (config 'root' or the dataset's environment "
                              "variable)")
@@ -188,7 +190,7 @@ class ClipDataModule(LightningDataModule):
         """Preprocess every discovered clip into the cache (resumable; rejects recorded)."""
         if self.streaming_dir:
             return
-        report = preprocess_clips(self._sources(), self.cache_dir, self.config, num_workers=self.preprocess_workers)
+        report = preprocess_clips(self.discover_sources(), self.cache_dir, self.config, num_workers=self.preprocess_workers)
         log.info("%s: %s", self.dataset_name, report)
 
     # -- setup -----------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     module = MODULES[args.dataset](root=args.root, cache_dir=args.cache, image_size=args.image_size,
                                    max_clips=args.max_clips, english_only=args.english_only, seed=args.seed)
-    sources = module._sources()
+    sources = module.discover_sources()
     print(f"{args.dataset}: {len(sources)} clips found under {args.root}", flush=True)
     report = preprocess_clips(sources, args.cache, module.config, num_workers=args.workers,
                               progress=not args.no_progress)

@@ -52,3 +52,31 @@ def test_killed_run_resumes(tmp_path):
     assert len(after) == 8 and all(after[k] == v for k, v in done.items())  # finished clips not redone
     assert f"{len(done)} already done" in output
     assert not list(cache.glob(".tmp-*"))  # the killed clip left nothing behind
+
+
+def test_config_file_and_flags(tmp_path, monkeypatch):
+    import pytest
+
+    from experiments.prepare import parse_args
+
+    config = tmp_path / "prepare.yaml"
+    config.write_text("dataset: hdtf\nroot: /data/HDTF\nworkers: 4\nlitdata-output: s3://bucket/hdtf\n")
+    args = parse_args(["--config", str(config), "--workers", "2"])
+    assert (args.dataset, args.root, args.workers, args.litdata_output) == ("hdtf", "/data/HDTF", 2, "s3://bucket/hdtf")
+    monkeypatch.setenv("NFY_CELEBVHQ", "/data/celebv")
+    assert parse_args(["--dataset", "celebvhq"]).root == "/data/celebv"
+    config.write_text("dataset: hdtf\nroots: /typo\n")
+    with pytest.raises(SystemExit):
+        parse_args(["--config", str(config)])
+    monkeypatch.delenv("NFY_VOXCELEB", raising=False)
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", "voxceleb"])
+
+
+def test_root_not_set_is_a_clear_error():
+    import pytest
+
+    from datamodules.hdtf import HDTFDataModule
+
+    with pytest.raises(ValueError, match="root is not set"):
+        HDTFDataModule(cache_dir="unused").discover_sources()
