@@ -83,7 +83,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      epilog="Other --flags go to the trainer CLI (experiments.fit).")
     parser.add_argument("--root", type=Path, default=Path("data/demo"), help="demo corpus folder (built if absent)")
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="logs, checkpoints, video")
-    parser.add_argument("--max-minutes", type=float, default=8.0, help="training time budget (CPU)")
+    parser.add_argument("--max-minutes", type=float, default=6.0,
+                        help="training time budget; the corpus (under 2 min), preprocessing and generation come on top")
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per window at generation")
     parser.add_argument("--num-clips", type=int, default=100, help="clips of a newly built corpus")
     args, overrides = parser.parse_known_args(argv)  # the rest: fit flags, e.g. --trainer.max_steps=50

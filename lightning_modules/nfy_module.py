@@ -130,9 +130,10 @@ class NFYLitModule(LightningModule):
             )
         return {**out, "loss": loss}
 
-    def training_step(self, batch: NFYBatch, batch_idx: int) -> torch.Tensor:
-        """Weighted loss of one batch."""
-        return self._step(batch, "train")["loss"]
+    def training_step(self, batch: NFYBatch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """Weighted ``loss`` of one batch, with its unweighted terms (detached) for callbacks."""
+        out = self._step(batch, "train")
+        return {"loss": out["loss"], **{name: out[name].detach() for name in LOSS_TERMS}}
 
     def validation_step(self, batch: NFYBatch, batch_idx: int) -> None:
         """Log the validation loss terms."""

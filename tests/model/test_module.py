@@ -136,6 +136,9 @@ def test_step_weights_and_logs_every_term() -> None:
     out = module._step(batch, "train")
     expected = 2.0 * out["video_l1"] + 0.5 * out["audio_mse"] + 3.0 * out["stop"]
     torch.testing.assert_close(out["loss"], expected)
+    step_out = module.training_step(batch, 0)  # what callbacks see as ``outputs``
+    assert set(step_out) == {"loss", "video_l1", "audio_mse", "denoise", "stop"} and step_out["loss"].requires_grad
+    assert not step_out["video_l1"].requires_grad
     trainer = _trainer(max_steps=2, limit_val_batches=1)
     trainer.fit(module, datamodule=SyntheticDataModule())
     for key in ("train/video_l1", "train/audio_mse", "train/denoise", "train/stop", "train/loss",
