@@ -1,0 +1,272 @@
+"""Size and speed of the NFY model: parameters, training step, generation real-time factor.
+
+Prints, for the tiny configuration (``ete.yaml`` + ``tiny.yaml``) and the paper's (``ete.yaml``).
+The paper configuration names pretrained parts by hub id; where they are not in the local cache
+(no download here), its network is built at random init with every pretrained part replaced by a
+random one of the same family shaped like it as far as the builders allow (:data:`PAPER_SHAPED`):
+
+1. parameters per component (total and trainable) and in all, next to the paper's 1,575,936;
+2. one training step (forward, backward, AdamW) on a synthetic batch of the batch contract:
+   seconds and peak resident memory, each configuration in a fresh process;
+3. generation real-time factor (seconds of compute per second of speech+video produced;
+   below 1 is faster than real time) for one 2 s utterance.
+
+Each measurement runs in its own subprocess under an address-space limit (``--memory-gib``,
+default 24), so a configuration that does not fit fails alone; the script then halves the batch
+and the frames until one step fits and says which one did.
+
+Usage: ``python benchmarks/model.py [--skip-paper] [--memory-gib 24] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+
+from datamodules.batch import collate  # noqa: E402
+from datamodules.conventions import MEL_FRAMES_PER_SECOND, PROFILE_SAMPLES, SAMPLE_RATE  # noqa: E402
+
+PAPER_PARAMETERS = 1_575_936
+TINY = ("ete.yaml", "tiny.yaml")
+PAPER = ("ete.yaml",)
+PAPER_DATA: dict[str, int] = {"image_size": 512, "num_frames": 16, "motion_frames": 2, "vocab_size": 512}
+"""The values the paper's DataModules link into the network."""
+PAPER_SHAPED: dict[str, Any] = {
+    "wav2vec": None, "wav2vec_width": 768, "wav2vec_layers": 12,          # wav2vec2-base: 768 x 12 layers
+    "gpt2": None, "decoder_width": 768, "decoder_layers": 12, "decoder_heads": 12,  # GPT-2 small
+    "vae": None, "vae_width": 128, "vae_levels": 4,                        # SD VAE: 4 levels from 128 channels
+    "unet": None, "motion_adapter": None, "unet_width": 320, "unet_levels": 3,  # SD-1.5: 320/640/1280 channels
+    "vocoder": None,                                                       # Griffin-Lim: no parameters
+}
+"""Random stand-ins for the pretrained parts of ete.yaml (offline, nothing to load)."""
+PRETRAINED_PARTS: tuple[str, ...] = ("audio_profile_encoder", "appearance_encoder", "audio_decoder", "video_denoiser",
+                                     "vocoder")
+"""Components that start from pretrained weights in ete.yaml; the rest is new in NFY."""
+
+
+def count_parameters(net: torch.nn.Module) -> dict[str, tuple[int, int]]:
+    """Per direct child of ``net`` and ``total``: (all parameters, trainable parameters)."""
+    counts = {}
+    for name, child in net.named_children():
+        params = list(child.parameters())
+        counts[name] = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+    params = list(net.parameters())
+    counts["total"] = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
+    return counts
+
+
+def make_batch(batch_size: int, image_size: int, frames: int, seconds: float, vocab_size: int,
+               text_tokens: int = 24) -> dict[str, Any]:
+    """A seeded random batch of the contract: ``frames`` video frames (motion frames included)."""
+    g = torch.Generator().manual_seed(0)
+    masks = torch.zeros(1, image_size, image_size)
+    masks[:, image_size // 4 : -image_size // 4, image_size // 4 : -image_size // 4] = 1
+    samples = [{
+        "text_ids": torch.randint(4, vocab_size, (text_tokens,), generator=g),
+        "ref_image": torch.rand(3, image_size, image_size, generator=g) * 2 - 1,
+        "face_mask": masks, "lip_mask": masks,
+        "profile_wav": torch.rand(PROFILE_SAMPLES, generator=g) * 0.2 - 0.1,
+        "video": torch.rand(frames, 3, image_size, image_size, generator=g) * 2 - 1,
+        "frame_start": 0,
+        "wav": torch.rand(int(seconds * SAMPLE_RATE), generator=g) * 0.2 - 0.1,
+        "mel": torch.randn(80, int(seconds * MEL_FRAMES_PER_SECOND), generator=g) - 5,
+        "key": f"b{i}", "speaker": "s", "dataset": "bench",
+    } for i in range(batch_size)]
+    return collate(samples)
+
+
+def build_module(configs: tuple[str, ...], net_overrides: dict[str, Any]):
+    """The LitModule of ``configs`` with its network (``net_overrides`` on its init args)."""
+    from experiments.fit import build_network, merged_config
+    from lightning_modules import NFYLitModule
+
+    model = merged_config(*configs)["model"]["init_args"]
+    weights = {k: model[k] for k in ("video_weight", "audio_weight", "denoise_weight", "stop_weight") if k in model}
+    net = build_network(*configs, **net_overrides)
+    return NFYLitModule(net, **weights)
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _train_step_job(configs, overrides, batch_size, frames, seconds, threads, repeats, queue) -> None:
+    """Child process: build, run 1 warm-up + ``repeats - 1`` timed training steps, report time and memory."""
+    torch.set_num_threads(threads)
+    try:
+        module = build_module(configs, overrides)
+        net = module.net
+        batch = make_batch(batch_size, int(net.image_size), frames, seconds, _vocab(net))
+        optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-2)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = module(batch)
+            loss = sum(module.loss_weights[k] * out[k] for k in module.loss_weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        queue.put({"ok": True, "step_s": min(times[1:]), "first_step_s": times[0], "peak_rss_gib": _peak_rss_gib()})
+    except (MemoryError, RuntimeError) as err:  # an allocation beyond the address-space limit
+        queue.put({"ok": False, "error": f"{type(err).__name__}: {str(err)[:200]}", "peak_rss_gib": _peak_rss_gib()})
+
+
+def _generation_job(configs, overrides, seconds, steps, threads, queue) -> None:
+    """Child process: generate one utterance of ``seconds`` s; report compute seconds per media second."""
+    torch.set_num_threads(threads)
+    try:
+        module = build_module(configs, overrides).eval()
+        net = module.net
+        batch = make_batch(1, int(net.image_size), int(net.motion_frames) + int(net.num_frames), seconds, _vocab(net))
+        mel_frames = int(seconds * MEL_FRAMES_PER_SECOND)
+        module.hparams.max_mel_frames = mel_frames  # a random-init stop head rarely fires: cap the length
+        start = time.perf_counter()
+        out = module.generate(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
+                              batch["lip_mask"], batch["profile_wav"], num_inference_steps=steps)
+        elapsed = time.perf_counter() - start
+        produced = float(out["num_frames"][0]) / 25.0
+        queue.put({"ok": True, "seconds": elapsed, "media_s": produced, "rtf": elapsed / produced,
+                   "frames": int(out["num_frames"][0]), "steps": steps, "peak_rss_gib": _peak_rss_gib()})
+    except (MemoryError, RuntimeError) as err:
+        queue.put({"ok": False, "error": f"{type(err).__name__}: {str(err)[:200]}", "peak_rss_gib": _peak_rss_gib()})
+
+
+def _vocab(net: torch.nn.Module) -> int:
+    return int(net.text_encoder.tokens.num_embeddings)
+
+
+def run_isolated(target, args: tuple, memory_gib: float, timeout_s: float = 1800) -> dict[str, Any]:
+    """Run ``target(*args, queue)`` in a fresh process with an address-space limit."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    process = ctx.Process(target=_limited, args=(target, args, memory_gib, queue))
+    process.start()
+    process.join(timeout_s)
+    if process.is_alive():
+        process.terminate()
+        return {"ok": False, "error": f"timed out after {timeout_s:.0f} s"}
+    if queue.empty():
+        return {"ok": False, "error": f"process died (exit code {process.exitcode}; out of memory?)"}
+    return queue.get()
+
+
+def _limited(target, args, memory_gib, queue) -> None:
+    limit = int(memory_gib * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    target(*args, queue)
+
+
+def parameter_table(name: str, configs: tuple[str, ...], overrides: dict[str, Any]) -> Optional[dict]:
+    """Print and return the parameter counts of one configuration (built on the meta device)."""
+    from experiments.fit import build_network
+
+    with torch.device("meta"):  # sizes only: nothing is allocated
+        net = build_network(*configs, **overrides)
+    counts = count_parameters(net)
+    print(f"\n{name}: parameters per component (all / trainable)")
+    for component, (total, trainable) in counts.items():
+        print(f"  {component:<28} {total:>14,} {trainable:>14,}")
+    new = sum(t for c, (_, t) in counts.items() if c not in (*PRETRAINED_PARTS, "total"))
+    print(f"  trainable in all vs the paper's {PAPER_PARAMETERS:,}: x{counts['total'][1] / PAPER_PARAMETERS:,.2f}")
+    print(f"  trainable in the parts new in NFY (not {', '.join(PRETRAINED_PARTS)}): {new:,} "
+          f"(x{new / PAPER_PARAMETERS:,.2f} the paper's figure)")
+    return counts
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="NFY model size and speed")
+    parser.add_argument("--skip-paper", action="store_true", help="only the tiny configuration")
+    parser.add_argument("--memory-gib", type=float, default=24.0, help="address-space limit per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    from experiments.fit import merged_config
+
+    data = merged_config(*TINY)["data"]["init_args"]
+    tiny = {k: data[k] for k in PAPER_DATA}
+    parameter_table("tiny (ete.yaml + tiny.yaml)", TINY, tiny)
+    if not args.skip_paper:
+        paper = _paper_overrides()
+        parameter_table("paper (ete.yaml" + (", pretrained parts as random stand-ins)" if paper.keys() - PAPER_DATA.keys()
+                                             else ")"), PAPER, paper)
+    _speed("tiny", TINY, tiny, args, batch_size=8, frames=None, seconds=2.0, steps=10)
+    if not args.skip_paper:
+        _paper_speed(args, paper)
+    return 0
+
+
+def _paper_overrides() -> dict[str, Any]:
+    """ete.yaml as it is when its pretrained parts load, else with :data:`PAPER_SHAPED` stand-ins."""
+    from experiments.fit import build_network
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a cache miss fails at once instead of downloading
+    try:
+        build_network(*PAPER, **PAPER_DATA)
+        return dict(PAPER_DATA)
+    except Exception as err:  # noqa: BLE001 - any loader failure means: not available offline
+        print(f"\nete.yaml's pretrained parts are not available here ({type(err).__name__}: {str(err)[:160]}...);"
+              f" using random stand-ins shaped like them")
+        return {**PAPER_DATA, **PAPER_SHAPED}
+
+
+def _speed(name, configs, overrides, args, batch_size, frames, seconds, steps, generation=True, repeats=4,
+           train=True) -> dict:
+    """Print one training-step measurement and/or one generation measurement."""
+    from experiments.fit import build_network
+
+    with torch.device("meta"):
+        net = build_network(*configs, **overrides)
+    frames = frames or int(net.motion_frames) + int(net.num_frames)
+    result: dict[str, Any] = {}
+    if train:
+        result["step"] = _train_speed(name, configs, overrides, args, batch_size, frames, seconds, repeats, net)
+    if generation:
+        gen = run_isolated(_generation_job, (configs, overrides, seconds, steps, args.threads), args.memory_gib)
+        print(f"\n{name}: generation of {seconds} s, {steps} DDIM steps per window, {args.threads} threads")
+        print("  " + (f"{gen['seconds']:.2f} s for {gen['media_s']:.2f} s -> real-time factor {gen['rtf']:.2f} "
+                      f"(peak RSS {gen['peak_rss_gib']:.2f} GiB)" if gen["ok"] else f"failed: {gen['error']}"))
+        result["generation"] = gen
+    return result
+
+
+def _train_speed(name, configs, overrides, args, batch_size, frames, seconds, repeats, net) -> dict:
+    step = run_isolated(_train_step_job, (configs, overrides, batch_size, frames, seconds, args.threads, repeats),
+                        args.memory_gib)
+    print(f"\n{name}: training step, batch {batch_size}, {frames} frames of {net.image_size}px, {seconds} s audio, "
+          f"{args.threads} threads")
+    print("  " + (f"{step['step_s']:.3f} s/step (first {step['first_step_s']:.2f} s), peak RSS "
+                  f"{step['peak_rss_gib']:.2f} GiB" if step["ok"] else f"did not fit: {step['error']}"))
+    return step
+
+
+def _paper_speed(args, overrides) -> None:
+    """Paper-size training steps from the smallest upwards (batch 1 x 4 frames ... batch 8 x 18 frames)
+    until one does not fit, then one generation window."""
+    fitted = None
+    for batch_size, frames in ((1, 4), (1, 10), (1, 18), (2, 18), (4, 18), (8, 18)):
+        result = _speed(f"paper (batch {batch_size}, {frames} frames)", PAPER, overrides, args,
+                        batch_size=batch_size, frames=frames, seconds=2.0, steps=1, generation=False, repeats=2)
+        if not result["step"]["ok"]:
+            break
+        fitted = (batch_size, frames)
+    if fitted is None:
+        print(f"  no paper-size training step fits in {args.memory_gib:g} GiB on CPU")
+    elif fitted != (8, 18):
+        print(f"  the paper's step (batch 8, 18 frames) does not fit in {args.memory_gib:g} GiB on CPU; the largest "
+              f"tried that fits: batch {fitted[0]}, {fitted[1]} frames")
+    _speed("paper", PAPER, overrides, args, batch_size=1, frames=None, seconds=2.0, steps=1, train=False)
+    print("  (generation with 1 DDIM step per window: the video part costs about that many times more at 25-40 steps)")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
