@@ -32,6 +32,7 @@ from typing import Any, Optional
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a pretrained part missing from the cache fails at once, no download
 
 from datamodules.batch import collate  # noqa: E402
 from datamodules.conventions import MEL_FRAMES_PER_SECOND, PROFILE_SAMPLES, SAMPLE_RATE  # noqa: E402
@@ -130,7 +131,8 @@ def _generation_job(configs, overrides, seconds, steps, threads, queue) -> None:
         net = module.net
         batch = make_batch(1, int(net.image_size), int(net.motion_frames) + int(net.num_frames), seconds, _vocab(net))
         mel_frames = int(seconds * MEL_FRAMES_PER_SECOND)
-        module.hparams.max_mel_frames = mel_frames  # a random-init stop head rarely fires: cap the length
+        module.hparams.max_mel_frames = mel_frames
+        _mute_stop_head(net)  # a random-init stop head fires at random: every run makes exactly ``seconds``
         start = time.perf_counter()
         out = module.generate(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
                               batch["lip_mask"], batch["profile_wav"], num_inference_steps=steps)
@@ -140,6 +142,14 @@ def _generation_job(configs, overrides, seconds, steps, threads, queue) -> None:
                    "frames": int(out["num_frames"][0]), "steps": steps, "peak_rss_gib": _peak_rss_gib()})
     except (MemoryError, RuntimeError) as err:
         queue.put({"ok": False, "error": f"{type(err).__name__}: {str(err)[:200]}", "peak_rss_gib": _peak_rss_gib()})
+
+
+def _mute_stop_head(net: torch.nn.Module) -> None:
+    head = getattr(getattr(net, "audio_decoder", None), "stop_head", None)
+    if isinstance(head, torch.nn.Linear):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(-1e4)  # sigmoid -> 0: never stops before max_mel_frames
 
 
 def _vocab(net: torch.nn.Module) -> int:
@@ -209,7 +219,6 @@ def _paper_overrides() -> dict[str, Any]:
     """ete.yaml as it is when its pretrained parts load, else with :data:`PAPER_SHAPED` stand-ins."""
     from experiments.fit import build_network
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a cache miss fails at once instead of downloading
     try:
         build_network(*PAPER, **PAPER_DATA)
         return dict(PAPER_DATA)
