@@ -53,7 +53,7 @@ from datamodules.conventions import (
     PROFILE_SECONDS,
     SAMPLE_RATE,
 )
-from datamodules.media import MediaError, iter_video_frames, read_audio, read_video, write_mp4
+from datamodules.media import MediaError, iter_video_frames, read_audio, write_mp4
 from datamodules.sources import ClipSource
 
 log = logging.getLogger(__name__)
@@ -493,10 +493,7 @@ class CachedClip:
         stop = self.num_frames if stop is None else stop
         if not 0 <= start < stop <= self.num_frames:
             raise ValueError(f"frame range [{start}, {stop}) outside [0, {self.num_frames}) of {self.folder}")
-        fps = float(self.meta["fps"])
-        # mid-frame bounds: robust to timestamp rounding in the container
-        video = read_video(self.folder / "video.mp4", fps=fps, start=start / fps, end=(stop - 0.5) / fps)
-        return video[: stop - start]
+        return _decode_range(self.folder / "video.mp4", float(self.meta["fps"]), start, stop)
 
     def wav(self) -> np.ndarray:
         """(S,) float32 audio in [-1, 1] at the clip's sample rate."""
@@ -517,6 +514,39 @@ class CachedClip:
 
         with Image.open(self.folder / "ref.png") as image:
             return np.array(image.convert("RGB"))  # writable copy
+
+
+def _decode_range(path: Path, fps: float, start: int, stop: int) -> np.ndarray:
+    """Frames ``start`` .. ``stop - 1`` of a constant-rate video written by the core, (n, H, W, 3) uint8.
+
+    Frame ``k`` has timestamp ``k / fps`` exactly (we wrote the file), so frames are picked by
+    timestamp after seeking to the keyframe before ``start``. Decoding is single-threaded: a
+    DataLoader already runs one process per core, and closing a frame-threaded FFmpeg decoder
+    in the middle of a stream was seen to hang after heavy use of the encoder in that process.
+    """
+    import av
+
+    out: Optional[np.ndarray] = None
+    count = 0
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if start > 0:
+                container.seek(int(start / fps / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                index = int(round(frame.time * fps))
+                if index >= stop:
+                    break
+                if index >= start:
+                    image = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                    out = np.empty((stop - start, *image.shape), np.uint8) if out is None else out
+                    out[index - start] = image
+                    count += 1
+    except (av.FFmpegError, OSError) as err:
+        raise MediaError(path, "unreadable", f"decoding frames {start}-{stop}: {err}") from err
+    if out is None or count != stop - start:
+        raise MediaError(path, "empty", f"decoded {count} of frames {start}-{stop - 1}")
+    return out
 
 
 def load_clip(cache_dir: PathLike, record: dict) -> CachedClip:
