@@ -51,14 +51,14 @@ def bench(name: str, base: Path, image_size: int, repeat: int) -> dict:
     report = preprocess_clips(module.discover_sources(), cache, module.config, progress=False)
     row = {"x_realtime_per_core": report.media_seconds / max(report.seconds, 1e-9), "kept": report.num_kept}
     module.setup("fit")
-    records = [{**r, "split": "train"} for r in module.streaming_records()]
-    optimize_splits(records, cache, str(base / "chunks" / name), num_workers=1)
     train = module.datasets["train"]
     module.datasets["train"] = ConcatDataset([train] * 8)  # longer epochs over the few fixture clips
-    for workers in (0, 2):
-        module.num_workers = workers
+    for workers in (0, 2):  # from the cache first: PyAV decoding after litdata.optimize has stalled here
         row[f"cache_w{workers}"] = _rate(lambda: DataLoader(module.datasets["train"], batch_size=1, collate_fn=collate,
                                                             num_workers=workers), repeat)
+    records = [{**r, "split": "train"} for r in module.streaming_records()]
+    optimize_splits(records, cache, str(base / "chunks" / name), num_workers=1)
+    for workers in (0, 2):
         streaming = MODULES[name](root=str(root), cache_dir=str(cache), streaming_dir=str(base / "chunks" / name),
                                   num_frames=16, batch_size=1, num_workers=workers)
         streaming.setup("fit")
