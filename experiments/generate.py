@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from datamodules import face as facelib
 from datamodules.conventions import FPS, PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import MediaError, read_audio, write_mp4
+from datamodules.preprocess import PreprocessConfig
 from lightning_modules import NFYLitModule
 
 log = logging.getLogger(__name__)
@@ -163,22 +165,16 @@ def load_face(
     if face_box is not None and landmarks is not None:
         detected = (np.asarray(face_box, np.float64), np.asarray(landmarks, np.float64).reshape(5, 2))
     else:
-        detected = _detect(rgb)
+        detected = facelib.detect_face(rgb)
     if detected is None:
         raise GenerationInputError("image", label, "a photo with a detectable face (MTCNN found none)")
     box, landmarks = detected
-    try:
-        from datamodules import face as facelib
-    except ImportError:  # the preprocessing core is absent: the same crop, drawn here
-        return _crop_and_masks(rgb, box, landmarks, image_size)
-    return _crop_like_preprocessing(facelib, rgb, box, landmarks, image_size)
+    return _crop_like_preprocessing(rgb, box, landmarks, image_size)
 
 
-def _crop_like_preprocessing(facelib: Any, rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray,
+def _crop_like_preprocessing(rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray,
                              size: int) -> dict[str, torch.Tensor]:
     """The crop and masks of the training data: ``datamodules.face`` with the preprocessing box scale."""
-    from datamodules.preprocess import PreprocessConfig
-
     crop = facelib.square_box(box, PreprocessConfig().box_scale)
     image = facelib.resize_frames(facelib.crop_square(rgb, crop)[None], size)[0]  # (S, S, 3) uint8
     box_c = facelib.to_crop_coords(np.asarray(box).reshape(2, 2), crop, size).reshape(4)
@@ -204,74 +200,6 @@ def _read_image(image: Union[PathLike, np.ndarray], label: str) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
         raise GenerationInputError("image", label, f"an image file PIL can read ({err})") from err
-
-
-_MTCNN: Any = None
-
-
-def _detect(rgb: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """Most confident face: box [x0, y0, x1, y1] and 5 landmarks (MTCNN order), or ``None``."""
-    try:
-        from datamodules.face import detect_face
-    except ImportError:
-        detect_face = None
-    if detect_face is not None:
-        return detect_face(rgb)
-    global _MTCNN
-    if _MTCNN is None:
-        from facenet_pytorch import MTCNN  # weights ship in the wheel
-
-        _MTCNN = MTCNN(keep_all=True, device="cpu")
-    boxes, probs, points = _MTCNN.detect(rgb, landmarks=True)
-    if boxes is None or len(boxes) == 0:
-        return None
-    best = int(np.argmax(probs))
-    return boxes[best].astype(np.float64), points[best].astype(np.float64)
-
-
-def _crop_and_masks(rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray, size: int,
-                    scale: float = 1.45) -> dict[str, torch.Tensor]:
-    """Square crop of ``scale`` x the face box (edge-padded at borders), resized, with masks.
-
-    Stands in for ``datamodules.face`` where the preprocessing core is not installed.
-    """
-    from PIL import Image
-
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    side = max(box[2] - box[0], box[3] - box[1]) * scale
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    side_px = int(round(side))
-    pad = max(0, -x0, -y0, x0 + side_px - rgb.shape[1], y0 + side_px - rgb.shape[0])
-    padded = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    crop = padded[y0 + pad : y0 + pad + side_px, x0 + pad : x0 + pad + side_px]  # (side, side, 3)
-    crop = np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
-    ref = torch.from_numpy(crop.copy()).permute(2, 0, 1).float() / 127.5 - 1.0  # (3, S, S) in [-1, 1]
-    k = size / side_px  # image pixels -> crop pixels
-    face_box = (np.asarray(box) - [x0, y0, x0, y0]) * k
-    marks = (landmarks - [x0, y0]) * k  # (5, 2)
-    return {"ref_image": ref.clamp(-1, 1), "face_mask": _ellipse_mask(face_box, size),
-            "lip_mask": _lip_mask(marks, size)}
-
-
-def _ellipse_mask(box: np.ndarray, size: int) -> torch.Tensor:
-    """(1, S, S) {0, 1} ellipse inscribed in ``box``."""
-    yy, xx = np.mgrid[0:size, 0:size] + 0.5
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    rx, ry = max((box[2] - box[0]) / 2, 1.0), max((box[3] - box[1]) / 2, 1.0)
-    inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0
-    return torch.from_numpy(inside.astype(np.float32))[None]
-
-
-def _lip_mask(marks: np.ndarray, size: int) -> torch.Tensor:
-    """(1, S, S) {0, 1} box around the mouth corners, padded by a fraction of the eye distance."""
-    eye_dist = float(np.linalg.norm(marks[1] - marks[0]))
-    mouth = marks[3:5]  # (2, 2) left and right mouth corners
-    x0, x1 = mouth[:, 0].min() - 0.25 * eye_dist, mouth[:, 0].max() + 0.25 * eye_dist
-    cy = mouth[:, 1].mean()
-    y0, y1 = cy - 0.35 * eye_dist, cy + 0.45 * eye_dist
-    mask = np.zeros((size, size), np.float32)
-    mask[max(0, int(y0)) : max(0, int(np.ceil(y1))), max(0, int(x0)) : max(0, int(np.ceil(x1)))] = 1.0
-    return torch.from_numpy(mask)[None]
 
 
 # ---------------------------------------------------------------------------------- model
