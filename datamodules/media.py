@@ -132,7 +132,9 @@ def iter_video_frames(
         if not container.streams.video:
             raise MediaError(path, "no_video")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Slice threads only: a frame-threaded decoder that is closed before it is drained (a
+        # caller that stops early, an exception in ``transform``) can deadlock in PyAV.
+        stream.thread_type = "SLICE"
         src_step = 1.0 / float(stream.average_rate) if stream.average_rate else step
         if start > 0 and stream.time_base:
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
