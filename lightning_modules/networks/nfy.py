@@ -25,7 +25,8 @@ Ablation flags (each really removes its component: the module is not built, so i
 parameters and is never called):
 
 * ``entanglement``: ``"ete"`` two entangled encoders with their own weights, ``"ste"`` one shared
-  encoder with modality embeddings (Table 6).
+  encoder with modality embeddings, ``"none"`` no transformer encoder at all: the decoder's prefix
+  holds the raw reference-audio tokens and EC/DC get the raw visual + text tokens (Table 6).
 * ``diffusion_cross_attention`` (DC): no per-frame audio tokens in the UNet (no ``dc_proj``) and a
   GPT-2 without cross-attention layers.
 * ``embedding_cross_attention`` (EC): no video-side tokens in the UNet (no ``ec_proj``).
@@ -63,7 +64,7 @@ from lightning_modules.networks.vocoder import Vocoder
 
 log = logging.getLogger(__name__)
 
-ENTANGLEMENTS: tuple[str, ...] = ("ete", "ste")
+ENTANGLEMENTS: tuple[str, ...] = ("ete", "ste", "none")
 ATTENDED: tuple[str, ...] = ("both", "visual", "audio")
 AUDIO, VIDEO = 0, 1  # modality indices of the shared STE encoder
 
@@ -172,8 +173,9 @@ class NFYNetwork(nn.Module):
         self._build_visual_encoders(dim, vae, vae_width, vae_levels, train_vae, patch_size, use_visual_tokens)
 
         # Entangled encoders (Eq. 1, Table 6/7)
-        self._need_audio = attended_tokens in ("both", "audio")
-        self._need_video = attended_tokens in ("both", "visual") and (self.ec or self.dc)
+        entangled = entanglement != "none"
+        self._need_audio = entangled and attended_tokens in ("both", "audio")
+        self._need_video = entangled and attended_tokens in ("both", "visual") and (self.ec or self.dc)
         self.video_query = None
         if self._need_video and not use_visual_tokens:
             self.video_query = nn.Parameter(torch.randn(1, video_queries, dim) * 0.02)

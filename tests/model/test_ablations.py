@@ -21,6 +21,7 @@ from tests.model.test_networks import (
 
 FLAGS: dict[str, dict] = {
     "ste": {"entanglement": "ste"},
+    "no_te": {"entanglement": "none"},
     "dc_off": {"diffusion_cross_attention": False},
     "ec_off": {"embedding_cross_attention": False},
     "dc_ec_off": {"diffusion_cross_attention": False, "embedding_cross_attention": False},
@@ -33,6 +34,7 @@ FLAGS: dict[str, dict] = {
 
 REMOVED: dict[str, list[str]] = {
     "ste": ["audio_entangler", "video_entangler"],
+    "no_te": ["audio_entangler", "video_entangler"],
     "dc_off": ["dc_proj"],
     "ec_off": ["ec_proj"],
     "dc_ec_off": ["dc_proj", "ec_proj", "video_entangler"],

@@ -15,6 +15,7 @@ from tests.model.test_module import synthetic_sample
 ABLATIONS: dict[str, tuple[dict, set[str], set[str]]] = {
     # config: (flags it sets, top-level modules it removes, modules it adds)
     "ste.yaml": ({"entanglement": "ste"}, {"audio_entangler", "video_entangler"}, {"shared_entangler"}),
+    "no_te.yaml": ({"entanglement": "none"}, {"audio_entangler", "video_entangler"}, set()),
     "dc_off.yaml": ({"diffusion_cross_attention": False}, {"dc_proj", "dc_slots"}, set()),
     "ec_off.yaml": ({"embedding_cross_attention": False}, {"ec_proj"}, set()),
     "dc_ec_off.yaml": ({"diffusion_cross_attention": False, "embedding_cross_attention": False},
@@ -112,3 +113,5 @@ def test_ablation_removes_what_it_names(name: str, baseline: dict) -> None:
         assert kv["audio_entangler"] < baseline["kv"]["audio_entangler"]
     if name == "ste.yaml":  # one shared encoder runs for both sides
         assert set(kv) == {"shared_entangler"}
+    if name == "no_te.yaml":  # no transformer encoder runs at all
+        assert kv == {}
