@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from datamodules import face as facelib
@@ -11,9 +13,12 @@ IMAGE_SIZE = 32
 """Small crops keep the tests fast; the code path is the one used at 512."""
 
 
-@pytest.fixture(scope="session")
-def fake_detector():
-    """Replace MTCNN by :func:`fixtures.fake_detect_face` for the drawn faces (session-wide)."""
+@contextlib.contextmanager
+def fake_detection():
+    """MTCNN replaced by :func:`fixtures.fake_detect_face` for the drawn faces, inside the block only.
+
+    Never session-wide: other tests in the same worker (generation, real photos) need the real detector.
+    """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(facelib, "detect_face", fixtures.fake_detect_face)
         yield
@@ -32,7 +37,7 @@ def trees(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def prepared(trees, fake_detector, tmp_path_factory):
+def prepared(trees, tmp_path_factory):
     """A DataModule factory whose dataset is preprocessed once per session into a shared cache."""
     from datamodules.combined import MODULES
 
@@ -46,7 +51,8 @@ def prepared(trees, fake_detector, tmp_path_factory):
         kwargs.setdefault("batch_size", 2)
         module = MODULES[name](root=str(trees[name]), **kwargs)
         if (name, kwargs["cache_dir"]) not in done:
-            module.prepare_data()
+            with fake_detection():
+                module.prepare_data()
             done.add((name, kwargs["cache_dir"]))
         return module
 
