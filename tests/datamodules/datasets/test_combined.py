@@ -29,3 +29,42 @@ def test_mixes_all_four(trees, prepared, monkeypatch):
     batch = next(iter(module.train_dataloader()))
     validate_batch(batch)
     assert batch["video"].shape[1:] == (6, 3, 32, 32)
+
+
+def test_every_argument_is_a_config_key():
+    """jsonargparse builds the module from YAML: no argument may hide in **kwargs."""
+    import inspect
+
+    params = inspect.signature(CombinedDataModule.__init__).parameters.values()
+    assert not [p.name for p in params if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    from experiments.fit import NFYCLI
+
+    cli = NFYCLI(args=["--config", "ete.yaml", "--config", "tiny.yaml", "--data", "datamodules.combined.CombinedDataModule",
+                       "--data.hdtf_root", "/nowhere", "--data.image_size", "64", "--data.num_frames", "4",
+                       "--trainer.logger=false"])
+    assert (cli.datamodule.image_size, cli.model.net.image_size) == (64, 64)
+    assert cli.datamodule.modules["hdtf"].num_frames == cli.model.net.num_frames == 4
+
+
+def test_streaming_mode_mixes_per_dataset_chunks(prepared, tmp_path, monkeypatch):
+    from datamodules.streaming import optimize_splits
+
+    for var in ("NFY_VOXCELEB", "NFY_FAKEAVCELEB", "NFY_HDTF", "NFY_CELEBVHQ"):
+        monkeypatch.delenv(var, raising=False)
+    roots, keys = {}, {}
+    for name in ("fakeavceleb", "hdtf"):
+        module = prepared(name, english_only=False)
+        records = [{**r, "split": "train"} for r in module.streaming_records()[:3]]
+        optimize_splits(records, prepared.cache, str(tmp_path / "chunks" / name), num_workers=1)
+        roots[f"{name}_root"], keys[name] = str(module.root), {r["key"] for r in records}
+    combined = CombinedDataModule(**roots, cache_dir=str(tmp_path / "unused"), streaming_dir=str(tmp_path / "chunks"),
+                                  image_size=32, num_frames=4, motion_frames=2, batch_size=2, num_workers=0)
+    combined.prepare_data()  # streaming: nothing to preprocess, the cache is not touched
+    combined.setup("fit")
+    assert not (tmp_path / "unused").exists()
+    seen = set()
+    for batch in combined.train_dataloader():
+        validate_batch(batch)
+        assert batch["video"].shape[1:] == (6, 3, 32, 32)
+        seen |= set(batch["key"])
+    assert seen == keys["fakeavceleb"] | keys["hdtf"]  # every item of both datasets, once per epoch
