@@ -10,6 +10,11 @@ WER against ``--transcripts``, DNSMOS)::
 
     python -m experiments.evaluate --pred gen/ --no-ref --ref-set real/ --transcripts t.json --out results/
 
+WER transcribes the generated speech with ``--asr`` (see :func:`metrics.asr.make_recognizer`):
+``pocketsphinx`` (default, offline), a Whisper registry name such as ``whisper_base_en``
+(OpenAI's checkpoint in ``$NFY_CACHE``, needs ``pip install 'nfy[whisper]'``), a hub id or a
+``save_pretrained`` folder. ``summary.json`` names it under ``wer_recognizer``.
+
 Generated and ground-truth mp4s are paired by file name (unpaired files are listed); every
 clip is decoded with :mod:`datamodules.media` at 25 fps and 16 kHz. Metrics whose weights or
 packages are missing are skipped and listed with the reason. A clip that cannot be decoded or
@@ -222,7 +227,8 @@ def evaluate(
         name: label of our row in the tables.
         metrics: keys of ``metrics.suite.SUITE`` to run (default: all available).
         overrides: per metric key, constructor arguments (e.g. injected networks).
-        recognizer: ASR for WER (default: PocketSphinx).
+        recognizer: ASR for WER: a recogniser object or a :func:`metrics.asr.make_recognizer`
+            spec such as ``"whisper_base_en"`` (default: PocketSphinx).
 
     Returns:
         The summary written to ``summary.json``.
@@ -273,6 +279,7 @@ def _summary(rows, results, suite, failed_metrics, pred_only, gt_only, ref_failu
         "metrics_skipped": suite.skipped,
         "metrics_failed": failed_metrics,
         "face_detector": sorted(lse.detectors_used) if lse is not None else [],
+        "wer_recognizer": suite.recognizer_description,
         "results": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in results.items()},
     }
 
@@ -299,6 +306,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset", choices=DATASETS, help="block of Tables 1 and 3")
     parser.add_argument("--name", default="nfy", help="label of our row in the tables")
     parser.add_argument("--metrics", help=f"comma-separated subset of {','.join(SPECS)}")
+    parser.add_argument("--asr", default="pocketsphinx",
+                        help="recogniser for WER: pocketsphinx, a Whisper registry name (whisper_base_en, ...), "
+                        "an OpenAI .pt file, a hub id or a save_pretrained folder")
     args = parser.parse_args(argv)
     if args.no_ref == (args.gt is not None):
         parser.error("give either --gt DIR (paired mode) or --no-ref")
@@ -313,13 +323,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     summary = evaluate(
         args.pred, args.out, None if args.no_ref else args.gt, args.ref_set, args.transcripts, args.ratings,
-        args.dataset, args.name, args.metrics.split(",") if args.metrics else None,
+        args.dataset, args.name, args.metrics.split(",") if args.metrics else None, recognizer=args.asr,
     )
     print(f"scored {summary['num_scored']}/{summary['num_clips']} clips; failed: {summary['num_failed']}")
     for failure in summary["failures"]:
         print(f"  failed {failure['clip']}: {failure['reason']}")
     for key, reason in summary["metrics_skipped"].items():
         print(f"  skipped {key}: {reason}")
+    if summary["wer_recognizer"] is not None:
+        print(f"  WER transcribed by {summary['wer_recognizer']}")
     if summary["unpaired"]["pred_only"] or summary["unpaired"]["gt_only"]:
         print(f"  unpaired: {summary['unpaired']}")
     for key, value in summary["results"].items():

@@ -218,7 +218,10 @@ class MetricSuite:
         has_text: whether transcripts are given (WER).
         overrides: per key, constructor arguments (e.g. an injected network, which lifts the
             weights requirement).
-        recognizer: ASR for WER, ``audio (B, S) -> list[str]`` (default: PocketSphinx).
+        recognizer: ASR for WER: a recogniser ``audio (B, S) -> list[str]``, or a spec of
+            :func:`metrics.asr.make_recognizer` (``"pocketsphinx"``, the default, a Whisper
+            registry name such as ``"whisper_base_en"``, a hub id or a folder). A recogniser
+            that cannot be loaded skips WER with the reason.
     """
 
     def __init__(
@@ -244,8 +247,29 @@ class MetricSuite:
             if reason is not None:
                 self.skipped[spec.key] = reason
                 log.info("metric %s skipped: %s", spec.key, reason)
-        self.recognizer = recognizer
+        self.recognizer = self._build_recognizer(recognizer) if "wer" in self.metrics else recognizer
         self.paired = paired
+
+    def _build_recognizer(self, recognizer: Any) -> Any:
+        if recognizer is not None and not isinstance(recognizer, str):
+            return recognizer
+        from metrics.asr import make_recognizer
+
+        spec = recognizer or "pocketsphinx"
+        try:
+            return make_recognizer(spec)
+        except (FileNotFoundError, ImportError, ValueError) as err:
+            del self.metrics["wer"]
+            self.skipped["wer"] = f"recogniser {spec!r} could not be loaded: {type(err).__name__}: {err}"
+            log.info("metric wer skipped: %s", self.skipped["wer"])
+            return None
+
+    @property
+    def recognizer_description(self) -> str | None:
+        """Which recogniser produced the WER transcripts, or ``None`` when WER is not run."""
+        if "wer" not in self.metrics:
+            return None
+        return getattr(self.recognizer, "description", type(self.recognizer).__name__)
 
     @staticmethod
     def _mode_reason(spec: MetricSpec, paired: bool, has_reference_set: bool, has_text: bool) -> str | None:
@@ -265,10 +289,6 @@ class MetricSuite:
         return None
 
     def _recognise(self, wav: Tensor) -> list[str]:
-        if self.recognizer is None:
-            from metrics.asr import PocketSphinxRecognizer
-
-            self.recognizer = PocketSphinxRecognizer()
         return self.recognizer(wav[None])
 
     def _update_one(self, spec: MetricSpec, metric: Metric, pred: Clip, gt: Clip | None, text: str | None) -> None:

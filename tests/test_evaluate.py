@@ -131,3 +131,36 @@ def test_no_ref_with_reference_set(folders, tmp_path) -> None:
     assert summary["num_clips"] == 5 and summary["num_failed"] == 1  # corrupt.mp4 cannot be decoded
     assert summary["reference_set_failures"] == []  # all 5 ground-truth files decode
     assert summary["results"]["fid"] is not None and summary["results"]["fid"] > 0
+
+
+def test_asr_flag_chooses_the_wer_recogniser(folders, tmp_path, monkeypatch, capsys) -> None:
+    pytest.importorskip("whisper", reason="openai-whisper is the nfy[whisper] extra")
+    from metrics.asr import WhisperRecognizer
+    from metrics.functional.wer import normalized_word_error_rate_per_utterance
+    from tests.metrics._tiny_whisper import NAME, install_tiny_whisper
+
+    pred, _ = folders
+    texts = {"a.mp4": "let it go", "b.mp4": "good morning to you", "silent.mp4": "nothing", "pred_only.mp4": "hello"}
+    transcripts = tmp_path / "transcripts.json"
+    transcripts.write_text(json.dumps(texts))
+    common = ["--pred", str(pred), "--no-ref", "--transcripts", str(transcripts), "--metrics", "wer"]
+    assert parse_args([*common, "--out", "x"]).asr == "pocketsphinx"
+
+    monkeypatch.setenv("NFY_CACHE", str(tmp_path / "empty"))  # a missing checkpoint skips WER and says why
+    summary = main([*common, "--out", str(tmp_path / "missing"), "--asr", "whisper_tiny"])
+    assert summary["metrics_run"] == [] and summary["wer_recognizer"] is None
+    assert "recogniser 'whisper_tiny' could not be loaded" in summary["metrics_skipped"]["wer"]
+    assert str(tmp_path / "empty" / "whisper_tiny" / "tiny.pt") in summary["metrics_skipped"]["wer"]
+
+    install_tiny_whisper(tmp_path / "cache", monkeypatch)
+    capsys.readouterr()
+    summary = main([*common, "--out", str(tmp_path / "out"), "--asr", NAME])
+    assert summary["metrics_run"] == ["wer"] and summary["wer_recognizer"].startswith(f"{NAME} (openai-whisper ")
+    assert f"WER transcribed by {NAME} (openai-whisper" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["wer_recognizer"] == summary["wer_recognizer"]
+    # each clip's WER is that of the same recogniser's transcript of the decoded audio
+    rows = {r["clip"]: r for r in csv.DictReader((tmp_path / "out" / "per_clip.csv").read_text().splitlines())}
+    names = ["a.mp4", "b.mp4"]
+    hyps = WhisperRecognizer(NAME)([torch.from_numpy(read_audio(pred / n)) for n in names])
+    expected = normalized_word_error_rate_per_utterance(hyps, [texts[n] for n in names])
+    np.testing.assert_allclose([float(rows[n]["wer"]) for n in names], expected.numpy(), atol=1e-5)  # the CSV keeps 6 digits
