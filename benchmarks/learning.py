@@ -35,7 +35,7 @@ from lightning.pytorch import Callback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 
-from lightning_modules.nfy_module import LOSS_TERMS  # noqa: E402
+from lightning_modules.nfy_module import LOSS_TERMS
 
 TERMS: tuple[str, ...] = (*LOSS_TERMS, "loss")
 
@@ -90,23 +90,43 @@ def mean_mel(datamodule: Any, batches: int = 20) -> torch.Tensor:
 
 @torch.no_grad()
 def heldout(module: Any, datamodule: Any, mel_mean: torch.Tensor) -> list[dict[str, Any]]:
-    """Per test clip: mouth L1 (model, copy-reference) and mel MSE (model, mean mel)."""
+    """Per test clip: mouth L1 (model, copy-reference) and mel MSE (model, mean mel), with diagnostics.
+
+    The diagnostics split each gap into its causes: ``mouth_l1_vae`` is the VAE's own
+    reconstruction of the ground truth, ``mouth_l1_bound`` what the network outputs when its
+    denoiser predicts the true latents exactly (the best it can do through its VAE),
+    ``mouth_l1_one_step`` the teacher-forced one-step x0 estimate at a random timestep (the
+    training loss's view) and ``mel_mse_teacher_forced`` the decoder fed the true previous mel
+    frames (free running adds the exposure-bias drift on top).
+    """
     rows = []
-    context = int(module.net.motion_frames)
+    net = module.net
+    context = int(net.motion_frames)
     for batch in datamodule.test_dataloader():
         out = module.generate_batch(batch)
-        target = (batch["video"][:, context:] + 1) / 2  # (B, F, 3, H, W) in [0, 1]
+        forced = net(batch)  # teacher-forced pass, eval mode (no guidance dropout)
+        truth = batch["video"][:, context:]  # (B, F, 3, H, W) in [-1, 1]
+        target = (truth + 1) / 2  # (B, F, 3, H, W) in [0, 1]
         frames = min(target.shape[1], out["video"].shape[1])
         lip = batch["lip_mask"][:, None]  # (B, 1, 1, H, W)
         reference = ((batch["ref_image"] + 1) / 2)[:, None]  # (B, 1, 3, H, W)
+        flat = truth.flatten(0, 1)  # (B F, 3, H, W)
+        vae = net.appearance_encoder.decode(net.appearance_encoder.encode(flat)).unflatten(0, truth.shape[:2])
+        bound = net.reconstruct(truth, batch["ref_image"]) if hasattr(net, "reconstruct") else vae
+        unit = {"vae": vae, "bound": bound, "one_step": forced["pred_frames"]}
+        unit = {name: ((value.clamp(-1, 1) + 1) / 2) for name, value in unit.items()}  # (B, F, 3, H, W)
         for row in range(target.shape[0]):
+            length = int(batch["mel_lengths"][row])
             rows.append({
                 "key": batch["key"][row],
                 "mouth_l1_model": _masked_l1(out["video"][row, :frames], target[row, :frames], lip[row]),
                 "mouth_l1_copy_reference": _masked_l1(reference[row].expand(frames, -1, -1, -1),
                                                       target[row, :frames], lip[row]),
-                **_mel_errors(out["mel"][row], int(out["mel_lengths"][row]), batch["mel"][row],
-                              int(batch["mel_lengths"][row]), mel_mean),
+                **{f"mouth_l1_{name}": _masked_l1(value[row], target[row], lip[row]) for name, value in unit.items()},
+                **_mel_errors(out["mel"][row], int(out["mel_lengths"][row]), batch["mel"][row], length, mel_mean,
+                              int(module.hparams.max_mel_frames)),
+                "mel_mse_teacher_forced": float(((forced["pred_mel"][row, :, :length]
+                                                  - batch["mel"][row, :, :length]) ** 2).mean()),
             })
     return rows
 
@@ -117,7 +137,8 @@ def _masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return float(((pred - target).abs() * weight).sum() / weight.sum().clamp(min=1))
 
 
-def _mel_errors(gen: torch.Tensor, gen_len: int, true: torch.Tensor, true_len: int, mel_mean: torch.Tensor) -> dict:
+def _mel_errors(gen: torch.Tensor, gen_len: int, true: torch.Tensor, true_len: int, mel_mean: torch.Tensor,
+                cap: int) -> dict:
     frames = max(1, min(gen_len, true_len))
     truth = true[:, :frames]  # (80, T)
     return {
@@ -125,6 +146,7 @@ def _mel_errors(gen: torch.Tensor, gen_len: int, true: torch.Tensor, true_len: i
         "mel_mse_mean_mel": float(((mel_mean[:, None] - truth) ** 2).mean()),
         "mel_frames_generated": gen_len,
         "mel_frames_true": true_len,
+        "mel_frames_cap": cap,
     }
 
 
@@ -170,6 +192,10 @@ def _report(curve: list[dict], rows: list[dict], minutes: float, out: Path) -> N
           f"  ratio {mean['mouth_l1_model'] / mean['mouth_l1_copy_reference']:.3f}")
     print(f"  mel MSE           model {mean['mel_mse_model']:.4f}  mean-mel {mean['mel_mse_mean_mel']:.4f}"
           f"  ratio {mean['mel_mse_model'] / mean['mel_mse_mean_mel']:.3f}")
+    print(f"  mouth L1 diagnostics: VAE reconstruction {mean['mouth_l1_vae']:.4f}, network bound (exact latents) "
+          f"{mean['mouth_l1_bound']:.4f}, one-step x0 (teacher forced) {mean['mouth_l1_one_step']:.4f}")
+    print(f"  mel MSE teacher forced {mean['mel_mse_teacher_forced']:.4f} (free running {mean['mel_mse_model']:.4f})")
+    print(f"  stop head fired on {sum(r['mel_frames_generated'] < r['mel_frames_cap'] for r in rows)}/{len(rows)} clips")
     print(f"  mel frames        generated {mean['mel_frames_generated']:.0f}  true {mean['mel_frames_true']:.0f}")
 
 
