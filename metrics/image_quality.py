@@ -49,8 +49,10 @@ def _update_clips(metric: _PerClipMetric, preds: Tensor, target: Tensor, score_f
         else:
             warnings.warn(f"{name}: clip {index} of the batch excluded: {problem}", UserWarning)
     metric.num_excluded += preds.shape[0] - len(keep)
+    if len(keep) < preds.shape[0]:  # indexing copies: only when a clip is dropped
+        preds, target = preds[keep], target[keep]
     if keep:
-        metric.clip_scores.append(score_fn(preds[keep], target[keep]))  # (B',) float64
+        metric.clip_scores.append(score_fn(preds, target))  # (B',) float64
 
 
 def _mean_of_clips(metric: _PerClipMetric) -> Tensor:

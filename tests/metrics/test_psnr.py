@@ -33,6 +33,16 @@ def test_uint8_input_equals_scaled_float() -> None:
     torch.testing.assert_close(video_psnr(p8, t8), video_psnr(p8.float() / 255, t8.float() / 255))
 
 
+def test_uint8_frames_in_decoder_layout_match_skimage_exactly() -> None:
+    """(T, H, W, 3) uint8 arrays permuted to (T, 3, H, W), as decoded videos arrive: no copy, same values."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 256, (2, 4, 20, 28, 3), dtype=torch.uint8, generator=g)
+    preds = (target.int() + torch.randint(-9, 10, target.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    ours = video_psnr(preds.permute(0, 1, 4, 2, 3), target.permute(0, 1, 4, 2, 3))
+    expected = [np.mean([peak_signal_noise_ratio(t.numpy(), p.numpy(), data_range=255) for p, t in zip(pc, tc)]) for pc, tc in zip(preds, target)]
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-12)
+
+
 def test_torchmetrics_contract_and_reference() -> None:
     batches = [video_pair(s, b=2) for s in range(4)]
     expected = np.concatenate([_reference_psnr(*b) for b in batches]).mean()

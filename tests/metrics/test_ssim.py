@@ -37,6 +37,15 @@ def test_per_clip_ssim_matches_skimage() -> None:
     np.testing.assert_allclose(video_ssim(preds, target).numpy(), _reference_ssim(preds, target), atol=1e-5)
 
 
+def test_non_square_uint8_frames_in_decoder_layout_match_skimage() -> None:
+    """Rows and columns are filtered separately: a non-square frame catches a swapped axis."""
+    g = torch.Generator().manual_seed(5)
+    target = torch.randint(0, 256, (2, 3, 40, 29, 3), dtype=torch.uint8, generator=g)
+    preds = (target.int() + torch.randint(-30, 31, target.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    p, t = preds.permute(0, 1, 4, 2, 3), target.permute(0, 1, 4, 2, 3)  # (B, T, 3, H, W), channels-last memory
+    np.testing.assert_allclose(video_ssim(p, t).numpy(), _reference_ssim(p.double() / 255, t.double() / 255), atol=1e-5)
+
+
 def test_torchmetrics_contract_and_reference() -> None:
     batches = [video_pair(s, b=2, size=24) for s in range(4)]
     expected = np.concatenate([_reference_ssim(*b) for b in batches]).mean()
