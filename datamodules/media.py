@@ -102,27 +102,27 @@ def probe(path: PathLike) -> MediaInfo:
         )
 
 
-def iter_video_frames(
+def iter_frames(
     path: PathLike,
     fps: float = FPS,
     start: float = 0.0,
     end: Optional[float] = None,
-    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-) -> Iterator[np.ndarray]:
-    """Yield RGB frames of ``path`` at a constant ``fps`` between ``start`` and ``end`` seconds.
+) -> Iterator[av.VideoFrame]:
+    """Yield the decoded frames of ``path`` at a constant ``fps`` between ``start`` and ``end`` seconds.
 
-    Frames are streamed (memory stays at two decoded frames), so hour-long sources are fine.
-    Output frame ``k`` is the source frame nearest in time to ``start + k / fps``.
+    Like :func:`iter_video_frames`, but the frames stay FFmpeg frames in the file's own pixel
+    format (usually yuv420p), for callers that crop, scale or re-encode them without a round
+    trip through RGB. A source frame nearest to several output instants is yielded several
+    times (the same object); its ``pts`` is the source's.
 
     Args:
         path: any container FFmpeg reads.
         fps: output frame rate.
         start: first instant in seconds (seeks to the keyframe before it).
         end: last instant (exclusive) in seconds; ``None`` reads to the end.
-        transform: applied to each output frame (e.g. crop and resize) before it is yielded.
 
     Yields:
-        ``uint8`` arrays of shape (H, W, 3), or whatever ``transform`` returns.
+        :class:`av.VideoFrame` objects, output frame ``k`` nearest in time to ``start + k / fps``.
 
     Raises:
         MediaError: ``unreadable`` or ``no_video``.
@@ -139,26 +139,59 @@ def iter_video_frames(
         if start > 0 and stream.time_base:
             container.seek(int(start / stream.time_base), stream=stream, backward=True)
         k, prev, prev_t = 0, None, None
-        emit = transform or (lambda image: image)
         try:
             for index, frame in enumerate(container.decode(stream)):
                 t = frame.time if frame.time is not None else index * src_step
                 if prev is not None:
                     # every target instant closer to the previous frame than to this one
                     while start + k * step <= (prev_t + t) / 2 and (end is None or start + k * step < end):
-                        yield emit(prev)
+                        yield prev
                         k += 1
                 if end is not None and start + k * step >= end:
                     return
-                prev, prev_t = frame.to_ndarray(format="rgb24"), t
+                prev, prev_t = frame, t
         except av.FFmpegError as err:
             raise MediaError(path, "unreadable", f"decoding failed after {k} frames: {err}") from err
         if prev is None:
             return
         stop = prev_t + src_step if end is None else min(end, prev_t + src_step)
         while start + k * step < stop - 1e-6:
-            yield emit(prev)
+            yield prev
             k += 1
+
+
+def iter_video_frames(
+    path: PathLike,
+    fps: float = FPS,
+    start: float = 0.0,
+    end: Optional[float] = None,
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+) -> Iterator[np.ndarray]:
+    """Yield RGB frames of ``path`` at a constant ``fps`` between ``start`` and ``end`` seconds.
+
+    Frames are streamed (memory stays at two decoded frames), so hour-long sources are fine.
+    Output frame ``k`` is the source frame nearest in time to ``start + k / fps``
+    (see :func:`iter_frames`); only the frames that are yielded are converted to RGB.
+
+    Args:
+        path: any container FFmpeg reads.
+        fps: output frame rate.
+        start: first instant in seconds (seeks to the keyframe before it).
+        end: last instant (exclusive) in seconds; ``None`` reads to the end.
+        transform: applied to each output frame (e.g. crop and resize) before it is yielded.
+
+    Yields:
+        ``uint8`` arrays of shape (H, W, 3), or whatever ``transform`` returns.
+
+    Raises:
+        MediaError: ``unreadable`` or ``no_video``.
+    """
+    emit = transform or (lambda image: image)
+    last, image = None, None
+    for frame in iter_frames(path, fps=fps, start=start, end=end):
+        if frame is not last:  # a repeated source frame is converted once
+            last, image = frame, frame.to_ndarray(format="rgb24")  # (H, W, 3)
+        yield emit(image)
 
 
 def read_video(
@@ -230,6 +263,123 @@ def read_audio(
     return np.clip(wav, -1.0, 1.0)
 
 
+class Mp4Writer:
+    """Stream video frames (and then optional mono audio) into an H.264 (yuv420p) + AAC mp4, atomically.
+
+    Frames are encoded as they come, so a clip never has to sit in memory whole. The file is
+    written to a temporary file in the same folder and renamed to ``path`` by :meth:`close`;
+    :meth:`abort` (or leaving the ``with`` block by an exception) removes it.
+
+    Frame ``k`` gets timestamp ``k / fps`` exactly, whatever the ``pts`` of the frame given.
+
+    Args:
+        path: destination ``.mp4``; parent folders are created.
+        width: frame width (even).
+        height: frame height (even).
+        fps: frame rate.
+        crf: x264 constant rate factor (lower is better; 18 is visually lossless).
+        preset: x264 speed preset.
+        keyframe_interval: at most this many frames between keyframes (x264's ``keyint``);
+            ``None`` keeps x264's 250. Short intervals make reading a window cheap (a reader
+            decodes from the keyframe before it) at the cost of a larger file.
+        threads: x264 threads; 0 lets x264 choose (several per core), 1 suits one process per core.
+        sample_rate: rate of the audio given to :meth:`write_audio`; ``None``: no audio track.
+
+    Example::
+
+        with Mp4Writer(path, 512, 512) as writer:
+            for frame in frames:
+                writer.write(frame)
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        width: int,
+        height: int,
+        fps: float = FPS,
+        crf: int = 18,
+        preset: str = "veryfast",
+        keyframe_interval: Optional[int] = None,
+        threads: int = 0,
+        sample_rate: Optional[int] = None,
+    ) -> None:
+        if height % 2 or width % 2:
+            raise ValueError(f"H.264 (yuv420p) needs even height and width, got {height}x{width}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sample_rate = sample_rate
+        self.num_frames = 0
+        fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{self.path.stem}.", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
+        try:
+            self._container = av.open(tmp, mode="w", format="mp4")
+            stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"crf": str(crf), "preset": preset}
+            if keyframe_interval is not None:
+                stream.codec_context.gop_size = int(keyframe_interval)
+            stream.codec_context.thread_count = int(threads)
+            self._video = stream
+            self._audio = None
+            if sample_rate is not None:
+                self._audio = self._container.add_stream("aac", rate=sample_rate, layout="mono")
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frame: Union[np.ndarray, av.VideoFrame]) -> None:
+        """Encode one frame: (H, W, 3) ``uint8`` RGB, or an :class:`av.VideoFrame` of any pixel format."""
+        if isinstance(frame, np.ndarray):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        frame.pts, frame.time_base = self.num_frames, self._time_base
+        self._container.mux(self._video.encode(frame))
+        self.num_frames += 1
+
+    def write_audio(self, audio: np.ndarray) -> None:
+        """Encode the whole (S,) float32 mono track (after the video frames), in [-1, 1]."""
+        if self._audio is None:
+            raise ValueError("this writer has no audio track (sample_rate=None)")
+        self._container.mux(self._video.encode(None))
+        self._video = None
+        _encode_audio(self._container, self._audio, np.asarray(audio, np.float32).reshape(-1), self.sample_rate)
+        self._audio = None
+
+    def close(self) -> Path:
+        """Flush the encoders, close the file and rename it into place; returns ``path``."""
+        if self.num_frames == 0:
+            self.abort()
+            raise ValueError(f"no frame was written to {self.path}")
+        try:
+            if self._video is not None:
+                self._container.mux(self._video.encode(None))
+            self._container.close()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written: the temporary file is removed, ``path`` is left untouched."""
+        container = getattr(self, "_container", None)
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+
 def write_mp4(
     path: PathLike,
     frames: np.ndarray,
@@ -242,7 +392,7 @@ def write_mp4(
     """Write (T, H, W, 3) ``uint8`` RGB ``frames`` and optional mono float32 ``audio`` as H.264 + AAC.
 
     The file appears at ``path`` only when complete (written to a temporary file in the same
-    folder, then renamed). H and W must be even (yuv420p).
+    folder, then renamed; see :class:`Mp4Writer`). H and W must be even (yuv420p).
 
     Args:
         path: destination ``.mp4``; parent folders are created.
@@ -260,30 +410,13 @@ def write_mp4(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames must be a non-empty (T, H, W, 3) uint8 array, got {frames.dtype} {frames.shape}")
     height, width = frames.shape[1:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"H.264 (yuv420p) needs even height and width, got {height}x{width}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{path.stem}.", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            vstream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-            vstream.options = {"crf": str(crf), "preset": preset}
-            astream = None
-            if audio is not None:
-                astream = container.add_stream("aac", rate=sample_rate, layout="mono")
-            for image in frames:
-                container.mux(vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            container.mux(vstream.encode(None))
-            if astream is not None:
-                _encode_audio(container, astream, np.asarray(audio, np.float32).reshape(-1), sample_rate)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with Mp4Writer(path, width, height, fps=fps, crf=crf, preset=preset,
+                   sample_rate=None if audio is None else sample_rate) as writer:
+        for image in frames:
+            writer.write(image)
+        if audio is not None:
+            writer.write_audio(audio)
+    return Path(path)
 
 
 def _encode_audio(container, stream, audio: np.ndarray, sample_rate: int, chunk: int = 1024) -> None:

@@ -9,7 +9,15 @@ import av
 import numpy as np
 import pytest
 
-from datamodules.media import MediaError, probe, read_audio, read_video, write_mp4
+from datamodules.media import (
+    MediaError,
+    Mp4Writer,
+    iter_frames,
+    probe,
+    read_audio,
+    read_video,
+    write_mp4,
+)
 
 
 def _index_frames(num: int, size: int = 32) -> np.ndarray:
@@ -115,3 +123,49 @@ def test_real_clip_lengths_agree(shared_data: Path) -> None:
     video, wav = read_video(path), read_audio(path)
     assert video.shape[1:] == (512, 512, 3)
     assert abs(wav.size / 16000 - video.shape[0] / 25) <= 1 / 25
+
+
+def test_iter_frames_gives_the_frames_iter_video_frames_converts(tmp_path: Path) -> None:
+    frames = _index_frames(60)  # 2 s at 30 fps: one source frame in six is skipped at 25 fps
+    _write_raw(tmp_path / "v30.mp4", frames, fps=30)
+    raw = list(iter_frames(tmp_path / "v30.mp4", fps=25, start=0.4, end=1.6))
+    rgb = read_video(tmp_path / "v30.mp4", fps=25, start=0.4, end=1.6)
+    assert len(raw) == len(rgb) == 30
+    assert all(isinstance(frame, av.VideoFrame) and frame.format.name == "yuv420p" for frame in raw)
+    np.testing.assert_array_equal(np.stack([frame.to_ndarray(format="rgb24") for frame in raw]), rgb)
+
+
+def test_mp4_writer_streams_av_frames_with_exact_timestamps_and_keyframes(tmp_path: Path) -> None:
+    frames = _index_frames(60)
+    yuv = [av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p") for image in frames]
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(40000) / 16000)).astype(np.float32)
+    with Mp4Writer(tmp_path / "clip.mp4", 32, 32, fps=25, crf=0, keyframe_interval=10, sample_rate=16000) as writer:
+        for i, frame in enumerate(yuv):
+            frame.pts = 1000 + 7 * i  # ignored: frame k is written at k / fps
+            writer.write(frame if i % 2 else frames[i])  # av frames and RGB arrays alike
+        writer.write_audio(tone)
+    assert writer.num_frames == 60 and [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    np.testing.assert_allclose(read_video(tmp_path / "clip.mp4").mean(axis=(1, 2, 3)), frames.mean(axis=(1, 2, 3)),
+                               atol=2)
+    with av.open(str(tmp_path / "clip.mp4")) as container:
+        stream = container.streams.video[0]
+        packets = [p for p in container.demux(stream) if p.size]
+        times = sorted(float(p.pts * stream.time_base) for p in packets)
+        keys = sorted(round(float(p.pts * stream.time_base) * 25) for p in packets if p.is_keyframe)
+    np.testing.assert_allclose(times, np.arange(60) / 25, atol=1e-6)
+    assert keys[0] == 0 and max(np.diff(keys)) <= 10  # a keyframe at least every 10 frames
+    assert abs(read_audio(tmp_path / "clip.mp4").size - tone.size) <= 640
+
+
+def test_mp4_writer_leaves_nothing_on_error_or_without_frames(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="stop"), Mp4Writer(tmp_path / "a.mp4", 32, 32) as writer:
+        writer.write(_index_frames(3)[0])
+        raise RuntimeError("stop")
+    with pytest.raises(ValueError, match="no frame"), Mp4Writer(tmp_path / "b.mp4", 32, 32):
+        pass
+    with pytest.raises(ValueError, match="no audio track"), Mp4Writer(tmp_path / "c.mp4", 32, 32) as writer:
+        writer.write(_index_frames(3)[0])
+        writer.write_audio(np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="even"):
+        Mp4Writer(tmp_path / "d.mp4", 31, 32)
+    assert list(tmp_path.iterdir()) == []
