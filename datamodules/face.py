@@ -3,9 +3,11 @@
 * Detection: facenet-pytorch's :class:`~facenet_pytorch.MTCNN` (its weights ship in the wheel),
   one detector per process on the CPU (:func:`get_detector`).
 * Crop: the face box is scaled about its centre (``box_scale``, ~1.45), made square and
-  rounded to whole pixels; parts outside the frame are filled by edge replication. Every frame
+  rounded to even pixels; parts outside the frame are filled by edge replication. Every frame
   of a clip is cut with the same box, then resized with FFmpeg's swscale (bilinear, through
-  PyAV; see :func:`resize_image` for why not torch or PIL).
+  PyAV; see :func:`resize_image` for why not torch or PIL). Decoded video is cut and resized
+  in its own YUV format by :class:`FrameCropper` (an FFmpeg filter graph), which saves the
+  round trip through RGB; even box corners let it cut 4:2:0 chroma without resampling.
 * Masks, drawn in crop coordinates from the 5 MTCNN landmarks (left eye, right eye, nose, left
   and right mouth corner): the face mask is the ellipse inscribed in the face box, the lip mask
   an ellipse around the mouth corners widened by a share of the inter-ocular distance (IOD),
@@ -14,8 +16,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from fractions import Fraction
 from typing import Optional, Sequence
 
 import av
@@ -100,15 +104,16 @@ def landmarks_in_box(
 def square_box(box: Sequence[float], scale: float) -> tuple[int, int, int, int]:
     """Scale ``box`` [x0, y0, x1, y1] about its centre and make it a square of whole pixels.
 
-    The side is ``scale * max(width, height)`` rounded up to an even number; the result may
-    extend past the image (see :func:`crop_square`).
+    The side is ``scale * max(width, height)`` rounded up to an even number and the top-left
+    corner is rounded to even coordinates (so 4:2:0 chroma planes are cut at whole samples);
+    the result may extend past the image (see :func:`crop_square`).
     """
     x0, y0, x1, y1 = (float(v) for v in box)
     side = int(np.ceil(scale * max(x1 - x0, y1 - y0) / 2.0)) * 2
     if side <= 0:
         raise ValueError(f"face box {list(box)} has no area")
-    left = int(round((x0 + x1) / 2.0 - side / 2.0))
-    top = int(round((y0 + y1) / 2.0 - side / 2.0))
+    left = 2 * int(round(((x0 + x1) / 2.0 - side / 2.0) / 2.0))
+    top = 2 * int(round(((y0 + y1) / 2.0 - side / 2.0) / 2.0))
     return left, top, left + side, top + side
 
 
@@ -141,6 +146,83 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     """Resize (T, h, w, 3) uint8 frames to (T, size, size, 3) uint8 (see :func:`resize_image`)."""
     return np.stack([resize_image(frame, size) for frame in frames])
+
+
+class FrameCropper:
+    """Cut a square box out of decoded video frames and resize it, inside FFmpeg (no RGB round trip).
+
+    The same cut as :func:`crop_square` followed by :func:`resize_image`, done on the frame's
+    own planes by a filter graph (``crop``, then ``pad`` + ``fillborders=smear`` for the part
+    outside the frame, which repeats the edge pixels, then bilinear ``scale``), with yuv420p
+    frames out, ready for the H.264 encoder. On 512x512 H.264 frames it takes ~0.2 ms where
+    RGB conversion + numpy crop + swscale take ~6 ms. The result differs from the RGB path
+    only where chroma is resampled in another order and by rounding (on average 0.35 grey
+    levels on the real clips, about one on a sharp photo).
+
+    The corners must be even (as :func:`square_box` gives them), so that 4:2:0 chroma is cut at
+    whole samples. On a frame of odd width (height) that the box overhangs, the last column
+    (row) counts as outside and is replaced by the one before it. A box more than half outside
+    the frame on one side (not a face box's square) goes through the RGB path instead.
+
+    Args:
+        crop: (x0, y0, x1, y1) even integer box in source pixels, square; may extend past the frame.
+        size: side of the output frames.
+        threads: FFmpeg filter threads; 1 (default) suits one process per core, 0 lets FFmpeg choose.
+    """
+
+    def __init__(self, crop: Sequence[int], size: int, threads: int = 1) -> None:
+        x0, y0, x1, y1 = (int(v) for v in crop)
+        if x1 - x0 != y1 - y0 or x1 <= x0:
+            raise ValueError(f"crop {list(crop)} is not a non-empty square")
+        if any(v % 2 for v in (x0, y0, x1, y1)):
+            raise ValueError(f"crop {list(crop)} has odd corners (4:2:0 chroma needs even ones, see square_box)")
+        self.crop, self.size, self.threads = (x0, y0, x1, y1), int(size), int(threads)
+        self._graph, self._key = None, None
+        self._last_in, self._last_out = None, None
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """The (size, size) yuv420p crop of ``frame`` (a frame given twice in a row is cut once)."""
+        if frame is self._last_in:
+            return self._last_out
+        key = (frame.width, frame.height, frame.format.name)
+        if key != self._key:
+            self._graph, self._key = self._build(*key), key
+        if self._graph is None:  # the box lies mostly outside the frame: the RGB path
+            image = resize_image(crop_square(frame.to_ndarray(format="rgb24"), self.crop), self.size)
+            out = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+        else:
+            self._graph.push(frame)
+            out = self._graph.pull()
+        self._last_in, self._last_out = frame, out
+        return out
+
+    def _build(self, width: int, height: int, pix_fmt: str) -> Optional[av.filter.Graph]:
+        x0, y0, x1, y1 = self.crop
+        # the part inside the frame, with even sides: every border filled below is then even too
+        if min(x1, width) <= max(0, x0) or min(y1, height) <= max(0, y0):
+            raise ValueError(f"crop {self.crop} lies outside the {width}x{height} image")
+        ix0, iy0 = max(0, x0), max(0, y0)
+        ix1 = x1 if x1 <= width else width - width % 2
+        iy1 = y1 if y1 <= height else height - height % 2
+        left, top, right, bottom, side = ix0 - x0, iy0 - y0, x1 - ix1, y1 - iy1, x1 - x0
+        if ix1 <= ix0 or iy1 <= iy0 or 2 * max(left, top, right, bottom) > side:
+            return None  # fillborders smears at most half the frame per side
+        graph = av.filter.Graph()
+        graph.threads = self.threads
+        nodes = [
+            graph.add_buffer(width=width, height=height, format=pix_fmt, time_base=Fraction(1, 1000)),
+            graph.add("crop", f"w={ix1 - ix0}:h={iy1 - iy0}:x={ix0}:y={iy0}:exact=1"),
+        ]
+        if left or top or right or bottom:
+            nodes.append(graph.add("pad", f"w={side}:h={side}:x={left}:y={top}"))
+            nodes.append(graph.add("fillborders", f"left={left}:right={right}:top={top}:bottom={bottom}:mode=smear"))
+        nodes.append(graph.add("scale", f"w={self.size}:h={self.size}:flags=bilinear"))
+        nodes.append(graph.add("format", "pix_fmts=yuv420p"))
+        nodes.append(graph.add("buffersink"))
+        for src, dst in itertools.pairwise(nodes):
+            src.link_to(dst)
+        graph.configure()
+        return graph
 
 
 def to_crop_coords(points: np.ndarray, crop: tuple[int, int, int, int], size: int) -> np.ndarray:

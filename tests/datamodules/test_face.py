@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -50,6 +51,11 @@ def test_square_box_scales_and_contains_box() -> None:
     x0, y0, x1, y1 = facelib.square_box([10.3, 20.0, 70.9, 100.0], 1.5)
     assert x1 - x0 == y1 - y0 == 120 and (x1 - x0) % 2 == 0  # 1.5 * max(60.6, 80) = 120
     assert x0 <= 10.3 and y0 <= 20 and x1 >= 70.9 and y1 >= 100
+    for box in ([11.0, 21.0, 71.0, 101.0], [12.7, 3.1, 50.2, 44.9], [-7.5, -3.0, 30.0, 33.0]):
+        corners = facelib.square_box(box, 1.45)
+        assert all(v % 2 == 0 for v in corners)  # whole 4:2:0 chroma samples
+        centre = ((corners[0] + corners[2]) / 2, (corners[1] + corners[3]) / 2)
+        assert abs(centre[0] - (box[0] + box[2]) / 2) <= 1 and abs(centre[1] - (box[1] + box[3]) / 2) <= 1
     with pytest.raises(ValueError, match="no area"):
         facelib.square_box([5, 5, 5, 5], 1.4)
 
@@ -101,3 +107,35 @@ def test_resize_agrees_with_pil_bilinear_on_a_real_photo(shared_data, size: int)
     pil = np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)).astype(float)
     assert ours.shape == (size, size, 3)
     assert np.abs(ours - pil).mean() < 1.5 and np.percentile(np.abs(ours - pil), 99) < 16
+
+
+@pytest.mark.parametrize("crop", [(10, 30, 110, 130), (40, 30, 160, 150), (-20, -10, 140, 150), (60, 90, 210, 240),
+                                  (-80, -20, 60, 120)])  # inside, overhanging, mostly outside (RGB path)
+@pytest.mark.parametrize("size", [96, 256])
+def test_frame_cropper_matches_rgb_crop_and_resize_on_a_real_photo(shared_data, crop, size: int) -> None:
+    image = _photo(shared_data / "faces" / "kid_1.jpg", max_side=200)[:179]  # (179, 133, 3): odd sides
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(format="yuv420p")
+    decoded = frame.to_ndarray(format="rgb24")  # what a decoder hands over, back in RGB
+    reference = facelib.resize_image(facelib.crop_square(decoded, crop), size).astype(float)
+    cropper = facelib.FrameCropper(crop, size)
+    out = cropper(frame)
+    assert (out.width, out.height, out.format.name) == (size, size, "yuv420p")
+    ours = out.to_ndarray(format="rgb24").astype(float)
+    diff = np.abs(ours - reference)
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) < 20  # chroma resampled in another order, rounding
+    assert cropper(frame) is out  # the same frame given again is cut once
+
+
+def test_frame_cropper_edges_repeat_like_crop_square() -> None:
+    flat = np.full((64, 64, 3), (200, 60, 30), np.uint8)
+    flat[:, :8] = (20, 220, 90)  # a left band that the padding must repeat
+    frame = av.VideoFrame.from_ndarray(flat, format="rgb24").reformat(format="yuv420p")
+    out = facelib.FrameCropper((-32, 0, 32, 64), 64)(frame).to_ndarray(format="rgb24").astype(float)
+    reference = facelib.crop_square(frame.to_ndarray(format="rgb24"), (-32, 0, 32, 64)).astype(float)
+    assert np.abs(out[:, :36] - reference[:, :36]).max() <= 4  # padded part and band: the band's colour
+    with pytest.raises(ValueError, match="outside"):
+        facelib.FrameCropper((70, 70, 90, 90), 32)(frame)
+    with pytest.raises(ValueError, match="square"):
+        facelib.FrameCropper((0, 0, 10, 20), 32)
+    with pytest.raises(ValueError, match="odd"):
+        facelib.FrameCropper((1, 0, 11, 10), 32)
