@@ -133,7 +133,7 @@ def iter_frames(
             raise MediaError(path, "no_video")
         stream = container.streams.video[0]
         # Slice threads only: a frame-threaded decoder that is closed before it is drained (a
-        # caller that stops early, an exception in ``transform``) can deadlock in PyAV.
+        # caller that stops early or raises while it holds the generator) can deadlock in PyAV.
         stream.thread_type = "SLICE"
         src_step = 1.0 / float(stream.average_rate) if stream.average_rate else step
         if start > 0 and stream.time_base:

@@ -94,6 +94,29 @@ def test_reader_windows_match_full_decode(real_cache) -> None:
         clip.frames(10, clip.num_frames + 1)
 
 
+def test_cached_frames_are_the_rgb_crop_of_the_source(real_cache, shared_data) -> None:
+    """The YUV crop/scale + H.264 path gives the frames of the reference RGB crop and resize."""
+    import av
+
+    cache, _ = real_cache
+    for key in ("kid_1", "kid_2"):
+        clip = CachedClip(cache / "clips" / "test" / key)
+        crop = tuple(clip.meta["crop_box"])
+        assert all(v % 2 == 0 for v in crop)
+        source = read_video(shared_data / "clips" / f"{key}.mp4", end=clip.num_frames / 25)  # (T, 512, 512, 3)
+        reference = np.stack([pre.facelib.resize_image(pre.facelib.crop_square(image, crop), SIZE)
+                              for image in source]).astype(float)
+        cached = clip.frames().astype(float)
+        psnr = 10 * np.log10(255.0**2 / np.mean((cached - reference) ** 2))
+        assert psnr > 33, f"{key}: {psnr:.1f} dB"  # 36-37 dB at 96 px: crf 18 and 4:2:0 chroma
+        assert np.abs(clip.ref() - reference[0]).mean() < 1.5  # lossless png of frame 0 (YUV path, no H.264)
+        with av.open(str(clip.folder / "video.mp4")) as container:
+            stream = container.streams.video[0]
+            keys = sorted(round(float(p.pts * stream.time_base) * 25)
+                          for p in container.demux(stream) if p.size and p.is_keyframe)
+        assert keys[0] == 0 and max(np.diff(keys + [clip.num_frames])) <= CONFIG.keyframe_interval
+
+
 def test_faces_in_photos_become_clips(shared_data, tmp_path) -> None:
     from PIL import Image
 
