@@ -43,6 +43,13 @@ Excluded = list[tuple[int, str]]
 # --------------------------------------------------------------------------------------------
 
 
+def _to_float64(clip: Tensor) -> np.ndarray:
+    """CPU tensor -> float64 array; numpy converts in one pass without waking torch's threads."""
+    if clip.dtype == torch.bfloat16:  # no numpy equivalent
+        clip = clip.float()
+    return clip.numpy().astype(np.float64)
+
+
 def as_clip_list(audio: AudioInput, metric: str, name: str) -> list[np.ndarray]:
     """Split ``audio`` into one float64 numpy array per clip.
 
@@ -71,7 +78,7 @@ def as_clip_list(audio: AudioInput, metric: str, name: str) -> list[np.ndarray]:
         raise MetricInputError(metric, f"{name} must be a tensor or a list of tensors, got {type(audio).__name__}")
     out = []
     for i, clip in enumerate(clips):
-        arr = clip.detach().cpu().double().numpy() if isinstance(clip, Tensor) else np.asarray(clip, np.float64)
+        arr = _to_float64(clip.detach().cpu()) if isinstance(clip, Tensor) else np.asarray(clip, np.float64)
         if arr.ndim != 1:
             raise MetricInputError(metric, f"{name}[{i}] must be 1-D (S,) audio, got shape {arr.shape}")
         out.append(arr)

@@ -15,6 +15,8 @@ class STOI(PerClipAudioMetric):
 
     Args:
         sample_rate: Hz of the audio given to ``update`` (default 16 kHz).
+        num_workers: processes scoring the clips of an update (default: up to 2 cores; 1 scores
+            in-process); the pool is kept for later updates.
         kwargs: torchmetrics ``Metric`` options.
 
     ``update(preds, target)``: ``(B, S)`` float in [-1, 1] (or lists of ``(S_i,)``), equal
@@ -35,13 +37,14 @@ class STOI(PerClipAudioMetric):
     plot_upper_bound = 1.0
     metric_name = "STOI"
 
-    def __init__(self, sample_rate: int = 16_000, **kwargs: Any) -> None:
+    def __init__(self, sample_rate: int = 16_000, num_workers: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sample_rate = sample_rate
+        self.num_workers = num_workers
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; see the class docstring for shapes."""
-        scores, excluded = _stoi_update(preds, target, self.sample_rate, extended=False)
+        scores, excluded = _stoi_update(preds, target, self.sample_rate, extended=False, num_workers=self.num_workers)
         self._record(scores, excluded)
 
     def compute(self) -> Tensor:
@@ -60,13 +63,14 @@ class ESTOI(PerClipAudioMetric):
     plot_upper_bound = 1.0
     metric_name = "ESTOI"
 
-    def __init__(self, sample_rate: int = 16_000, **kwargs: Any) -> None:
+    def __init__(self, sample_rate: int = 16_000, num_workers: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sample_rate = sample_rate
+        self.num_workers = num_workers
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; see :class:`STOI` for shapes."""
-        scores, excluded = _stoi_update(preds, target, self.sample_rate, extended=True)
+        scores, excluded = _stoi_update(preds, target, self.sample_rate, extended=True, num_workers=self.num_workers)
         self._record(scores, excluded)
 
     def compute(self) -> Tensor:

@@ -16,7 +16,8 @@ class WidebandPESQ(PerClipAudioMetric):
 
     Args:
         sample_rate: must be 16000 (wide-band mode).
-        num_workers: processes used for batches of 4+ clips (default: up to 2 cores).
+        num_workers: processes used for batches of 2+ clips (default: up to 2 cores; 1 scores
+            in-process).
         kwargs: torchmetrics ``Metric`` options.
 
     ``update(preds, target)``: ``(B, S)`` float in [-1, 1] at 16 kHz (or lists of

@@ -8,6 +8,9 @@ pystoi resamples to 10 kHz, removes silent frames and, when fewer than 30 frames
 warns and returns 1e-5. We do not let that pseudo-score through: such clips (and silent,
 non-finite or length-mismatched ones) raise :class:`MetricInputError` here and are excluded
 and counted in the metric classes.
+
+pystoi runs many small numpy steps with the GIL held, so batches of several clips are scored
+in the shared process pool of :mod:`metrics.functional.parallel` (one process per core).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from metrics.audio_features import (
     split_valid,
 )
 from metrics.errors import MetricInputError
+from metrics.functional.parallel import default_workers, map_jobs
 
 
 def _stoi_one(pred: np.ndarray, target: np.ndarray, sample_rate: int, extended: bool, metric: str) -> float:
@@ -43,14 +47,23 @@ def _stoi_one(pred: np.ndarray, target: np.ndarray, sample_rate: int, extended: 
     return value
 
 
+def _stoi_job(args: tuple[np.ndarray, np.ndarray, int, bool]) -> float | str:
+    """Score one pair (in a worker process); returns the score or why it was not scored."""
+    pred, target, sample_rate, extended = args
+    metric = "ESTOI" if extended else "STOI"
+    _, values, failed = score_each([0], lambda _: _stoi_one(pred, target, sample_rate, extended, metric), metric)
+    return values[0] if values else failed[0][1]
+
+
 def _stoi_update(
     preds: AudioInput,
     target: AudioInput,
     sample_rate: int,
     extended: bool = False,
     target_sample_rate: int | None = None,
+    num_workers: int | None = None,
 ) -> tuple[Tensor, Excluded]:
-    """Score every pair that can be scored.
+    """Score every pair that can be scored, over ``num_workers`` processes (default: the cores).
 
     Returns:
         float64 ``(N_ok,)`` scores in clip order, and ``(index, reason)`` of the excluded clips.
@@ -60,11 +73,15 @@ def _stoi_update(
     pred_clips, target_clips = paired_clips(metric, preds, target)
     problems = [pair_problem(p, t, equal_length=True) for p, t in zip(pred_clips, target_clips)]
     valid, excluded = split_valid(problems)
-    _, values, failed = score_each(
-        valid, lambda i: _stoi_one(pred_clips[i], target_clips[i], sample_rate, extended, metric), metric
-    )
-    excluded = sorted(excluded + failed)
-    return torch.tensor(values, dtype=torch.float64), excluded
+    jobs = [(pred_clips[i], target_clips[i], sample_rate, extended) for i in valid]
+    results = map_jobs(_stoi_job, jobs, default_workers() if num_workers is None else num_workers)
+    values = []
+    for i, result in zip(valid, results):
+        if isinstance(result, str):
+            excluded.append((i, result))
+        else:
+            values.append(result)
+    return torch.tensor(values, dtype=torch.float64), sorted(excluded)
 
 
 def _stoi_compute(scores: Tensor) -> Tensor:
@@ -77,6 +94,7 @@ def short_time_objective_intelligibility(
     target: AudioInput,
     sample_rate: int = 16_000,
     extended: bool = False,
+    num_workers: int | None = None,
 ) -> Tensor:
     """Per-clip STOI (or ESTOI with ``extended=True``) of ``preds`` against ``target``.
 
@@ -85,6 +103,8 @@ def short_time_objective_intelligibility(
         target: same shape, the clean reference.
         sample_rate: Hz of both signals (pystoi resamples to 10 kHz).
         extended: ESTOI instead of STOI.
+        num_workers: processes for batches of 2 or more clips (default: up to 2 cores);
+            1 scores in-process.
 
     Returns:
         float64 ``(B,)``, STOI in about [0, 1] (ESTOI can be slightly negative); higher is better.
@@ -99,13 +119,13 @@ def short_time_objective_intelligibility(
         >>> short_time_objective_intelligibility(target, target).round(decimals=4)
         tensor([1.], dtype=torch.float64)
     """
-    scores, excluded = _stoi_update(preds, target, sample_rate, extended)
+    scores, excluded = _stoi_update(preds, target, sample_rate, extended, num_workers=num_workers)
     raise_first("ESTOI" if extended else "STOI", excluded)
     return scores
 
 
 def extended_short_time_objective_intelligibility(
-    preds: AudioInput, target: AudioInput, sample_rate: int = 16_000
+    preds: AudioInput, target: AudioInput, sample_rate: int = 16_000, num_workers: int | None = None
 ) -> Tensor:
     """Per-clip ESTOI; see :func:`short_time_objective_intelligibility`."""
-    return short_time_objective_intelligibility(preds, target, sample_rate, extended=True)
+    return short_time_objective_intelligibility(preds, target, sample_rate, extended=True, num_workers=num_workers)

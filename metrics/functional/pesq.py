@@ -4,16 +4,13 @@
 ``NoUtterancesError`` when it finds no speech (e.g. all-zero input): such a clip is reported
 as excluded, never scored 0. Identical inputs score 4.644 (wb).
 
-PESQ costs about 0.1 s per second of speech, so batches of several clips are scored in a
-small process pool (one process per core, ``num_workers``); fewer clips than
-``POOL_MIN_CLIPS`` are scored in-process, where starting workers would cost more than it saves.
+PESQ costs about 0.02 s of CPU per second of speech and the ITU code holds the GIL, so
+batches of several clips are scored in the shared process pool of
+:mod:`metrics.functional.parallel` (one process per core, ``num_workers``), started on first
+use and kept for later updates.
 """
 
 from __future__ import annotations
-
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -28,10 +25,9 @@ from metrics.audio_features import (
     raise_first,
     split_valid,
 )
+from metrics.functional.parallel import default_workers, map_jobs
 
 METRIC = "PESQ"
-POOL_MIN_CLIPS = 4
-"""Below this many clips, the pool's start-up costs more than the parallel scoring saves."""
 MIN_SAMPLES = 4_000
 """The ITU code needs at least 1/4 s of signal at 16 kHz (``BufferTooShortError`` below)."""
 
@@ -45,23 +41,6 @@ def _pesq_one(args: tuple[np.ndarray, np.ndarray, int]) -> float | str:
         return float(pesq(sample_rate, target, pred, "wb"))
     except PesqError as err:  # NoUtterancesError, BufferTooShortError, ... from the C code
         return f"pesq raised {type(err).__name__}: {err}"
-
-
-def default_workers() -> int:
-    """Cores this process may use (at most 2: the project's machines have 2)."""
-    try:
-        return max(1, min(2, len(os.sched_getaffinity(0))))
-    except AttributeError:  # not Linux
-        return max(1, min(2, os.cpu_count() or 1))
-
-
-def _run(jobs: list[tuple[np.ndarray, np.ndarray, int]], num_workers: int) -> list[float | str]:
-    if num_workers <= 1 or len(jobs) < POOL_MIN_CLIPS:
-        return [_pesq_one(job) for job in jobs]
-    # fork: the children only run the C code on numpy arrays, nothing is re-imported
-    context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ProcessPoolExecutor(max_workers=num_workers, mp_context=context) as pool:
-        return list(pool.map(_pesq_one, jobs))
 
 
 def _pesq_update(
@@ -82,7 +61,7 @@ def _pesq_update(
     problems = [pair_problem(p, t, True, MIN_SAMPLES) for p, t in zip(pred_clips, target_clips)]
     valid, excluded = split_valid(problems)
     jobs = [(target_clips[i], pred_clips[i], sample_rate) for i in valid]
-    results = _run(jobs, default_workers() if num_workers is None else num_workers)
+    results = map_jobs(_pesq_one, jobs, default_workers() if num_workers is None else num_workers)
     values = []
     for i, result in zip(valid, results):
         if isinstance(result, str):
@@ -109,8 +88,8 @@ def wideband_pesq(
         preds: ``(B, S)`` float in [-1, 1] at 16 kHz (or a list of ``(S_i,)``).
         target: same shape, the clean reference.
         sample_rate: must be 16000 (wide-band PESQ).
-        num_workers: processes for batches of ``POOL_MIN_CLIPS`` or more clips (default: up
-            to 2 cores); 1 scores in-process.
+        num_workers: processes for batches of 2 or more clips (default: up to 2 cores);
+            1 scores in-process.
 
     Returns:
         float64 ``(B,)`` MOS-LQO in [1.04, 4.644]; higher is better.

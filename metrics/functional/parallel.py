@@ -1,0 +1,79 @@
+"""One process pool kept alive across metric updates, for per-clip library calls.
+
+``pesq`` (ITU C code called with the GIL held) and ``pystoi`` (many small numpy steps) score
+one clip at a time and cannot use a second core from threads. Clips are therefore scored in
+worker processes, one per core. Starting workers costs about as much as scoring a few
+seconds of speech, so the pool is started on first use and reused by every later update
+(the start-up is paid once per process, like loading a model); it is shut down at exit.
+
+Workers are forked (POSIX): they inherit the imported libraries and only run numpy and C
+code on the arrays they are sent. A pool inherited by a forked child (e.g. a DataLoader
+worker) is not reused there; a new one is started in that process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import TypeVar
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
+
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_key: tuple[int, int] | None = None  # (owner pid, workers)
+
+
+def default_workers() -> int:
+    """Cores this process may use, at most 2 (the project's machines have 2)."""
+    try:
+        return max(1, min(2, len(os.sched_getaffinity(0))))
+    except AttributeError:  # not Linux
+        return max(1, min(2, os.cpu_count() or 1))
+
+
+def _shared_pool(num_workers: int) -> ProcessPoolExecutor:
+    global _pool, _pool_key
+    key = (os.getpid(), num_workers)
+    with _lock:
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key is not None and _pool_key[0] == key[0]:
+                _pool.shutdown(wait=False, cancel_futures=True)
+            context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+            _pool, _pool_key = ProcessPoolExecutor(max_workers=num_workers, mp_context=context), key
+        return _pool
+
+
+def shutdown_pool() -> None:
+    """Stop the shared workers now (they are otherwise stopped at interpreter exit)."""
+    global _pool, _pool_key
+    with _lock:
+        if _pool is not None and _pool_key is not None and _pool_key[0] == os.getpid():
+            _pool.shutdown(wait=True, cancel_futures=True)
+        _pool, _pool_key = None, None
+
+
+def map_jobs(fn: Callable[[Job], Result], jobs: Sequence[Job], num_workers: int) -> list[Result]:
+    """``[fn(job) for job in jobs]``, spread over ``num_workers`` processes when that helps.
+
+    Args:
+        fn: a module-level (picklable) function that returns its errors as values; an
+            exception raised inside a worker would stop the whole map.
+        jobs: picklable arguments, one per clip.
+        num_workers: processes; 1 (or a single job) runs in this process.
+
+    Returns:
+        The results in the order of ``jobs``.
+    """
+    if num_workers <= 1 or len(jobs) < 2:
+        return [fn(job) for job in jobs]
+    try:
+        return list(_shared_pool(num_workers).map(fn, jobs))
+    except BrokenProcessPool:  # a worker was killed (e.g. out of memory): start afresh once
+        shutdown_pool()
+        return list(_shared_pool(num_workers).map(fn, jobs))
