@@ -88,7 +88,7 @@ class PreprocessConfig:
             per minute, same PSNR).
         keyframe_interval: at most this many frames between keyframes of the cached video: a
             reader of a random window decodes from the keyframe before it, so short intervals
-            make training reads cheap (25, one a second: an 18-frame window decodes in ~2.5x
+            make training reads cheap (25, one a second: an 18-frame window decodes in ~2.4x
             less time than with x264's default, for a ~3 % larger file); ``None`` keeps x264's 250.
         encoder_threads: x264 threads per clip; 1 suits one preprocessing process per core
             (``num_workers``), 0 lets x264 use several (faster wall clock in a single process).
