@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ class NFYLitModule(LightningModule):
         self,
         net: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
-        scheduler: Optional[LRSchedulerCallable] = None,
+        scheduler: LRSchedulerCallable | None = None,
         video_weight: float = 1.0,
         audio_weight: float = 0.1,
         denoise_weight: float = 1.0,
@@ -75,7 +75,7 @@ class NFYLitModule(LightningModule):
         max_mel_frames: int = 625,
     ) -> None:
         super().__init__()
-        weights = dict(video_l1=video_weight, audio_mse=audio_weight, denoise=denoise_weight, stop=stop_weight)
+        weights = {"video_l1": video_weight, "audio_mse": audio_weight, "denoise": denoise_weight, "stop": stop_weight}
         for name, value in weights.items():
             if value < 0:
                 raise ValueError(f"loss weight for {name!r} must be >= 0, got {value}")
@@ -180,8 +180,12 @@ class NFYLitModule(LightningModule):
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
-    def generate_batch(self, batch: NFYBatch) -> dict[str, torch.Tensor]:
+    def generate_batch(self, batch: NFYBatch, max_frames: int | None = None) -> dict[str, torch.Tensor]:
         """Generate speech and video for the conditioning of ``batch`` (used by the callbacks).
+
+        Args:
+            batch: a batch of the contract (only its conditioning is read).
+            max_frames: generate at most this many video frames (all the speech covers when ``None``).
 
         Returns:
             ``video`` (B, T, 3, H, W) float in [0, 1] at 25 fps and ``wav`` (B, S) float at
@@ -196,6 +200,7 @@ class NFYLitModule(LightningModule):
             profile_wav=batch["profile_wav"],
             num_inference_steps=self.hparams.num_inference_steps,
             guidance_scale=self.hparams.guidance_scale,
+            max_frames=max_frames,
         )
 
     @torch.no_grad()
@@ -209,9 +214,10 @@ class NFYLitModule(LightningModule):
         profile_wav: torch.Tensor,
         num_inference_steps: int = 25,
         guidance_scale: float = 1.0,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
         progress: bool = False,
-        motion_frames: Optional[torch.Tensor] = None,
+        motion_frames: torch.Tensor | None = None,
+        max_frames: int | None = None,
     ) -> dict[str, torch.Tensor]:
         """Speech first (autoregressive until the stop head fires, then the vocoder), then video.
 
@@ -226,12 +232,17 @@ class NFYLitModule(LightningModule):
             progress: show a tqdm bar over video windows.
             motion_frames: (B, 2, 3, H, W) in [-1, 1], the last frames of a preceding clip the
                 first window continues (``None``: start from the reference image).
+            max_frames: generate at most this many video frames, e.g. the ones a metric scores
+                (``None``: every frame the speech covers).
 
         Returns:
-            ``video`` (B, T, 3, H, W) float in [0, 1], T = ceil(longest speech / 640 samples);
+            ``video`` (B, T, 3, H, W) float in [0, 1], T = ceil(longest speech / 640 samples)
+            (at most ``max_frames``);
             ``wav`` (B, S) float in [-1, 1]; ``wav_lengths`` (B,); ``mel`` (B, 80, T_mel);
             ``mel_lengths`` (B,); ``num_frames`` (B,) int64 frames covering each row's speech.
         """
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
         was_training = self.net.training
         self.net.eval()
         try:
@@ -240,9 +251,10 @@ class NFYLitModule(LightningModule):
                 max_mel_frames=self.hparams.max_mel_frames,
             )
             num_frames = _frames_for_samples(speech["wav_lengths"])  # (B,)
+            total = int(num_frames.max()) if max_frames is None else min(int(num_frames.max()), max_frames)
             video = self._generate_windows(
                 ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav,
-                speech["audio_hidden"], int(num_frames.max()), num_inference_steps, guidance_scale,
+                speech["audio_hidden"], total, num_inference_steps, guidance_scale,
                 generator, progress, motion_frames,
             )  # (B, T, 3, H, W) in [-1, 1]
         finally:
@@ -259,7 +271,7 @@ class NFYLitModule(LightningModule):
     def _generate_windows(
         self, ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, audio_hidden,
         total_frames: int, num_inference_steps: int, guidance_scale: float,
-        generator: Optional[torch.Generator], progress: bool, motion: Optional[torch.Tensor] = None,
+        generator: torch.Generator | None, progress: bool, motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Video window by window, each conditioned on the previous window's last frames."""
         window, context = int(self.net.num_frames), int(self.net.motion_frames)
@@ -328,8 +340,8 @@ def _window_hidden(audio_hidden: torch.Tensor, first_frame: int, num_frames: int
     2.5 mel frames per video frame; a window that runs past the speech is padded with the last
     state (the face keeps its final mouth shape rather than attending to zeros).
     """
-    start = int(math.floor(first_frame * MEL_FRAMES_PER_VIDEO_FRAME))
-    length = int(math.ceil(num_frames * MEL_FRAMES_PER_VIDEO_FRAME))
+    start = math.floor(first_frame * MEL_FRAMES_PER_VIDEO_FRAME)
+    length = math.ceil(num_frames * MEL_FRAMES_PER_VIDEO_FRAME)
     part = audio_hidden[:, start : start + length]  # (B, <= length, D)
     if part.shape[1] < length:
         if audio_hidden.shape[1]:
@@ -340,4 +352,4 @@ def _window_hidden(audio_hidden: torch.Tensor, first_frame: int, num_frames: int
     return part  # (B, length, D)
 
 
-__all__: list[str] = ["NFYLitModule", "LOSS_TERMS"]
+__all__: list[str] = ["LOSS_TERMS", "NFYLitModule"]

@@ -125,8 +125,8 @@ class SyntheticDataModule(LightningDataModule):
 
 
 def _trainer(**kwargs) -> Trainer:
-    defaults = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False)
+    defaults = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                    "enable_model_summary": False}
     return Trainer(**{**defaults, **kwargs})
 
 
@@ -204,6 +204,14 @@ def test_generate_batch_covers_the_speech_window_by_window() -> None:
                                .expand(-1, 2, -1, -1, -1))
     assert net.video_calls[1]["hidden"][0, 0, 0].item() == 10.0  # frame 4 starts at mel frame 10
     assert module.net.training  # generation restores the mode
+    # a metric scoring the first frames only generates the windows that hold them
+    net.video_calls.clear()
+    first = module.generate_batch(batch, max_frames=5)
+    assert first["video"].shape == (2, 5, 3, 16, 16) and len(net.video_calls) == 2
+    torch.testing.assert_close(first["video"], out["video"][:, :5])
+    assert first["num_frames"].tolist() == [frames, frames]  # what the speech covers, as before
+    with pytest.raises(ValueError, match="max_frames"):
+        module.generate_batch(batch, max_frames=0)
 
 
 def test_sample_callback_logs_video_audio_mel(tmp_path) -> None:
