@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from diffusers import DDIMScheduler, DDPMScheduler
 
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction")
+PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 
 
 def training_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "epsilon",
@@ -28,8 +28,13 @@ def training_scheduler(num_train_timesteps: int = 1000, prediction_type: str = "
 
 
 def sampling_scheduler(train: DDPMScheduler) -> DDIMScheduler:
-    """DDIM sampler on the same noise schedule as ``train`` (deterministic, eta = 0)."""
-    return DDIMScheduler.from_config(train.config, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    """DDIM sampler on the same noise schedule as ``train`` (deterministic, eta = 0).
+
+    The last step returns the clean estimate (``set_alpha_to_one``): Stable Diffusion's sampler
+    re-adds the noise of timestep 0 (std 0.03), invisible on SD's unit-variance latents but not on
+    the small latents of a random VAE.
+    """
+    return DDIMScheduler.from_config(train.config, clip_sample=False, set_alpha_to_one=True, steps_offset=1)
 
 
 __all__ = ["PREDICTION_TYPES", "sampling_scheduler", "training_scheduler"]

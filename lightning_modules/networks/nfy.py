@@ -21,6 +21,13 @@ Training extras: with probability ``guidance_dropout`` a row's cross-attention t
 so that classifier-free guidance in :meth:`NFYNetwork.generate_video` has a trained unconditional
 branch; a trainable VAE adds its own reconstruction L1 to the pixel loss (``vae_recon``).
 
+Reference residual (``reference_residual``, off in the paper's configuration): the denoiser diffuses
+the change of each frame's latent from the reference latent, r = z - z_ref, and a frame is the
+reference photo plus the decoded change, ``ref + D(z_ref + r) - D(z_ref)``. The reference's own
+reconstruction error cancels, so predicting "no change" returns the photo exactly, and the model
+spends its capacity on what moves (mouth, blinks, head). SD-1.5's VAE reconstructs faces well enough
+not to need it; a small random VAE trained for minutes does not (``tiny.yaml`` turns it on).
+
 Ablation flags (each really removes its component: the module is not built, so it has no
 parameters and is never called):
 
@@ -94,7 +101,15 @@ class NFYNetwork(nn.Module):
             random ``UNetMotionModel`` (``unet_width``/``unet_levels``).
         unet_cross_dim: cross-attention width of the random UNet (768 for SD-1.5).
         vocoder: folder/hub id of speechbrain's LibriTTS 16 kHz HiFi-GAN, or ``None`` for Griffin-Lim.
-        num_train_timesteps, prediction_type: DDPM training schedule (``"epsilon"`` or ``"v_prediction"``).
+        num_train_timesteps, prediction_type: DDPM training schedule; the denoiser predicts the noise
+            (``"epsilon"``), the velocity (``"v_prediction"``) or the clean latent (``"sample"``).
+        reference_residual: diffuse the latent's change from the reference latent and add the decoded
+            change to the reference photo (module docstring); a random UNet then starts with a zero output
+            layer (with ``prediction_type="sample"`` the untrained network returns the photo unchanged).
+        prenet_dropout: dropout on the decoder's pre-net in training (Tacotron 2 uses 0.5): the decoder
+            cannot lean on the previous frame alone, which keeps free-running generation on track.
+        stop_pos_weight: weight of the one positive (last) frame per utterance in the stop-head BCE
+            (ESPnet's TTS decoders use 5), against the class imbalance of one stop in hundreds of frames.
         guidance_dropout: probability that a training row's cross-attention tokens are zeroed, so that the
             unconditional branch of classifier-free guidance is learned.
         entanglement, diffusion_cross_attention, embedding_cross_attention, attended_tokens,
@@ -139,6 +154,9 @@ class NFYNetwork(nn.Module):
         vocoder: str | None = None,
         num_train_timesteps: int = 1000,
         prediction_type: str = "epsilon",
+        reference_residual: bool = False,
+        prenet_dropout: float = 0.5,
+        stop_pos_weight: float = 5.0,
         guidance_dropout: float = 0.1,
         entanglement: str = "ete",
         diffusion_cross_attention: bool = True,
@@ -162,6 +180,10 @@ class NFYNetwork(nn.Module):
         if not 0.0 <= guidance_dropout < 1.0:
             raise ValueError(f"guidance_dropout must lie in [0, 1), got {guidance_dropout}")
         self.guidance_dropout = guidance_dropout
+        if stop_pos_weight <= 0:
+            raise ValueError(f"stop_pos_weight must be > 0, got {stop_pos_weight}")
+        self.stop_pos_weight = stop_pos_weight
+        self.reference_residual = reference_residual
 
         # Encoders (Sec. 3.1-3.2)
         self.text_encoder = TextEncoder(vocab_size, dim, max_text_len)
@@ -183,14 +205,15 @@ class NFYNetwork(nn.Module):
 
         # Audio decoder and vocoder
         self.audio_decoder = AudioDecoder(dim, gpt2, decoder_width, decoder_layers, decoder_heads,
-                                          max_decoder_positions, cross_attention=self.dc)
+                                          max_decoder_positions, cross_attention=self.dc,
+                                          prenet_dropout=prenet_dropout)
         self.vocoder = Vocoder(vocoder)
 
         # Video denoiser with EC and DC
         cond_channels = 4 + 4 * motion_frames + 2
         self.video_denoiser = VideoDenoiser(cond_channels, unet_cross_dim, unet, motion_adapter, unet_width,
                                             unet_levels, heads, max_frames=max(32, num_frames),
-                                            cross_attention=self.ec or self.dc)
+                                            cross_attention=self.ec or self.dc, zero_output=reference_residual)
         cross = self.video_denoiser.cross_dim
         self.ec_proj = nn.Linear(dim, cross) if self.ec else None
         self.dc_proj = nn.Linear(self.audio_decoder.width, cross) if self.dc else None
@@ -310,6 +333,35 @@ class NFYNetwork(nn.Module):
         frames = self.appearance_encoder.decode(latents.transpose(1, 2).flatten(0, 1))  # (B F, 3, H, W)
         return frames.unflatten(0, (b, f))
 
+    def _diffused(self, latents: torch.Tensor, ref_latent: torch.Tensor) -> torch.Tensor:
+        """(B, 4, F, h, w) frame latents -> what the denoiser diffuses (their change from ``ref_latent``
+        (B, 4, h, w) with ``reference_residual``)."""
+        return latents - ref_latent[:, :, None] if self.reference_residual else latents
+
+    def _frames(self, diffused: torch.Tensor, ref_latent: torch.Tensor, ref_image: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`_diffused` then decoding: (B, 4, F, h, w) -> (B, F, 3, H, W) frames.
+
+        With ``reference_residual``: ``ref_image + D(ref_latent + r) - D(ref_latent)`` per frame.
+        """
+        if not self.reference_residual:
+            return self._decode_latents(diffused)
+        frames = self._decode_latents(diffused + ref_latent[:, :, None])  # (B, F, 3, H, W)
+        return ref_image[:, None] + frames - self.appearance_encoder.decode(ref_latent)[:, None]
+
+    def reconstruct(self, frames: torch.Tensor, ref_image: torch.Tensor) -> torch.Tensor:
+        """What the network outputs when its denoiser predicts the latents of ``frames`` exactly.
+
+        The best any generation can do through this VAE (an upper bound on the video quality).
+
+        Args:
+            frames: (B, F, 3, H, W) in [-1, 1]; ref_image (B, 3, H, W) in [-1, 1].
+
+        Returns:
+            (B, F, 3, H, W).
+        """
+        ref_latent = self.appearance_encoder.encode(ref_image)  # (B, 4, h, w)
+        return self._frames(self._diffused(self._encode_frames(frames), ref_latent), ref_latent, ref_image)
+
     def _motion_latents(self, motion: torch.Tensor | None, ref_image: torch.Tensor) -> torch.Tensor:
         """(B, M, 3, H, W) context frames (the reference repeated when None) -> (B, 4 M, h, w)."""
         if self.motion_frames == 0:
@@ -353,7 +405,9 @@ class NFYNetwork(nn.Module):
         squared = ((out["mel"] - mel) ** 2).mean(1)  # (B, T)
         audio_mse = (squared * valid).sum() / valid.sum().clamp(min=1)
         stop_target = (torch.arange(mel.shape[2], device=mel.device)[None] == lengths[:, None] - 1).float()
-        bce = nn.functional.binary_cross_entropy_with_logits(out["stop_logits"], stop_target, reduction="none")
+        pos_weight = out["stop_logits"].new_tensor(self.stop_pos_weight)
+        bce = nn.functional.binary_cross_entropy_with_logits(out["stop_logits"], stop_target, reduction="none",
+                                                             pos_weight=pos_weight)
         stop = (bce * valid).sum() / valid.sum().clamp(min=1)
         return {"audio_mse": audio_mse, "stop": stop, "pred_mel": out["mel"], "audio_hidden": out["hidden"]}
 
@@ -363,25 +417,29 @@ class NFYNetwork(nn.Module):
         target = video[:, m:]  # (B, F, 3, H, W)
         b, f = target.shape[:2]
         latents = self._encode_frames(target)  # (B, 4, F, h, w)
+        diffused = self._diffused(latents, cond["ref_latent"])  # (B, 4, F, h, w)
         maps, cross = self._unet_inputs(cond, self._motion_latents(video[:, :m], ref_image), windows, f)
         if self.training and self.guidance_dropout > 0:  # learn the unconditional branch of guidance
             keep = (torch.rand(b, device=latents.device) >= self.guidance_dropout).to(latents.dtype)  # (B,)
             cross["tokens"] = cross["tokens"] * keep.repeat_interleave(f)[:, None, None]
-        noise = torch.randn_like(latents)
+        noise = torch.randn_like(diffused)
         steps = self.train_scheduler.config.num_train_timesteps
         t = torch.randint(0, steps, (b,), device=latents.device)
-        noisy = self.train_scheduler.add_noise(latents, noise, t)  # (B, 4, F, h, w)
+        noisy = self.train_scheduler.add_noise(diffused, noise, t)  # (B, 4, F, h, w)
         pred = self.video_denoiser(torch.cat([noisy, maps], 1), t, **cross)
-        if self.train_scheduler.config.prediction_type == "epsilon":
+        kind = self.train_scheduler.config.prediction_type
+        if kind == "epsilon":
             goal = noise
+        elif kind == "sample":
+            goal = diffused
         else:
-            goal = self.train_scheduler.get_velocity(latents, noise, t)
+            goal = self.train_scheduler.get_velocity(diffused, noise, t)
         denoise = nn.functional.mse_loss(pred, goal)
         x0 = torch.cat([  # one-step x0 estimate per row (the scheduler takes one timestep per call)
             self.train_scheduler.step(pred[i : i + 1], int(t[i]), noisy[i : i + 1]).pred_original_sample
             for i in range(b)
         ])  # (B, 4, F, h, w)
-        frames = self._decode_latents(x0)  # (B, F, 3, H, W)
+        frames = self._frames(x0, cond["ref_latent"], ref_image)  # (B, F, 3, H, W)
         out = {"denoise": denoise, "video_l1": (frames - target).abs().mean(), "pred_frames": frames.clamp(-1, 1)}
         if self.appearance_encoder.trainable:
             # A fine-tuned (or random) VAE also learns to reconstruct, or its latent space could collapse
@@ -447,7 +505,7 @@ class NFYNetwork(nn.Module):
         for t in scheduler.timesteps:
             pred = self._guided(torch.cat([latents, maps], 1), t, cross, guidance_scale)
             latents = scheduler.step(pred, t, latents).prev_sample
-        return self._decode_latents(latents).clamp(-1, 1)  # (B, F, 3, H, W)
+        return self._frames(latents, cond["ref_latent"], ref_image).clamp(-1, 1)  # (B, F, 3, H, W)
 
     def _guided(self, sample: torch.Tensor, t: torch.Tensor, cross: dict, scale: float) -> torch.Tensor:
         """Classifier-free guidance: the unconditional branch sees zeroed cross-attention tokens, as the

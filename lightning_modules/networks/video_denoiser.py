@@ -73,11 +73,13 @@ class VideoDenoiser(nn.Module):
         max_frames: longest temporal sequence of the motion modules.
         cross_attention: False when neither EC nor DC feeds the UNet: its cross-attention layers then
             add nothing, and are frozen so that they are no trainable parameters either.
+        zero_output: start the random UNet's output convolution at zero (the prediction is 0 until trained).
     """
 
     def __init__(self, cond_channels: int, cross_dim: int, pretrained_unet: str | None = None,
                  pretrained_motion_adapter: str | None = None, width: int = 32, levels: int = 2, heads: int = 2,
-                 layers_per_block: int = 1, max_frames: int = 32, cross_attention: bool = True) -> None:
+                 layers_per_block: int = 1, max_frames: int = 32, cross_attention: bool = True,
+                 zero_output: bool = False) -> None:
         super().__init__()
         if (pretrained_unet is None) != (pretrained_motion_adapter is None):
             raise ValueError("pretrained_unet and pretrained_motion_adapter are given together or not at all, got "
@@ -94,6 +96,9 @@ class VideoDenoiser(nn.Module):
                 cross_attention_dim=cross_dim, num_attention_heads=heads, motion_num_attention_heads=heads,
                 motion_max_seq_length=max_frames,
             )
+            if zero_output:  # as DiT's final layer: start by predicting 0 rather than a random field
+                nn.init.zeros_(self.unet.conv_out.weight)
+                nn.init.zeros_(self.unet.conv_out.bias)
         self.unet.set_attn_processor(GatedCrossAttnProcessor())
         if not cross_attention:
             for block in self.unet.modules():

@@ -15,22 +15,22 @@ from tests.model.test_networks import batch, conditions, tiny_net
 ATOL = 1e-3
 
 EXPECTED_LOSSES: list[list[float]] = [
-    [0.560214, 17.770149, 1.107614, 1.011067],
-    [0.556287, 17.708719, 1.013372, 0.790144],
+    [0.560872, 3.841664, 1.109009, 1.054003],
+    [0.559748, 3.768885, 1.002252, 0.910597],
 ]
 """Per training step: video_l1, audio_mse, denoise, stop."""
 EXPECTED_WEIGHTS: list[float] = [
-    0.039153, 0.069908, -0.228882, -0.138319, 0.038662, 0.060691,
-    0.015887,
+    0.039067, 0.073827, -0.228884, -0.134441, 0.038406, 0.060698,
+    0.015815,
 ]
 """``audio_decoder.mel_head.weight[0, :4]`` and ``video_denoiser.unet.conv_out.weight[0, 0, 0]`` after 2 steps."""
 EXPECTED_MEL: list[float] = [
-    -0.620231, 0.885756, 0.015808, -0.948735, 1.599205, 1.304054,
-    0.09553, 0.962416, 0.623087, 0.25218, 0.660645, 1.399018,
+    -6.550579, -2.785609, -4.960479, -7.371837, -1.001987, -1.739864,
+    -4.761174, -2.593961, -3.442282, -4.36955, -3.348387, -1.502455,
 ]
 """``generate_speech`` mel[0, :4, :3] (flattened), stop head disabled."""
 EXPECTED_FRAMES: list[float] = [
-    -0.015144, 0.167118, -0.059334, -0.386869, 0.158673, 0.071264,
+    -0.016016, 0.167001, -0.058931, -0.387054, 0.157996, 0.069449,
 ]
 """``generate_video`` (2 DDIM steps, guidance 2) frame 0, channel 0, row 16, columns 0..5 of clip 0."""
 
