@@ -29,7 +29,11 @@ from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
 
 from datamodules.batch import NFYBatch, validate_batch
-from datamodules.conventions import MEL_FRAMES_PER_VIDEO_FRAME, SAMPLES_PER_FRAME
+from datamodules.conventions import (
+    MEL_FRAMES_PER_VIDEO_FRAME,
+    N_MELS,
+    SAMPLES_PER_FRAME,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,9 @@ class NFYLitModule(LightningModule):
         guidance_scale: classifier-free guidance scale used by :meth:`generate_batch`.
         max_mel_frames: cap on autoregressive mel frames per utterance at generation
             (62.5 per second; 625 = 10 s, the longest training utterance).
+        mel_statistics_batches: training batches whose valid mel frames give the speech decoder its
+            per-bin mean and standard deviation when fitting starts (``net.audio_decoder.set_mel_statistics``;
+            once: a checkpoint keeps them). 0 keeps the decoder's constants.
 
     Raises:
         ValueError: a negative loss weight, or ``net`` lacking part of the interface.
@@ -73,6 +80,7 @@ class NFYLitModule(LightningModule):
         num_inference_steps: int = 25,
         guidance_scale: float = 1.0,
         max_mel_frames: int = 625,
+        mel_statistics_batches: int = 8,
     ) -> None:
         super().__init__()
         weights = {"video_l1": video_weight, "audio_mse": audio_weight, "denoise": denoise_weight, "stop": stop_weight}
@@ -82,6 +90,8 @@ class NFYLitModule(LightningModule):
         for attr in ("generate_speech", "generate_video", "image_size", "num_frames", "motion_frames"):
             if not hasattr(net, attr):
                 raise ValueError(f"net ({type(net).__name__}) lacks {attr!r} of the NFYNetwork interface")
+        if mel_statistics_batches < 0:
+            raise ValueError(f"mel_statistics_batches must be >= 0, got {mel_statistics_batches}")
         if num_inference_steps < 1 or max_mel_frames < 1:
             raise ValueError(
                 f"num_inference_steps and max_mel_frames must be >= 1, got {num_inference_steps}, {max_mel_frames}"
@@ -163,6 +173,35 @@ class NFYLitModule(LightningModule):
             self.tokenizer = Tokenizer.from_str(checkpoint["nfy_tokenizer"])
         if "nfy_rng_states" in checkpoint and self._trainer is not None:
             _set_rng_states(checkpoint["nfy_rng_states"])
+
+    def on_fit_start(self) -> None:
+        """Set the speech decoder's per-bin mel statistics from training batches, unless already set."""
+        decoder = getattr(self.net, "audio_decoder", None)
+        batches = int(self.hparams.mel_statistics_batches)
+        if batches == 0 or not hasattr(decoder, "set_mel_statistics") or bool(decoder.mel_statistics_set):
+            return
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            log.info("fit without a DataModule: the speech decoder keeps its constant mel statistics")
+            return
+        sums = torch.zeros(3, N_MELS, dtype=torch.float64)  # frames, sum, sum of squares per bin
+        with torch.random.fork_rng(devices=[]):  # random windows must not shift the run's RNG stream
+            for index, batch in enumerate(datamodule.train_dataloader()):
+                if index >= batches:
+                    break
+                mel = batch["mel"].double()  # (B, 80, T)
+                valid = torch.arange(mel.shape[2])[None] < batch["mel_lengths"][:, None]  # (B, T)
+                frames = mel.transpose(1, 2)[valid]  # (N, 80)
+                sums += torch.stack([torch.full((N_MELS,), float(len(frames)), dtype=torch.float64),
+                                     frames.sum(0), (frames**2).sum(0)])
+        sums = self.trainer.strategy.reduce(sums.to(self.device), reduce_op="sum").cpu()  # every rank the same
+        if float(sums[0, 0]) == 0:
+            return
+        mean = sums[1] / sums[0]
+        std = (sums[2] / sums[0] - mean**2).clamp(min=0).sqrt()
+        decoder.set_mel_statistics(mean.float().to(decoder.mel_mean.device), std.float().to(decoder.mel_std.device))
+        log.info("speech decoder mel statistics from %d frames: mean %.2f, std %.2f (averaged over bins)",
+                 int(sums[0, 0]), float(mean.mean()), float(std.mean()))
 
     def on_train_start(self) -> None:
         """Drop the sanity-check values from the validation means."""

@@ -9,9 +9,12 @@ The state at the position of input frame t predicts mel frame t (linear head) an
 last frame (stop head). With ``cross_attention`` the decoder also attends to the video-side tokens
 (diffusion cross-attention, video -> audio).
 
-Mel frames enter the pre-net and leave the mel head standardised with fixed constants typical of
-the dynamic-range-compressed log-mel of speech (``MEL_MEAN``, ``MEL_STD``; the demo corpus: -5.3 and
-2.8), so that a freshly initialised head starts near the data rather than 25 units of MSE away.
+Mel frames enter the pre-net and leave the mel head standardised per mel bin (ESPnet's global
+mean-variance normalisation of TTS targets): the statistics are buffers, estimated from training
+batches when fitting starts (``NFYLitModule``, :meth:`AudioDecoder.set_mel_statistics`) and stored in
+checkpoints; until then they are constants typical of the dynamic-range-compressed log-mel of speech
+(``MEL_MEAN``, ``MEL_STD``; the demo corpus: -5.3 and 2.8). A freshly initialised head thus starts
+near the data rather than 25 units of MSE away.
 The pre-net drops out half its units in training (``prenet_dropout``, as in Tacotron 2): with the
 previous frame only partly visible, the decoder learns to follow the conditioning, and errors of its
 own frames in free running do not snowball.
@@ -31,9 +34,11 @@ from lightning_modules.networks.layers import load_pretrained
 log = logging.getLogger(__name__)
 
 MEL_MEAN: float = -5.0
-"""Offset of the standardised mel frames the decoder reads and predicts."""
+"""Offset of the standardised mel frames until per-bin statistics are set."""
 MEL_STD: float = 2.5
-"""Scale of the standardised mel frames the decoder reads and predicts."""
+"""Scale of the standardised mel frames until per-bin statistics are set."""
+MIN_MEL_STD: float = 0.1
+"""Floor of a bin's standard deviation (a constant bin would otherwise blow up its standardised units)."""
 
 
 class AudioDecoder(nn.Module):
@@ -71,6 +76,21 @@ class AudioDecoder(nn.Module):
         self.start = nn.Parameter(torch.zeros(1, 1, width))
         self.mel_head = nn.Linear(width, N_MELS)
         self.stop_head = nn.Linear(width, 1)
+        self.register_buffer("mel_mean", torch.full((N_MELS,), MEL_MEAN))
+        self.register_buffer("mel_std", torch.full((N_MELS,), MEL_STD))
+        self.register_buffer("mel_statistics_set", torch.tensor(False))
+
+    @torch.no_grad()
+    def set_mel_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-bin mean and standard deviation, each (80,), of the training log-mel frames.
+
+        The standard deviation is floored at ``MIN_MEL_STD``.
+        """
+        if mean.shape != (N_MELS,) or std.shape != (N_MELS,):
+            raise ValueError(f"mel statistics must have shape ({N_MELS},), got {tuple(mean.shape)}, {tuple(std.shape)}")
+        self.mel_mean.copy_(mean)
+        self.mel_std.copy_(std.clamp(min=MIN_MEL_STD))
+        self.mel_statistics_set.fill_(True)
 
     def _check_length(self, positions: int) -> None:
         limit = int(self.gpt.config.n_positions)
@@ -107,7 +127,7 @@ class AudioDecoder(nn.Module):
         """
         b, _, t = mel.shape
         self._check_length(prefix.shape[1] + t)
-        frames = self.prenet(_standardise(mel[:, :, :-1].transpose(1, 2)))  # (B, T-1, W)
+        frames = self.prenet(self._standardise(mel[:, :, :-1].transpose(1, 2)))  # (B, T-1, W)
         embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1), frames], dim=1)  # (B, P+T, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, t)], dim=1)  # (B, P+T)
         hidden, _ = self._run(embeds, mask, video_tokens, video_mask)
@@ -117,7 +137,11 @@ class AudioDecoder(nn.Module):
 
     def _mel(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., W) decoder states -> (..., 80) log-mel frames."""
-        return self.mel_head(hidden) * MEL_STD + MEL_MEAN
+        return self.mel_head(hidden) * self.mel_std + self.mel_mean
+
+    def _standardise(self, mel: torch.Tensor) -> torch.Tensor:
+        """(..., 80) log-mel -> the decoder's standardised units."""
+        return (mel - self.mel_mean) / self.mel_std
 
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_frames: int,
@@ -153,14 +177,9 @@ class AudioDecoder(nn.Module):
             lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
             if bool((lengths < max_frames).all()) or step + 1 == max_frames:
                 break
-            embeds = self.prenet(_standardise(frame))[:, None]  # (B, 1, W)
+            embeds = self.prenet(self._standardise(frame))[:, None]  # (B, 1, W)
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         return {"mel": torch.stack(mels, dim=2), "lengths": lengths, "hidden": torch.stack(states, dim=1)}
-
-
-def _standardise(mel: torch.Tensor) -> torch.Tensor:
-    """(..., 80) log-mel -> the decoder's standardised units."""
-    return (mel - MEL_MEAN) / MEL_STD
 
 
 def _empty_cache(config: GPT2Config):

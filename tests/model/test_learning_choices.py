@@ -9,8 +9,8 @@ import torch
 
 from lightning_modules.diffusion import sampling_scheduler, training_scheduler
 from lightning_modules.networks import AudioDecoder
-from lightning_modules.networks.speech_decoder import MEL_MEAN, MEL_STD
-from tests.model.test_networks import MOTION, batch, conditions, tiny_net
+from lightning_modules.networks.speech_decoder import MEL_MEAN, MEL_STD, MIN_MEL_STD
+from tests.model.test_networks import FRAMES, MOTION, VOCAB, batch, conditions, tiny_net
 
 RESIDUAL = {"reference_residual": True, "prediction_type": "sample"}
 
@@ -106,3 +106,43 @@ def test_prenet_dropout_only_in_training_and_standardised_mel_units() -> None:
     torch.testing.assert_close(decoder(prefix, mask, mel)["mel"], torch.full((2, 80, 6), MEL_MEAN + MEL_STD))
     with pytest.raises(ValueError, match="prenet_dropout"):
         AudioDecoder(dim=16, width=16, prenet_dropout=1.0)
+
+
+def test_per_bin_mel_statistics_standardise_the_decoder() -> None:
+    torch.manual_seed(0)
+    decoder = AudioDecoder(dim=16, width=16, layers=1, heads=2, max_positions=64, cross_attention=False).eval()
+    assert not decoder.mel_statistics_set
+    mean, std = torch.linspace(-9.0, -2.0, 80), torch.linspace(0.0, 3.0, 80)
+    decoder.set_mel_statistics(mean, std)
+    assert decoder.mel_statistics_set and float(decoder.mel_std.min()) == pytest.approx(MIN_MEL_STD)
+    with torch.no_grad():
+        decoder.mel_head.weight.zero_()
+        decoder.mel_head.bias.fill_(-1.0)
+    out = decoder(torch.randn(1, 3, 16), torch.ones(1, 3, dtype=torch.bool), torch.randn(1, 80, 5))["mel"]
+    torch.testing.assert_close(out, (mean - std.clamp(min=MIN_MEL_STD))[None, :, None].expand(1, 80, 5))
+    assert set(decoder.state_dict()) >= {"mel_mean", "mel_std", "mel_statistics_set"}  # kept in checkpoints
+    with pytest.raises(ValueError, match="shape"):
+        decoder.set_mel_statistics(mean[:10], std[:10])
+
+
+def test_fit_start_estimates_the_mel_statistics_once() -> None:
+    from lightning.pytorch import Trainer
+
+    from lightning_modules import NFYLitModule
+    from tests.model.test_module import SyntheticDataModule, synthetic_sample
+
+    data = SyntheticDataModule(vocab_size=VOCAB, image_size=32, num_samples=6, batch_size=2)
+    module = NFYLitModule(tiny_net(seed=0), mel_statistics_batches=3)  # 3 batches: all 6 clips
+    trainer = Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=data)
+    frames = torch.cat([synthetic_sample(i, VOCAB, 32, FRAMES + MOTION)["mel"] for i in range(6)], dim=1).double()
+    decoder = module.net.audio_decoder
+    assert decoder.mel_statistics_set
+    torch.testing.assert_close(decoder.mel_mean, frames.mean(1).float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(decoder.mel_std, frames.std(1, correction=0).float(), atol=1e-5, rtol=1e-5)
+    decoder.mel_mean.fill_(3.0)
+    module.on_fit_start()  # already set (a resumed run): left alone
+    assert float(decoder.mel_mean.max()) == 3.0
+    with pytest.raises(ValueError, match="mel_statistics_batches"):
+        NFYLitModule(tiny_net(seed=0), mel_statistics_batches=-1)
