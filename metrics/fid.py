@@ -77,6 +77,8 @@ class VideoFID(FrechetInceptionDistance):
         self.num_excluded += videos.shape[0] - len(keep)
         if not keep:
             return
-        frames = videos[keep].flatten(0, 1)  # (B'*T, 3, H, W)
+        if len(keep) < videos.shape[0]:  # indexing copies the batch: only when a clip is dropped
+            videos = videos[keep]
+        frames = videos.flatten(0, 1)  # (B'*T, 3, H, W)
         for part in chunks(frames.shape[0], self.extract_batch_size):
             super().update(to_unit_float(frames[part]), real)  # (n, 3, H, W) in [0, 1]

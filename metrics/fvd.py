@@ -42,7 +42,7 @@ def _i3d_features(
     metric.num_excluded += videos.shape[0] - len(keep)
     if not keep:
         return None
-    clips = videos[keep]  # (B', T, 3, H, W)
+    clips = videos[keep] if len(keep) < videos.shape[0] else videos  # (B', T, 3, H, W); indexing copies
     parts = []
     for part in chunks(clips.shape[0], batch_size):
         x = preprocess_i3d(to_unit_float(clips[part]), num_frames)  # (b, 3, 16, 224, 224) in [-1, 1]

@@ -66,6 +66,8 @@ def _per_frame(preds: Tensor, target: Tensor, frame_fn, batch_size: int) -> Tens
 _SSIM_SIGMA, _SSIM_K1, _SSIM_K2 = 1.5, 0.01, 0.03
 _CHUNK_ELEMENTS = 1 << 18
 """Values per PSNR chunk: two uint8 frame blocks and their float64 difference stay in cache."""
+_SSIM_CHUNK_PIXELS = 1 << 20
+"""Frame pixels (frames x H x W) per SSIM batch."""
 
 
 def _flat_frames(video: Tensor) -> Tensor:
@@ -141,13 +143,15 @@ def video_psnr(preds: Tensor, target: Tensor) -> Tensor:
     return psnr.reshape(preds.shape[:2]).mean(dim=1)
 
 
-def video_ssim(preds: Tensor, target: Tensor, batch_size: int = 8) -> Tensor:
+def video_ssim(preds: Tensor, target: Tensor, batch_size: int | None = None) -> Tensor:
     """Per-clip SSIM: mean over frames of per-frame SSIM (gaussian 11x11, sigma 1.5).
 
     Args:
         preds: (B, T, 3, H, W) uint8 0-255 or float in [0, 1]; H, W >= 11.
         target: same shape and convention as ``preds``.
-        batch_size: frames filtered together (small batches stay in cache).
+        batch_size: frames filtered together; ``None``: about 2**20 pixels per batch (64
+            frames of 128x128). Fewer, larger batches mean fewer waits for torch's threads on
+            a busy machine, at a small cost in cache use.
 
     Returns:
         (B,) float64 in [-1, 1].
@@ -155,6 +159,8 @@ def video_ssim(preds: Tensor, target: Tensor, batch_size: int = 8) -> Tensor:
     _check_pair(preds, target, "VideoSSIM")
     if min(preds.shape[-2:]) < 11:
         raise MetricInputError("VideoSSIM", f"frames must be at least 11x11 for the SSIM window, got {tuple(preds.shape[-2:])}")
+    if batch_size is None:
+        batch_size = max(1, _SSIM_CHUNK_PIXELS // (preds.shape[-2] * preds.shape[-1]))
     return _per_frame(preds, target, _ssim_frames, batch_size)
 
 
