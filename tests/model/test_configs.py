@@ -91,6 +91,7 @@ def test_tiny_on_top_links_data_values(baseline) -> None:
     cli = _build()
     data, net = cli.datamodule, cli.model.net
     assert type(data).__name__ == "DemoDataModule"
+    assert data.cache_dir == data.root / "cache" / str(data.image_size)  # ete.yaml's dataset cache does not leak in
     assert (net.image_size, net.num_frames, net.motion_frames) == (data.image_size, data.num_frames, data.motion_frames)
     assert net.text_encoder.tokens.num_embeddings == data.vocab_size
     assert baseline["kv"].keys() == {"audio_entangler", "video_entangler"}
