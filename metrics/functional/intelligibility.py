@@ -18,7 +18,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 from pystoi import stoi as _pystoi
 from torch import Tensor
 
@@ -33,7 +32,7 @@ from metrics.audio_features import (
     split_valid,
 )
 from metrics.errors import MetricInputError
-from metrics.functional.parallel import default_workers, map_jobs
+from metrics.functional.parallel import score_valid
 
 
 def _stoi_one(pred: np.ndarray, target: np.ndarray, sample_rate: int, extended: bool, metric: str) -> float:
@@ -74,14 +73,7 @@ def _stoi_update(
     problems = [pair_problem(p, t, equal_length=True) for p, t in zip(pred_clips, target_clips)]
     valid, excluded = split_valid(problems)
     jobs = [(pred_clips[i], target_clips[i], sample_rate, extended) for i in valid]
-    results = map_jobs(_stoi_job, jobs, default_workers() if num_workers is None else num_workers)
-    values = []
-    for i, result in zip(valid, results):
-        if isinstance(result, str):
-            excluded.append((i, result))
-        else:
-            values.append(result)
-    return torch.tensor(values, dtype=torch.float64), sorted(excluded)
+    return score_valid(_stoi_job, jobs, valid, excluded, num_workers)
 
 
 def _stoi_compute(scores: Tensor) -> Tensor:

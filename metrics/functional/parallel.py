@@ -21,6 +21,9 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
+import torch
+from torch import Tensor
+
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
@@ -77,3 +80,27 @@ def map_jobs(fn: Callable[[Job], Result], jobs: Sequence[Job], num_workers: int)
     except BrokenProcessPool:  # a worker was killed (e.g. out of memory): start afresh once
         shutdown_pool()
         return list(_shared_pool(num_workers).map(fn, jobs))
+
+
+def score_valid(fn: Callable[[Job], float | str], jobs: Sequence[Job], valid: Sequence[int],
+                excluded: list[tuple[int, str]], num_workers: int | None) -> tuple[Tensor, list[tuple[int, str]]]:
+    """Score the clips ``valid`` (one job each) and gather their scores and exclusions.
+
+    Args:
+        fn: per-clip scorer returning a float, or a string that says why the clip is excluded.
+        jobs: one per entry of ``valid``.
+        valid: clip indices of ``jobs``.
+        excluded: ``(index, reason)`` already excluded before scoring; extended in place.
+        num_workers: processes (``None``: :func:`default_workers`).
+
+    Returns:
+        float64 ``(N_ok,)`` scores in clip order and the sorted ``(index, reason)`` exclusions.
+    """
+    results = map_jobs(fn, jobs, default_workers() if num_workers is None else num_workers)
+    values = []
+    for i, result in zip(valid, results):
+        if isinstance(result, str):
+            excluded.append((i, result))
+        else:
+            values.append(result)
+    return torch.tensor(values, dtype=torch.float64), sorted(excluded)

@@ -13,7 +13,6 @@ use and kept for later updates.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from metrics.audio_features import (
@@ -25,7 +24,7 @@ from metrics.audio_features import (
     raise_first,
     split_valid,
 )
-from metrics.functional.parallel import default_workers, map_jobs
+from metrics.functional.parallel import score_valid
 
 METRIC = "PESQ"
 MIN_SAMPLES = 4_000
@@ -61,14 +60,7 @@ def _pesq_update(
     problems = [pair_problem(p, t, True, MIN_SAMPLES) for p, t in zip(pred_clips, target_clips)]
     valid, excluded = split_valid(problems)
     jobs = [(target_clips[i], pred_clips[i], sample_rate) for i in valid]
-    results = map_jobs(_pesq_one, jobs, default_workers() if num_workers is None else num_workers)
-    values = []
-    for i, result in zip(valid, results):
-        if isinstance(result, str):
-            excluded.append((i, result))
-        else:
-            values.append(result)
-    return torch.tensor(values, dtype=torch.float64), sorted(excluded)
+    return score_valid(_pesq_one, jobs, valid, excluded, num_workers)
 
 
 def _pesq_compute(scores: Tensor) -> Tensor:

@@ -39,7 +39,8 @@ def test_stoi_pool_equals_in_process_with_exclusions(extended: bool) -> None:
     preds[2, 1_600:], target[2, 1_600:] = 0.0, 0.0  # 0.1 s of sound: pystoi finds too few frames
     pooled = _stoi_update(preds, target, 16_000, extended, num_workers=2)
     local = _stoi_update(preds, target, 16_000, extended, num_workers=1)
-    np.testing.assert_array_equal(pooled[0].numpy(), local[0].numpy())
+    # equal up to float rounding: BLAS may split pystoi's sums differently in a worker process
+    np.testing.assert_allclose(pooled[0].numpy(), local[0].numpy(), rtol=1e-12, atol=0)
     assert pooled[1] == local[1] and [i for i, _ in pooled[1]] == [1, 2]
     assert "fewer than 30 non-silent" in pooled[1][1][1]
 
