@@ -11,9 +11,10 @@ random one of the same family shaped like it as far as the builders allow (:data
 3. generation real-time factor (seconds of compute per second of speech+video produced;
    below 1 is faster than real time) for one 2 s utterance.
 
-Each measurement runs in its own subprocess under an address-space limit (``--memory-gib``,
-default 24), so a configuration that does not fit fails alone; the script then halves the batch
-and the frames until one step fits and says which one did.
+Each measurement runs in its own subprocess under a memory limit (``--memory-gib``, default 24;
+``RLIMIT_DATA``), so a configuration that does not fit fails alone; paper-size steps are tried
+from batch 1 x 4 frames upwards, and when even that does not fit, at smaller image sizes, and the
+script says which one fitted.
 
 Usage: ``python benchmarks/model.py [--skip-paper] [--memory-gib 24] [--threads 2]``
 """
@@ -172,8 +173,10 @@ def run_isolated(target, args: tuple, memory_gib: float, timeout_s: float = 1800
 
 
 def _limited(target, args, memory_gib, queue) -> None:
+    # RLIMIT_DATA (heap and private anonymous mappings) rather than RLIMIT_AS: the address space
+    # also counts the ~4 GiB of library mappings the CUDA build of torch reserves at import.
     limit = int(memory_gib * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     target(*args, queue)
 
 
@@ -199,6 +202,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--skip-paper", action="store_true", help="only the tiny configuration")
     parser.add_argument("--memory-gib", type=float, default=24.0, help="address-space limit per measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-tiny-speed", action="store_true", help="no tiny step/generation timing")
+    parser.add_argument("--skip-paper-generation", action="store_true", help="no paper-size generation timing")
     args = parser.parse_args(argv)
     from experiments.fit import merged_config
 
@@ -209,7 +214,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         paper = _paper_overrides()
         parameter_table("paper (ete.yaml" + (", pretrained parts as random stand-ins)" if paper.keys() - PAPER_DATA.keys()
                                              else ")"), PAPER, paper)
-    _speed("tiny", TINY, tiny, args, batch_size=8, frames=None, seconds=2.0, steps=10)
+    if not args.skip_tiny_speed:
+        _speed("tiny", TINY, tiny, args, batch_size=8, frames=None, seconds=2.0, steps=10)
     if not args.skip_paper:
         _paper_speed(args, paper)
     return 0
@@ -269,10 +275,19 @@ def _paper_speed(args, overrides) -> None:
             break
         fitted = (batch_size, frames)
     if fitted is None:
-        print(f"  no paper-size training step fits in {args.memory_gib:g} GiB on CPU")
+        print(f"  no paper-size training step fits in {args.memory_gib:g} GiB on CPU; trying smaller frames")
+        for size in (384, 256, 128):
+            result = _speed(f"paper at {size}px (batch 1, 4 frames)", PAPER, {**overrides, "image_size": size}, args,
+                            batch_size=1, frames=4, seconds=2.0, steps=1, generation=False, repeats=2)
+            if result["step"]["ok"]:
+                print(f"  the largest image size tried whose step fits in {args.memory_gib:g} GiB: {size}px "
+                      "(batch 1, 4 frames)")
+                break
     elif fitted != (8, 18):
         print(f"  the paper's step (batch 8, 18 frames) does not fit in {args.memory_gib:g} GiB on CPU; the largest "
               f"tried that fits: batch {fitted[0]}, {fitted[1]} frames")
+    if args.skip_paper_generation:
+        return
     _speed("paper", PAPER, overrides, args, batch_size=1, frames=None, seconds=2.0, steps=1, train=False)
     print("  (generation with 1 DDIM step per window: the video part costs about that many times more at 25-40 steps)")
 
