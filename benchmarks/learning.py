@@ -71,7 +71,9 @@ def write_curves(rows: list[dict[str, float]], out: Path) -> None:
         values = np.array([r[term] for r in rows])
         ax.plot(steps, values, alpha=0.35, label="per step")
         window = max(1, len(values) // 20)
-        ax.plot(steps, np.convolve(values, np.ones(window) / window, mode="same"), label=f"mean of {window}")
+        # trailing mean over whole windows only (zero padding would bend both ends of the curve)
+        ax.plot(steps[window - 1 :], np.convolve(values, np.ones(window) / window, mode="valid"),
+                label=f"mean of last {window}")
         ax.set_title(term)
         ax.set_xlabel("step")
     axes[0].legend()
