@@ -24,7 +24,6 @@ from datamodules.conventions import IMAGE_SIZE
 from datamodules.fakeavceleb import FakeAVCelebDataModule
 from datamodules.hdtf import HDTFDataModule
 from datamodules.splits import SPLITS
-from datamodules.tokenizer import train_tokenizer
 from datamodules.voxceleb import VoxCelebDataModule
 
 log = logging.getLogger(__name__)
@@ -109,10 +108,9 @@ class CombinedDataModule(LightningDataModule):
         if self.datasets:
             return
         if not self.streaming and not self.tokenizer_path.is_file():
-            texts = [r["utterance"][2] for m in self.modules.values() for r in m.utterance_records()
-                     if r["split"] == "train" and r["utterance"][2]]
-            if texts:
-                train_tokenizer(texts, self.vocab_size, self.tokenizer_path)
+            # every module shares tokenizer_path: the first trains it on all datasets' training text
+            train = [r for m in self.modules.values() for r in m.utterance_records() if r["split"] == "train"]
+            next(iter(self.modules.values()))._tokenizer(train)
         for module in self.modules.values():
             module.setup(stage)
         for split in SPLITS:
