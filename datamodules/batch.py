@@ -26,6 +26,11 @@ key                   shape                  dtype     values
 are the motion context that precede the window the model must generate; where the window starts
 at the beginning of the clip, the motion frames repeat the reference frame and
 ``frame_start`` is negative.
+
+Besides the batches, every DataModule sets one attribute in ``setup``: ``tokenizer``, the
+``tokenizers.Tokenizer`` that produced ``text_ids`` (``None`` before ``setup``).
+:class:`~lightning_modules.NFYLitModule` reads exactly this attribute and stores the tokenizer in
+every checkpoint, so that generation encodes text with the vocabulary the model was trained on.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.audio import log_mel
@@ -139,6 +140,11 @@ class ClipDataModule(LightningDataModule):
         streaming_dir: LitData output (local path or ``s3://``...) with ``train/``, ``val/``, ``test/``;
             when set, batches stream from it and the cache is not read.
         max_clips: discover at most this many clips (quick runs).
+
+    Attributes:
+        tokenizer: the ``tokenizers.Tokenizer`` of ``tokenizer_path`` that encodes ``text_ids``, set
+            by :meth:`setup` (``None`` before, and when streaming without a tokenizer file); the
+            LightningModule stores it in every checkpoint (:mod:`datamodules.batch`).
     """
 
     dataset_name: str = "clips"
@@ -170,6 +176,7 @@ class ClipDataModule(LightningDataModule):
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else self.cache_dir / "tokenizer.json"
         self.streaming_dir = streaming_dir
         self.config = PreprocessConfig(image_size=image_size, max_seconds=max_source_seconds)
+        self.tokenizer: Optional[Tokenizer] = None
         self.datasets: dict[str, Dataset] = {}
         self.excluded: list[dict] = []
 
@@ -201,6 +208,7 @@ class ClipDataModule(LightningDataModule):
         if self.streaming_dir:
             from datamodules.streaming import StreamingClipDataset
 
+            self.tokenizer = self._streaming_tokenizer()
             for split in SPLITS:
                 try:
                     self.datasets[split] = StreamingClipDataset(
@@ -210,10 +218,11 @@ class ClipDataModule(LightningDataModule):
                     log.warning("%s: no %s split in %s (%s)", self.dataset_name, split, self.streaming_dir, err)
             return
         items = self.utterance_records()
-        tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])
+        self.tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])
         for split in SPLITS:
             chosen = [r for r in items if r["split"] == split]
-            ids = [[i for i in e.ids if i != 0] for e in tokenizer.encode_batch([r["utterance"][2] for r in chosen])]
+            texts = [r["utterance"][2] for r in chosen]
+            ids = [[i for i in e.ids if i != 0] for e in self.tokenizer.encode_batch(texts)]
             self.datasets[split] = UtteranceDataset(chosen, self.cache_dir, ids, self.num_frames,
                                                     self.motion_frames, random_window=split == "train")
         log.info("%s splits: %s", self.dataset_name, {s: len(d) for s, d in self.datasets.items()})
@@ -259,7 +268,16 @@ class ClipDataModule(LightningDataModule):
     def _split_dir(self) -> Path:
         return self.cache_dir / "splits" / self.dataset_name
 
-    def _tokenizer(self, train_records: list[dict]):
+    def _streaming_tokenizer(self) -> Optional[Tokenizer]:
+        """The tokenizer the chunks were encoded with: ``tokenizer_path``, when that file exists."""
+        if self.tokenizer_path.is_file():
+            return load_tokenizer(self.tokenizer_path)
+        log.warning("%s: streaming from %s without a tokenizer file (tokenizer_path %s does not exist): checkpoints "
+                    "will hold no tokenizer and cannot generate; set tokenizer_path to the tokenizer.json of the "
+                    "cache the chunks were written from", self.dataset_name, self.streaming_dir, self.tokenizer_path)
+        return None
+
+    def _tokenizer(self, train_records: list[dict]) -> Tokenizer:
         if not self.tokenizer_path.is_file():
             texts = [r["utterance"][2] for r in train_records if r["utterance"][2]]
             if not texts:

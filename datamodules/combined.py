@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 from lightning.pytorch import LightningDataModule
+from tokenizers import Tokenizer
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from datamodules.batch import collate
@@ -63,6 +64,10 @@ class CombinedDataModule(LightningDataModule):
             when set, batches stream from it and the cache is not read.
         max_clips: discover at most this many clips per dataset (quick runs).
 
+    Attributes:
+        tokenizer: the shared ``tokenizers.Tokenizer`` that encodes ``text_ids``, set by :meth:`setup`
+            (``None`` before); the LightningModule stores it in every checkpoint (:mod:`datamodules.batch`).
+
     Raises:
         ValueError: no dataset root at all.
     """
@@ -96,6 +101,7 @@ class CombinedDataModule(LightningDataModule):
                                 streaming_dir=f"{streaming_dir.rstrip('/')}/{name}" if streaming_dir else None)
             for name, root in roots.items()}
         self.streaming = streaming_dir is not None
+        self.tokenizer: Optional[Tokenizer] = None
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
@@ -113,6 +119,7 @@ class CombinedDataModule(LightningDataModule):
             next(iter(self.modules.values()))._tokenizer(train)
         for module in self.modules.values():
             module.setup(stage)
+        self.tokenizer = next(iter(self.modules.values())).tokenizer  # all load the shared tokenizer_path
         for split in SPLITS:
             parts = [m.datasets[split] for m in self.modules.values()
                      if split in m.datasets and len(m.datasets[split])]

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.batch import collate
@@ -130,6 +131,11 @@ class DemoDataModule(LightningDataModule):
             it as its upper bound (at least 260).
         build_if_missing: build the corpus in ``prepare_data`` when ``root`` has none.
         preprocess_workers: processes for preprocessing (0 = in this process).
+
+    Attributes:
+        tokenizer: the ``tokenizers.Tokenizer`` of ``<cache>/tokenizer.json`` that encodes
+            ``text_ids``, set by :meth:`setup` (``None`` before); the LightningModule stores it in
+            every checkpoint (:mod:`datamodules.batch`).
     """
 
     def __init__(self, root: str = "data/demo", cache_dir: Optional[str] = None, image_size: int = IMAGE_SIZE,
@@ -151,7 +157,7 @@ class DemoDataModule(LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.vocab_size = vocab_size
         self.config = PreprocessConfig(image_size=image_size, max_seconds=max_seconds)
-        self.tokenizer: Any = None
+        self.tokenizer: Optional[Tokenizer] = None
         self.datasets: dict[str, CachedClipDataset] = {}
 
     @property

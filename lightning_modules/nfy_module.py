@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
 from tqdm.auto import tqdm
@@ -107,7 +108,7 @@ class NFYLitModule(LightningModule):
         self.scheduler = scheduler
         self.loss_weights = weights
         self._batch_checked = False
-        self.tokenizer: Any = None  # set from the DataModule / checkpoint; used by generation
+        self.tokenizer: Any = None  # from the DataModule (setup) or the checkpoint; used by generation
         # One MeanMetric per stage and term (plus the weighted total): epoch means sync over DDP.
         # (ModuleDict keys "train"/"val" would clash with nn.Module.train, hence "train_loss" ...)
         self.losses = nn.ModuleDict(
@@ -153,24 +154,58 @@ class NFYLitModule(LightningModule):
         """Log the test loss terms."""
         self._step(batch, "test")
 
+    def setup(self, stage: str) -> None:
+        """For fitting, take the DataModule's ``tokenizer``: every checkpoint then stores it.
+
+        ``tokenizer`` (a ``tokenizers.Tokenizer``, set by the DataModule's ``setup``) is the one
+        attribute every nfy DataModule exposes for this (:mod:`datamodules.batch`); no other
+        place is searched. Without it a warning says that the checkpoints cannot generate, unless
+        ``self.tokenizer`` was set by hand.
+        """
+        if stage != "fit":
+            return
+        datamodule = self.trainer.datamodule
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        elif self.tokenizer is None:
+            if datamodule is None:
+                why = "fit without a DataModule"
+            elif not hasattr(datamodule, "tokenizer"):
+                why = f"{type(datamodule).__name__} has no `tokenizer` attribute"
+            else:
+                why = f"{type(datamodule).__name__}.tokenizer is None after setup()"
+            rank_zero_warn(f"{why}: checkpoints of this run hold no tokenizer and experiments.generate refuses "
+                           "them. Set the DataModule's `tokenizer` in its setup() to the tokenizers.Tokenizer "
+                           "that encodes text_ids (or set module.tokenizer)")
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the RNG states: diffusion noise, timesteps and shuffling resume where they were."""
+        """Store the RNG states and the tokenizer (as JSON).
+
+        The RNG states make diffusion noise, timesteps and shuffling resume where they were;
+        generation needs the exact vocabulary the model was trained on.
+        """
         checkpoint["nfy_rng_states"] = _rng_states()
-        tokenizer = self.tokenizer
-        if tokenizer is None and self._trainer is not None:
-            tokenizer = _datamodule_tokenizer(self.trainer.datamodule)
-        if tokenizer is not None:  # generation needs the exact vocabulary the model was trained on
-            checkpoint["nfy_tokenizer"] = _tokenizer_json(tokenizer)
+        if self.tokenizer is not None:
+            checkpoint["nfy_tokenizer"] = _tokenizer_json(self.tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """On resume, restore the RNG states (Lightning isolates the sanity check's RNG after this).
+        """Restore the stored tokenizer and, on resume, the RNG states.
 
-        ``load_from_checkpoint`` (no trainer attached) leaves the caller's RNG alone.
+        On resume (Lightning isolates the sanity check's RNG after this) the DataModule's tokenizer,
+        set in :meth:`setup`, is kept: it encodes the text being trained on; a warning says when it
+        differs from the checkpoint's. ``load_from_checkpoint`` (no trainer attached) leaves the
+        caller's RNG alone.
         """
-        if "nfy_tokenizer" in checkpoint:
+        stored = checkpoint.get("nfy_tokenizer")
+        if stored is not None and self.tokenizer is None:
             from tokenizers import Tokenizer
 
-            self.tokenizer = Tokenizer.from_str(checkpoint["nfy_tokenizer"])
+            self.tokenizer = Tokenizer.from_str(stored)
+        elif stored is not None and _tokenizer_json(self.tokenizer) != stored:
+            rank_zero_warn("the DataModule's tokenizer differs from the one stored in the checkpoint: the text ids "
+                           "now mean other tokens than the model was trained on. Training goes on with the "
+                           "DataModule's (give it the run's original tokenizer.json to avoid this)")
         if "nfy_rng_states" in checkpoint and self._trainer is not None:
             _set_rng_states(checkpoint["nfy_rng_states"])
 
@@ -326,15 +361,6 @@ class NFYLitModule(LightningModule):
             frames.append(clip)
             motion = clip[:, -context:] if context > 0 else None
         return torch.cat(frames, dim=1)[:, :total_frames]  # (B, T, 3, H, W)
-
-
-def _datamodule_tokenizer(datamodule: Any) -> Any:
-    """``datamodule.tokenizer``, or that of the first DataModule a combined one holds, or ``None``."""
-    for source in (datamodule, *getattr(datamodule, "modules", {}).values()):
-        tokenizer = getattr(source, "tokenizer", None)
-        if tokenizer is not None:
-            return tokenizer
-    return None
 
 
 def _tokenizer_json(tokenizer: Any) -> str:

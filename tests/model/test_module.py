@@ -234,3 +234,32 @@ def test_sample_callback_logs_video_audio_mel(tmp_path) -> None:
     mp4 = list((tmp_path / "run" / "version_0" / "samples").glob("*.mp4"))
     assert [p.name for p in mp4] == ["epoch=1-clip100.mp4"]
     assert read_video(mp4[0]).shape[0] == 12 and abs(read_audio(mp4[0]).size - 30 * 256) < 640
+
+
+class TokenizedDataModule(SyntheticDataModule):
+    """SyntheticDataModule with the documented ``tokenizer`` attribute, set by ``setup``."""
+
+    def setup(self, stage: str) -> None:
+        from datamodules.tokenizer import train_tokenizer
+
+        self.tokenizer = train_tokenizer(["hello there", "the quick brown fox"], 300)
+
+
+def test_checkpoints_carry_the_datamodules_tokenizer_attribute_only(tmp_path) -> None:
+    datamodule = TokenizedDataModule()
+    trainer = _trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(NFYLitModule(StandInNetwork()), datamodule=datamodule)
+    trainer.save_checkpoint(tmp_path / "with.ckpt")
+    saved = torch.load(tmp_path / "with.ckpt", weights_only=True)
+    assert saved["nfy_tokenizer"] == datamodule.tokenizer.to_str()
+    assert NFYLitModule.load_from_checkpoint(tmp_path / "with.ckpt", net=StandInNetwork()).tokenizer is not None
+
+    # no ``tokenizer`` attribute: a warning naming the DataModule, nothing looked up elsewhere
+    # (a combined DataModule's parts once served as a guess)
+    lacking = SyntheticDataModule()
+    lacking.modules = {"part": datamodule}
+    trainer = _trainer(max_steps=1, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="SyntheticDataModule has no `tokenizer`"):
+        trainer.fit(NFYLitModule(StandInNetwork()), datamodule=lacking)
+    trainer.save_checkpoint(tmp_path / "without.ckpt")
+    assert "nfy_tokenizer" not in torch.load(tmp_path / "without.ckpt", weights_only=True)

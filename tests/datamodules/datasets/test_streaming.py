@@ -35,6 +35,7 @@ def test_datamodule_streaming_mode_and_rank_shards(prepared, tmp_path, monkeypat
     optimize_splits(records, prepared.cache, str(tmp_path / "chunks"), num_workers=1, chunk_size=1)
     streaming = prepared("fakeavceleb", english_only=False, streaming_dir=str(tmp_path / "chunks"), num_frames=4)
     streaming.setup("fit")
+    assert streaming.tokenizer.to_str() == module._tokenizer([]).to_str()  # the cache's, the chunks' ids
     batch = next(iter(streaming.train_dataloader()))
     validate_batch(batch)
     assert batch["video"].shape[1] == 6  # 2 motion + 4 frames
