@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -27,29 +28,63 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lightning_modules import NFYLitModule
+from lightning_modules.checkpoint import CheckpointError, check_checkpoint
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR: Path = Path(__file__).resolve().parent / "configs"
 """Folder of the shipped configs; ``--config`` resolves bare names against it."""
+LIGHTNING_CKPT_NAMES: tuple[str, ...] = ("last", "best", "hpc")
+"""``--ckpt_path`` values that Lightning resolves itself (not files checked up front)."""
 LINKED_FROM_DATA: tuple[str, ...] = ("vocab_size", "image_size", "num_frames", "motion_frames")
 """DataModule attributes copied into ``model.net`` after the DataModule is built."""
+
+
+class ConfigError(ValueError):
+    """A ``--config`` file that cannot be used; the message names the file and the problem."""
 
 
 def resolve_config(value: str) -> str:
     """``value`` if it is an existing path, else ``experiments/configs/<value>`` when that exists.
 
+    The file must be readable UTF-8 YAML holding a mapping (or nothing): checked here, so that a
+    bad file gives one line rather than the parser's usage text.
+
     Raises:
-        FileNotFoundError: neither exists (names the value and the folder searched).
+        ConfigError: neither exists (names the value and the folder searched), or the file is a
+            folder, unreadable, not UTF-8, not YAML, or not a mapping.
     """
     path = Path(value)
-    if path.is_file():
-        return str(path)
-    shipped = CONFIG_DIR / value
-    if shipped.is_file():
-        return str(shipped)
-    names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
-    raise FileNotFoundError(f"--config {value!r}: no such file, nor in {CONFIG_DIR} (which holds {names})")
+    if not path.exists() and (CONFIG_DIR / value).is_file():
+        path = CONFIG_DIR / value
+    elif not path.exists():
+        names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"--config {value!r}: no such file, nor in {CONFIG_DIR} (which holds {names})")
+    _check_config_file(path)
+    return str(path)
+
+
+def _check_config_file(path: Path) -> None:
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"--config {str(path)!r}: {problem}")
+
+    if path.is_dir():
+        raise fail("is a folder, not a YAML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise fail(f"is not UTF-8 text (byte {err.start})") from err
+    except OSError as err:
+        raise fail(f"cannot be read ({err.strerror or err})") from err
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise fail(f"is not valid YAML ({where}{getattr(err, 'problem', None) or err})") from err
+    if content is not None and not isinstance(content, dict):
+        raise fail(f"expected a YAML mapping of sections (trainer:, model:, data: ...), got a "
+                   f"{type(content).__name__}")
 
 
 def resolve_config_args(args: Sequence[str]) -> list[str]:
@@ -87,13 +122,30 @@ class NFYCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             run=False,
-            args=resolve_config_args(raw),
+            args=raw,
             **kwargs,
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse (bare config names resolved), then check ``--ckpt_path`` before anything is seeded or built.
+
+        Raises:
+            ConfigError: a ``--config`` file that cannot be used.
+            CheckpointError: a ``--ckpt_path`` file that cannot resume training (nothing is created on disk).
+        """
+        with warnings.catch_warnings():
+            # args is sys.argv or a caller's list, never a mix of the two that Lightning warns about
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            super().parse_arguments(parser, resolve_config_args(args))
+        ckpt_path = self.config.get("ckpt_path")
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in ckpt_path:
+            check_checkpoint(ckpt_path, resumable=True)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """``--ckpt_path`` (run=False has no fit subcommand to carry it) and the data -> net links."""
+        """``--ckpt_path`` (run=False has no fit subcommand to carry it), ``--debug`` and the data -> net links."""
         parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="checkpoint to resume from")
+        parser.add_argument("--debug", action="store_true",
+                            help="show the traceback of a bad --config or --ckpt_path instead of one line")
         for name in LINKED_FROM_DATA:
             parser.link_arguments("data", f"model.init_args.net.init_args.{name}", compute_fn=_DataValue(name),
                                   apply_on="instantiate")
@@ -150,8 +202,21 @@ def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 def main(args: Optional[Sequence[str]] = None) -> NFYCLI:
-    """Parse, build, and fit; returns the CLI (model, datamodule, trainer) for callers."""
-    cli = NFYCLI(args=args)
+    """Parse, build, and fit; returns the CLI (model, datamodule, trainer) for callers.
+
+    Raises:
+        SystemExit: code 2 after one line on stderr for a bad ``--config`` or ``--ckpt_path``
+            (with ``--debug``: the :class:`ConfigError` / :class:`CheckpointError` itself).
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    try:
+        cli = NFYCLI(args=args)
+    except (ConfigError, CheckpointError) as err:
+        if "--debug" in args:
+            raise
+        option = "--ckpt_path: " if isinstance(err, CheckpointError) else ""
+        sys.stderr.write(f"error: {option}{err}\n")
+        raise SystemExit(2) from None
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.get("ckpt_path"))
     return cli
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ def test_bare_config_names_resolve_to_shipped_configs(tmp_path: Path) -> None:
     assert resolve_config(str(local)) == str(local)
     assert resolve_config_args(["--config", "tiny.yaml", "--config=ete.yaml", "--x", "tiny.yaml"]) == [
         "--config", str(fit.CONFIG_DIR / "tiny.yaml"), "--config=" + str(fit.CONFIG_DIR / "ete.yaml"), "--x", "tiny.yaml"]
-    with pytest.raises(FileNotFoundError, match="nope.yaml.*ete.yaml"):
+    with pytest.raises(fit.ConfigError, match="nope.yaml.*ete.yaml"):
         resolve_config("nope.yaml")
 
 
@@ -60,3 +61,47 @@ def test_tiny_config_trains_the_real_network(tmp_path: Path) -> None:
     metrics = cli.trainer.callback_metrics
     for term in ("video_l1", "audio_mse", "denoise", "stop", "loss"):
         assert torch.isfinite(metrics[f"train/{term}"]), term
+
+
+def _one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "truncated", "random", "folder"])
+def test_bad_ckpt_path_one_line_exit_2_nothing_created(case: str, stand_in: str, tmp_path: Path, capsys) -> None:
+    from tests.model.test_checkpoint import write_bad_checkpoint
+
+    bad = write_bad_checkpoint(case, tmp_path)
+    args = ["--config", stand_in, f"--ckpt_path={bad}", "--trainer.max_steps=1", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger", f"--trainer.logger.save_dir={tmp_path / 'logs'}",
+            f"--trainer.default_root_dir={tmp_path / 'root'}"]
+    with pytest.raises(SystemExit) as caught:
+        fit.main(args)
+    assert caught.value.code == 2
+    line = _one_error_line(capsys)
+    assert str(bad) in line and "--ckpt_path" in line
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "root").exists()  # no empty version_N left
+    from lightning_modules.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError):  # --debug: the exception itself, with its traceback
+        fit.main([*args, "--debug"])
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "no such file"),
+    (b"trainer: [max_steps: 1\n  x: :\n", "not valid YAML.*line"),
+    (b"\x00\xff\xfe binary", "not UTF-8 text"),
+    (b"- just\n- a list\n", "expected a YAML mapping"),
+])
+def test_bad_config_one_line_exit_2(content, problem, stand_in: str, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "mine.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as caught:
+        fit.main(["--config", stand_in, "--config", str(path)])
+    assert caught.value.code == 2
+    line = _one_error_line(capsys)
+    assert str(path) in line
+    assert re.search(problem, line), line
