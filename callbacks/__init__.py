@@ -1,6 +1,7 @@
-"""Training callbacks of nfy: sample rendering to TensorBoard and generative-metric evaluation."""
+"""Training callbacks of nfy: sample rendering, generative-metric evaluation, checkpoints and resumes."""
 
+from callbacks.checkpoint import LastStateCheckpoint, ResumeLimitsCallback
 from callbacks.metrics_callback import GenerativeMetricsCallback
 from callbacks.sample_callback import SampleCallback
 
-__all__ = ["GenerativeMetricsCallback", "SampleCallback"]
+__all__ = ["GenerativeMetricsCallback", "LastStateCheckpoint", "ResumeLimitsCallback", "SampleCallback"]

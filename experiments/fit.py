@@ -10,7 +10,21 @@ with ``run=False`` so this script owns the call to ``trainer.fit`` and its ``--c
 * Values that both sides must agree on are stated once, by the DataModule, and linked into the
   network when the DataModule exists: ``vocab_size``, ``image_size``, ``num_frames`` (window),
   ``motion_frames``. Frame rate and sample rate are fixed in :mod:`datamodules.conventions`.
-* ``--ckpt_path last.ckpt`` resumes a run exactly (weights, optimiser, scheduler, loop counters).
+* Where a run writes: ``trainer.default_root_dir``, when given, is the root of everything (it
+  replaces the logger's ``save_dir``); otherwise the logger's ``save_dir`` is (``outputs/`` in the
+  shipped configs). Logs, ``config.yaml`` and checkpoints go to ``<root>/<logger name>/version_N/``,
+  checkpoints in its ``checkpoints/`` (without a logger: ``<default_root_dir>/checkpoints/``;
+  a ModelCheckpoint ``dirpath`` overrides this).
+* ``last.ckpt`` (:class:`~callbacks.LastStateCheckpoint` in the shipped configs) holds the state
+  where training stopped: at ``max_steps``/``max_epochs``/``max_time``, on Ctrl-C and on SIGTERM
+  (an error leaves the last save before it).
+* ``--ckpt_path last.ckpt`` resumes a run (weights, optimiser, scheduler, loop counters and RNG;
+  exactly so from an epoch-end checkpoint). The resume rule: ``max_steps`` and ``max_epochs`` count
+  the whole training (the counters are restored), ``max_time`` counts this run only (the elapsed
+  time is not restored); the limits that apply are logged (:class:`~callbacks.ResumeLimitsCallback`,
+  added to every run). A resume writes into a new ``version_N``.
+* A ``--config`` or ``--ckpt_path`` file that cannot be used stops the run before anything is
+  written, with one line naming the file and the problem and exit code 2 (``--debug``: the traceback).
 """
 
 from __future__ import annotations
@@ -26,7 +40,9 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks.checkpoint import ResumeLimitsCallback
 from lightning_modules import NFYLitModule
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
 
@@ -116,6 +132,11 @@ class NFYCLI(LightningCLI):
     def __init__(self, args: Optional[Sequence[str]] = None, **kwargs: Any) -> None:
         raw = list(sys.argv[1:] if args is None else args)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        defaults = dict(kwargs.pop("trainer_defaults", None) or {})
+        given = defaults.get("callbacks") or []
+        # persistent: added whatever the configs list (the resume rule of the module docstring)
+        defaults["callbacks"] = [*(given if isinstance(given, list) else [given]), ResumeLimitsCallback()]
+        kwargs["trainer_defaults"] = defaults
         super().__init__(
             NFYLitModule,
             LightningDataModule,
@@ -140,6 +161,18 @@ class NFYCLI(LightningCLI):
         ckpt_path = self.config.get("ckpt_path")
         if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in ckpt_path:
             check_checkpoint(ckpt_path, resumable=True)
+
+    def before_instantiate_classes(self) -> None:
+        """A given ``trainer.default_root_dir`` becomes the logger's ``save_dir`` (the folder rule)."""
+        trainer = self.config.trainer
+        root = trainer.get("default_root_dir")
+        loggers = trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)  # a class_path config; True/False/None have none
+            if root is not None and init_args is not None and "save_dir" in init_args:
+                if init_args.save_dir not in (None, root):
+                    rank_zero_info(f"trainer.default_root_dir {root} replaces the logger's save_dir {init_args.save_dir}")
+                init_args.save_dir = root
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """``--ckpt_path`` (run=False has no fit subcommand to carry it), ``--debug`` and the data -> net links."""
