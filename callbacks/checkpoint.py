@@ -10,7 +10,7 @@ adds it to every run).
 from __future__ import annotations
 
 import datetime
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
@@ -37,13 +37,12 @@ class LastStateCheckpoint(ModelCheckpoint):
     this step was saved already.
 
     Args:
-        *args: :class:`ModelCheckpoint`'s arguments.
         save_last: as in :class:`ModelCheckpoint`, but ``True`` by default.
-        **kwargs: :class:`ModelCheckpoint`'s keyword arguments.
+        **kwargs: :class:`ModelCheckpoint`'s other arguments (``dirpath``, ``monitor``, ``save_top_k`` ...).
     """
 
-    def __init__(self, *args: Any, save_last: Optional[bool] = True, **kwargs: Any) -> None:
-        super().__init__(*args, save_last=save_last, **kwargs)
+    def __init__(self, save_last: Optional[Union[bool, Literal["link"]]] = True, **kwargs: Any) -> None:
+        super().__init__(save_last=save_last, **kwargs)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Write ``last.ckpt`` unless this step is saved already."""
@@ -75,9 +74,9 @@ class ResumeLimitsCallback(Callback):
         """Drop the stored Timer state (before the callbacks load theirs) and log the limits that apply."""
         stored = (checkpoint.get("callbacks") or {}).pop(Timer.__qualname__, None)
         elapsed = (stored or {}).get("time_elapsed", {}).get("train")
-        step, epoch = checkpoint.get("global_step", 0), checkpoint.get("epoch", 0)
+        step = checkpoint.get("global_step", 0)
         trained = f", after {_hms(elapsed)} of training" if elapsed is not None else ""
-        rank_zero_info(f"Resuming from {trainer.ckpt_path}: saved at step {step} (epoch {epoch}){trained}. "
+        rank_zero_info(f"Resuming from {trainer.ckpt_path}: saved at step {step}{trained}. "
                        f"This run stops at {_limits(trainer, elapsed)}")
         if trainer.max_steps is not None and 0 <= trainer.max_steps <= step:
             rank_zero_warn(f"the checkpoint is at step {step} and max_steps={trainer.max_steps}: nothing is left "

@@ -92,4 +92,4 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-__all__: list[str] = ["CheckpointError", "RESUME_KEYS", "check_checkpoint"]
+__all__: list[str] = ["RESUME_KEYS", "CheckpointError", "check_checkpoint"]
