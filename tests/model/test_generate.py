@@ -351,3 +351,16 @@ def test_model_limits_checked_before_generation(tiny_checkpoint, voice, shared_d
     assert caught.value.argument == "tokenizer"
     assert not (tmp_path / "out.mp4").exists()
 
+
+def test_demo_refuses_bad_steps_before_training(monkeypatch, tmp_path, capsys) -> None:
+    """The demo passes --steps to generate after minutes of corpus building and training: checked first."""
+    from datamodules import demo_corpus
+    from experiments import demo
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo started its work before checking --steps")
+
+    monkeypatch.setattr(demo_corpus, "ensure_demo_corpus", refuse)
+    with pytest.raises(SystemExit) as caught:
+        demo.main(["--steps", "0", "--root", str(tmp_path / "corpus"), "--out", str(tmp_path / "out")])
+    assert caught.value.code == 2 and "--steps" in capsys.readouterr().err
