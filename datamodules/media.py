@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -310,9 +310,8 @@ class Mp4Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.sample_rate = sample_rate
         self.num_frames = 0
-        fd, tmp = tempfile.mkstemp(suffix=".mp4", prefix=f".{self.path.stem}.", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = _new_temporary_file(self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
+        tmp = str(self._tmp)
         self._time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
         try:
             self._container = av.open(tmp, mode="w", format="mp4")
@@ -378,6 +377,22 @@ class Mp4Writer:
             self.close()
         else:
             self.abort()
+
+
+def _new_temporary_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create an empty, uniquely named file in ``folder`` with the usual mode (0666 & ~umask).
+
+    Not :func:`tempfile.mkstemp`: its files are 0600, and the rename would keep that mode, so
+    every written clip would be private whatever the user's umask.
+    """
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free temporary file name in {folder}")
 
 
 def write_mp4(

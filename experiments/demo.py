@@ -88,6 +88,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="DDIM steps per window at generation")
     parser.add_argument("--num-clips", type=int, default=100, help="clips of a newly built corpus")
     args, overrides = parser.parse_known_args(argv)  # the rest: fit flags, e.g. --trainer.max_steps=50
+    if args.steps is not None and args.steps < 1:  # generation comes after minutes of training: check now
+        parser.error(f"--steps must be >= 1 (DDIM steps per window), got {args.steps}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from datamodules.demo_corpus import ensure_demo_corpus
     from experiments.generate import generate

@@ -18,15 +18,25 @@ head fires, then the vocoder), then the video window by window, each window cond
 previous window's last frames (across sentences too). Audio and video are concatenated and
 muxed into one mp4, written atomically: a failed run leaves no file behind.
 
-Every bad input fails before any generation with one :class:`GenerationInputError` naming the
-argument, the value and what was expected; a missing checkpoint raises ``FileNotFoundError``.
+Bad input fails before the work with one :class:`GenerationInputError` naming the argument, the
+value and what was expected. What needs no model is checked before the checkpoint is loaded: the
+ranges of the options, the device, the output path, the text's characters (:data:`LATIN_SCRIPT`),
+the photo (readable, at least 20 px, a face) and the voice sample. Right after loading, before any
+generation: that the checkpoint is readable, each sentence's token count (``max_text_len``) and
+the step count. A missing checkpoint raises ``FileNotFoundError``. The command line prints the
+message as one line and exits with status 2 (``--debug`` adds the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import numbers
 import re
+import sys
+import tempfile
+import traceback
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +59,28 @@ MIN_VOICE_RMS: float = 1e-3
 """A voice sample whose speech RMS is below this (about -60 dBFS) counts as silent."""
 MAX_SENTENCE_WORDS: int = 25
 """Sentences longer than this are cut at commas, then every this many words (about 8 s)."""
+MIN_IMAGE_SIDE: int = 20
+"""Smallest photo side in pixels: MTCNN looks for faces of at least 20 px (and fails on less)."""
+LATIN_SCRIPT: tuple[tuple[int, int], ...] = (
+    (0x0020, 0x007E),  # Basic Latin: ASCII letters, digits, punctuation
+    (0x00A0, 0x024F),  # Latin-1 Supplement, Latin Extended-A/B: accented letters, £ ° ½
+    (0x0300, 0x036F),  # combining accents (a decomposed é)
+    (0x1E00, 0x1EFF),  # Latin Extended Additional
+    (0x2000, 0x206F),  # General Punctuation: dashes, curly quotes, ellipsis
+    (0x20A0, 0x20CF),  # currency signs (€)
+)
+"""Code point ranges of the text :func:`generate` speaks (plus tab and newlines).
+
+The DataModules keep English clips (``english_only``, on by default), so the model was trained to
+speak Latin-script text. The byte-level tokenizer would encode any other script or emoji without
+complaint (it never produces ``<unk>``) and the model would babble, so those characters are refused
+instead, as are control and invisible format characters, even inside these ranges.
+"""
+CLI_FLAGS: dict[str, str] = {
+    "checkpoint": "--ckpt", "image": "--image", "voice": "--voice", "text": "--text", "out": "--out",
+    "num_inference_steps": "--steps", "guidance_scale": "--guidance", "seed": "--seed", "device": "--device",
+}
+"""The command-line flag of each :func:`generate` argument, for the CLI's error messages."""
 
 
 class GenerationInputError(ValueError):
@@ -56,7 +88,15 @@ class GenerationInputError(ValueError):
 
     def __init__(self, argument: str, value: Any, expected: str) -> None:
         self.argument, self.value, self.expected = argument, value, expected
-        super().__init__(f"{argument}={value!r}: {expected}")
+        super().__init__(f"{argument}={_shown(value)}: {expected}")
+
+
+def _shown(value: Any) -> str:
+    """One short line for ``value`` in a message (a long text is elided in the middle)."""
+    if isinstance(value, np.ndarray):
+        return f"<array {value.dtype} {tuple(value.shape)}>"
+    text = repr(str(value) if isinstance(value, Path) else value)
+    return text if len(text) <= 100 else f"{text[:70]} ... {text[-25:]}"
 
 
 @dataclass
@@ -78,7 +118,105 @@ class GenerationResult:
     sample_rate: int = SAMPLE_RATE
 
 
-# ---------------------------------------------------------------------------------- inputs
+# ---------------------------------------------------------------------------------- options
+def check_options(num_inference_steps: Optional[int], guidance_scale: Optional[float], seed: int,
+                  device: Union[str, torch.device]) -> torch.device:
+    """Check the ranges of the generation options and that ``device`` exists here; returns the device.
+
+    Raises:
+        GenerationInputError: naming the first bad option.
+    """
+    if num_inference_steps is not None and not (_is_integer(num_inference_steps) and num_inference_steps >= 1):
+        raise GenerationInputError("num_inference_steps", num_inference_steps,
+                                   "an integer >= 1 (DDIM steps per window), or None for the checkpoint's setting")
+    if guidance_scale is not None and not (isinstance(guidance_scale, numbers.Real) and math.isfinite(guidance_scale)
+                                           and guidance_scale >= 0):
+        raise GenerationInputError("guidance_scale", guidance_scale,
+                                   "a finite number >= 0 (1 = no guidance), or None for the checkpoint's setting")
+    if not (_is_integer(seed) and -(2**63) <= seed < 2**64):
+        raise GenerationInputError("seed", seed, "an integer in [-2**63, 2**64) (what torch.Generator accepts)")
+    return check_device(device)
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_device(device: Union[str, torch.device]) -> torch.device:
+    """``device`` as a :class:`torch.device`, if this machine has it (cpu, cuda[:N] or mps).
+
+    Raises:
+        GenerationInputError: an unknown device string, or a device this machine lacks.
+    """
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise GenerationInputError("device", device, "cpu, cuda, cuda:N or mps") from err
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise GenerationInputError("device", device, "a device this machine has; CUDA is not available here "
+                                       "(use cpu)")
+        if parsed.index is not None and parsed.index >= count:
+            raise GenerationInputError("device", device, f"a device this machine has; it has {count} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise GenerationInputError("device", device, "a device this machine has; MPS is not available here (use cpu)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise GenerationInputError("device", device, "cpu, cuda, cuda:N or mps")
+    return parsed
+
+
+def check_output(out: Optional[PathLike], inputs: dict[str, Any]) -> Optional[Path]:
+    """Check that an mp4 can be written at ``out`` without overwriting an input; returns it as a Path.
+
+    Its folders may be missing (they are created), but the nearest existing one must be a folder
+    this process can create files in (tried with a temporary file, which also covers read-only
+    file systems and ACLs that permission bits do not show).
+
+    Args:
+        out: the mp4 path, or ``None`` (nothing is written).
+        inputs: the other path arguments by name (``checkpoint``, ``image``, ``voice``).
+
+    Raises:
+        GenerationInputError: ``out`` is not a writable ``.mp4`` path, or it is one of ``inputs``.
+    """
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise GenerationInputError("out", out, "an mp4 file name; this is a folder")
+    if path.suffix.lower() != ".mp4":
+        raise GenerationInputError("out", out, "a file name ending in .mp4 (generate writes H.264 + AAC mp4)")
+    for name, given in inputs.items():
+        if isinstance(given, (str, Path)) and Path(given).exists() and path.exists() and path.samefile(given):
+            raise GenerationInputError("out", out, f"a new file; this is the {name} input, which would be overwritten")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise GenerationInputError("out", out, f"a path in a folder; {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise GenerationInputError("out", out, f"a writable place; cannot write in {folder} ({err.strerror})") from err
+    return path
+
+
+# ---------------------------------------------------------------------------------- text
+def check_text(text: Any) -> list[str]:
+    """The sentences of ``text`` after checking its type and characters (:func:`check_characters`).
+
+    Raises:
+        GenerationInputError: ``text`` is not a str, has characters outside :data:`LATIN_SCRIPT`,
+            or has no letter or digit.
+    """
+    if not isinstance(text, str):
+        raise GenerationInputError("text", text, f"a str to speak, got {type(text).__name__}")
+    check_characters(text)
+    return split_sentences(text)
+
+
 def split_sentences(text: str) -> list[str]:
     """Split ``text`` into sentences (., !, ?), long ones at commas and then every 25 words.
 
@@ -97,15 +235,27 @@ def split_sentences(text: str) -> list[str]:
 
 
 def check_characters(text: str) -> None:
-    """Reject control, private-use and unassigned characters (the model was trained on none).
+    """Accept Latin-script text only (:data:`LATIN_SCRIPT`), the script the model was trained to speak.
+
+    Other scripts (Chinese, Cyrillic, Arabic, ...), emoji, control and invisible format
+    characters are refused rather than encoded into bytes the model never learned to speak.
 
     Raises:
-        GenerationInputError: naming each such character and its position.
+        GenerationInputError: naming the first five such characters and their positions.
     """
-    bad = [(i, ch) for i, ch in enumerate(text) if unicodedata.category(ch)[0] == "C" and ch not in "\t\n\r"]
+    bad = [(i, ch) for i, ch in enumerate(text) if not _speakable(ch)]
     if bad:
         shown = ", ".join(f"U+{ord(ch):04X} {unicodedata.name(ch, '(control)')} at {i}" for i, ch in bad[:5])
-        raise GenerationInputError("text", text, f"printable characters only; found {shown}")
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise GenerationInputError("text", text, f"Latin-script text the model was trained to speak (letters with "
+                                   f"or without accents, digits, punctuation); found {shown}{more}")
+
+
+def _speakable(ch: str) -> bool:
+    if ch in "\t\n\r":
+        return True
+    code = ord(ch)
+    return any(lo <= code <= hi for lo, hi in LATIN_SCRIPT) and unicodedata.category(ch)[0] != "C"
 
 
 def encode_text(tokenizer: Any, sentence: str) -> torch.Tensor:
@@ -117,23 +267,42 @@ def encode_text(tokenizer: Any, sentence: str) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+def encode_sentences(module: NFYLitModule, tokenizer: Any, sentences: list[str]) -> list[torch.Tensor]:
+    """(L,) int64 ids per sentence, checked against the model's text length and vocabulary.
+
+    Raises:
+        GenerationInputError: a sentence longer than the model's ``max_text_len`` tokens, or ids
+            beyond its vocabulary (a tokenizer other than the one it was trained with).
+    """
+    ids = [encode_text(tokenizer, sentence) for sentence in sentences]
+    encoder = getattr(module.net, "text_encoder", None)  # the stand-in networks of the tests have none
+    if encoder is None:
+        return ids
+    max_len, vocab = int(encoder.max_len), int(encoder.tokens.num_embeddings)
+    for number, (sentence, sentence_ids) in enumerate(zip(sentences, ids, strict=True), start=1):
+        if len(sentence_ids) > max_len:
+            raise GenerationInputError(
+                "text", sentence, f"at most {max_len} tokens per sentence (the model's max_text_len); sentence "
+                f"{number} has {len(sentence_ids)}: split it with . ! or ?")
+        if int(sentence_ids.max()) >= vocab:
+            raise GenerationInputError(
+                "tokenizer", type(tokenizer).__name__, f"ids below {vocab} (the model's vocabulary); it gives "
+                f"{int(sentence_ids.max())}: not the tokenizer the model was trained with")
+    return ids
+
+
+# ---------------------------------------------------------------------------------- voice and face
 def load_voice(voice: Union[PathLike, np.ndarray]) -> torch.Tensor:
     """(32000,) float32 voice profile: the first 2 s of speech of ``voice`` at 16 kHz.
 
-    ``voice`` is any file PyAV decodes (resampled to 16 kHz mono) or a 16 kHz float array.
+    ``voice`` is any file PyAV decodes (resampled to 16 kHz mono) or a (S,) float array at 16 kHz.
     Leading and trailing silence is trimmed before the 2 s are taken.
 
     Raises:
-        GenerationInputError: unreadable, silent, or under 2 s of speech.
+        GenerationInputError: unreadable, not a finite (S,) float array, silent, or under 2 s of speech.
     """
-    if isinstance(voice, np.ndarray):
-        wav = np.asarray(voice, np.float32).reshape(-1)
-    else:
-        try:
-            wav = read_audio(voice, sample_rate=SAMPLE_RATE)
-        except (MediaError, FileNotFoundError) as err:
-            raise GenerationInputError("voice", str(voice), f"an audio file PyAV can read ({err})") from err
     label = "array" if isinstance(voice, np.ndarray) else str(voice)
+    wav = _voice_samples(voice)
     loud = np.flatnonzero(np.abs(wav) > MIN_VOICE_RMS * 10)  # samples above -40 dBFS
     if loud.size == 0 or float(np.sqrt(np.mean(wav[loud[0] : loud[-1] + 1] ** 2))) < MIN_VOICE_RMS:
         raise GenerationInputError("voice", label, "speech; the sample is silent")
@@ -145,6 +314,21 @@ def load_voice(voice: Union[PathLike, np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.clip(speech[:PROFILE_SAMPLES], -1.0, 1.0).copy())
 
 
+def _voice_samples(voice: Union[PathLike, np.ndarray]) -> np.ndarray:
+    """(S,) float32 samples at 16 kHz of a file or an array."""
+    if not isinstance(voice, np.ndarray):
+        try:
+            return read_audio(voice, sample_rate=SAMPLE_RATE)
+        except (MediaError, OSError) as err:
+            raise GenerationInputError("voice", str(voice), f"an audio file PyAV can read ({err})") from err
+    if voice.ndim != 1 or not np.issubdtype(voice.dtype, np.floating):
+        # (S, 2) would be read interleaved and int16 PCM as full-scale noise: neither is a guess to make
+        raise GenerationInputError("voice", voice, "a (S,) float array in [-1, 1] at 16 kHz (mono)")
+    if not np.isfinite(voice).all():
+        raise GenerationInputError("voice", voice, "finite samples; the array holds NaN or infinity")
+    return voice.astype(np.float32)
+
+
 def load_face(
     image: Union[PathLike, np.ndarray], image_size: int, face_box: Optional[Sequence[float]] = None,
     landmarks: Optional[Sequence[Sequence[float]]] = None,
@@ -152,24 +336,59 @@ def load_face(
     """Detect the face in ``image`` (MTCNN), crop it square around the face and draw its masks.
 
     ``face_box`` [x0, y0, x1, y1] and ``landmarks`` (5 x [x, y], MTCNN order) in image pixels,
-    when both are given, replace detection (e.g. the demo corpus' drawn faces come with them).
+    given together, replace detection (e.g. the demo corpus' drawn faces come with them).
 
     Returns:
         ``ref_image`` (3, S, S) float in [-1, 1], ``face_mask`` and ``lip_mask`` (1, S, S) {0, 1}.
 
     Raises:
-        GenerationInputError: unreadable image or no face found.
+        GenerationInputError: unreadable or too small image, a bad ``face_box``/``landmarks``, or no face found.
+    """
+    rgb, box, marks = read_face(image, face_box, landmarks)
+    return _crop_like_preprocessing(rgb, box, marks, image_size)
+
+
+def read_face(
+    image: Union[PathLike, np.ndarray], face_box: Optional[Sequence[float]] = None,
+    landmarks: Optional[Sequence[Sequence[float]]] = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The photo as (H, W, 3) uint8 RGB, its face box (4,) and landmarks (5, 2) in image pixels.
+
+    Raises:
+        GenerationInputError: see :func:`load_face`.
     """
     label = "array" if isinstance(image, np.ndarray) else str(image)
+    given = _given_face(face_box, landmarks)
     rgb = _read_image(image, label)  # (H, W, 3) uint8
-    if face_box is not None and landmarks is not None:
-        detected = (np.asarray(face_box, np.float64), np.asarray(landmarks, np.float64).reshape(5, 2))
-    else:
-        detected = facelib.detect_face(rgb)
+    height, width = rgb.shape[:2]
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise GenerationInputError("image", label, f"a photo of at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels "
+                                   f"(MTCNN's smallest face); got {width}x{height}")
+    if given is not None:
+        x0, y0, x1, y1 = given[0]
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            raise GenerationInputError("face_box", face_box, f"a box overlapping the {width}x{height} photo")
+        return rgb, *given
+    detected = facelib.detect_face(rgb)
     if detected is None:
         raise GenerationInputError("image", label, "a photo with a detectable face (MTCNN found none)")
-    box, landmarks = detected
-    return _crop_like_preprocessing(rgb, box, landmarks, image_size)
+    return rgb, *detected
+
+
+def _given_face(face_box: Optional[Sequence[float]], landmarks: Optional[Sequence[Sequence[float]]],
+                ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """``face_box`` (4,) and ``landmarks`` (5, 2) as float64 arrays, or ``None`` when neither is given."""
+    if face_box is None and landmarks is None:
+        return None
+    if face_box is None or landmarks is None:
+        name, value = ("landmarks", landmarks) if landmarks is None else ("face_box", face_box)
+        raise GenerationInputError(name, value, "face_box and landmarks given together (or neither, to detect)")
+    box, marks = np.asarray(face_box, np.float64), np.asarray(landmarks, np.float64)
+    if box.shape != (4,) or not np.isfinite(box).all() or box[2] <= box[0] or box[3] <= box[1]:
+        raise GenerationInputError("face_box", face_box, "[x0, y0, x1, y1] in pixels with x0 < x1 and y0 < y1")
+    if marks.shape != (5, 2) or not np.isfinite(marks).all():
+        raise GenerationInputError("landmarks", landmarks, "5 x [x, y] in pixels (eyes, nose, mouth corners)")
+    return box, marks
 
 
 def _crop_like_preprocessing(rgb: np.ndarray, box: np.ndarray, landmarks: np.ndarray,
@@ -198,27 +417,65 @@ def _read_image(image: Union[PathLike, np.ndarray], label: str) -> np.ndarray:
     try:
         with Image.open(image) as img:
             return np.asarray(img.convert("RGB"))
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise GenerationInputError("image", label, f"an image file PIL can read ({err})") from err
 
 
 # ---------------------------------------------------------------------------------- model
+def check_checkpoint_path(checkpoint: PathLike) -> Path:
+    """``checkpoint`` as a Path, if it names a file (checked before anything else is loaded).
+
+    Raises:
+        FileNotFoundError: nothing at ``checkpoint``.
+        GenerationInputError: a folder.
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        raise GenerationInputError("checkpoint", str(path), "a checkpoint file (e.g. last.ckpt); this is a folder")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found (train one with `python -m experiments.fit`)")
+    return path
+
+
 def load_checkpoint(checkpoint: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[NFYLitModule, Any]:
     """The LitModule (eval mode) and the tokenizer stored in ``checkpoint`` by training.
 
     Raises:
         FileNotFoundError: ``checkpoint`` does not exist.
-        ValueError: the checkpoint lacks the network config or the tokenizer.
+        GenerationInputError: the file is a folder, cannot be read as a training checkpoint
+            (empty, truncated, corrupt, another kind of file) or holds no tokenizer.
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} not found (train one with `python -m experiments.fit`)")
-    module = NFYLitModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    path = check_checkpoint_path(checkpoint)
+    try:
+        module = NFYLitModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+    except Exception as err:  # torch.load and Lightning raise a dozen types for one cause: an unusable file
+        raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; "
+                                   f"{_unreadable_reason(path, err)}") from err
     module.eval()
     tokenizer = getattr(module, "tokenizer", None)
     if tokenizer is None:
-        raise ValueError(f"checkpoint {str(path)!r} holds no tokenizer: it was not saved by a training run")
+        raise GenerationInputError("checkpoint", str(path), "a checkpoint written by experiments.fit; it holds no "
+                                   "tokenizer: it was not saved by a training run")
     return module, tokenizer
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """One line on why ``path`` could not be loaded."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    if isinstance(err, KeyError):
+        return f"it lacks {err.args[0]!r}, which a training checkpoint holds"
+    detail = (str(err).strip().splitlines() or [""])[0][:150]
+    return f"it cannot be read: truncated, corrupt or not a PyTorch checkpoint ({type(err).__name__}: {detail})"
+
+
+def _check_steps(module: NFYLitModule, steps: int) -> None:
+    """The DDIM sampler takes at most as many steps as the model was trained with timesteps."""
+    scheduler = getattr(module.net, "sample_scheduler", None)  # the stand-in networks of the tests have none
+    limit = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None)
+    if limit is not None and steps > int(limit):
+        raise GenerationInputError("num_inference_steps", steps,
+                                   f"at most {int(limit)} DDIM steps (the model's num_train_timesteps)")
 
 
 def generate(
@@ -240,15 +497,15 @@ def generate(
 
     Args:
         checkpoint: a checkpoint path, or an already loaded :class:`NFYLitModule`
-            (then ``tokenizer`` defaults to ``module.tokenizer``).
-        image: photo path (any PIL format) or (H, W, 3) uint8 RGB array.
+            (then ``tokenizer`` defaults to ``module.tokenizer`` and ``device`` is the module's).
+        image: photo path (any PIL format) or (H, W, 3) uint8 RGB array; at least 20x20 pixels.
         voice: audio path (any PyAV format) or (S,) float32 array at 16 kHz; >= 2 s of speech.
-        text: the text to speak, any length.
-        out: mp4 path to write (atomically); ``None`` writes nothing.
-        num_inference_steps: DDIM steps per window (default: the checkpoint's setting).
-        guidance_scale: classifier-free guidance (default: the checkpoint's setting).
+        text: the text to speak, any length, in Latin script (:data:`LATIN_SCRIPT`).
+        out: ``.mp4`` path to write (atomically); ``None`` writes nothing.
+        num_inference_steps: DDIM steps per window, >= 1 (default: the checkpoint's setting).
+        guidance_scale: classifier-free guidance, >= 0 (default: the checkpoint's setting).
         seed: seeds the diffusion noise.
-        device: where to run.
+        device: where to run: cpu, cuda, cuda:N or mps.
         progress: tqdm bar over sentences.
         tokenizer: overrides the checkpoint's tokenizer.
         face_box: [x0, y0, x1, y1] of the face in ``image``; with ``landmarks`` it skips detection.
@@ -256,31 +513,47 @@ def generate(
 
     Returns:
         :class:`GenerationResult` (frames uint8 (T, H, W, 3), speech (T * 640,) float32).
+
+    Raises:
+        GenerationInputError: a bad input (see the module docstring for what is checked when).
+        FileNotFoundError: no file at ``checkpoint``.
     """
-    # 1. Inputs, all checked before any model work
-    check_characters(str(text))
-    sentences = split_sentences(text)
-    if isinstance(checkpoint, NFYLitModule):
-        module, tokenizer = checkpoint.eval(), tokenizer or getattr(checkpoint, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("generate(module, ...) needs a tokenizer: pass tokenizer= or set module.tokenizer")
-    else:
-        module, stored = load_checkpoint(checkpoint, device)
-        tokenizer = tokenizer or stored
-    ids = [encode_text(tokenizer, sentence) for sentence in sentences]
-    face = load_face(image, int(module.net.image_size), face_box, landmarks)
+    # 1. What needs no model, before the checkpoint is loaded
+    device = check_options(num_inference_steps, guidance_scale, seed, device)
+    out = check_output(out, {"checkpoint": checkpoint, "image": image, "voice": voice})
+    sentences = check_text(text)
+    if not isinstance(checkpoint, NFYLitModule):
+        check_checkpoint_path(checkpoint)
+    photo = read_face(image, face_box, landmarks)
     profile = load_voice(voice)
-    # 2. Speech then video, sentence by sentence, carrying the motion frames across
-    steps = num_inference_steps or module.hparams.num_inference_steps
+    # 2. The model, and what depends on it, before any generation
+    module, tokenizer = _model_and_tokenizer(checkpoint, tokenizer, device)
+    ids = encode_sentences(module, tokenizer, sentences)
+    steps = module.hparams.num_inference_steps if num_inference_steps is None else num_inference_steps
+    _check_steps(module, steps)
     guidance = module.hparams.guidance_scale if guidance_scale is None else guidance_scale
+    face = _crop_like_preprocessing(*photo, int(module.net.image_size))
+    # 3. Speech then video, sentence by sentence, carrying the motion frames across
     generator = torch.Generator(device=module.device).manual_seed(seed)
     frames, audio = _generate_sentences(module, ids, face, profile, steps, guidance, generator, progress)
     result = GenerationResult(video=frames, wav=audio, sentences=sentences)
-    # 3. Mux (write_mp4 writes a temporary file and renames it: nothing partial on failure)
+    # 4. Mux (write_mp4 writes a temporary file and renames it: nothing partial on failure)
     if out is not None:
         result.path = write_mp4(out, frames, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE)
         log.info("wrote %s (%d frames, %.2f s)", result.path, len(frames), len(audio) / SAMPLE_RATE)
     return result
+
+
+def _model_and_tokenizer(checkpoint: Union[PathLike, NFYLitModule], tokenizer: Any,
+                         device: torch.device) -> tuple[NFYLitModule, Any]:
+    """The module in eval mode and the tokenizer to use (``tokenizer`` overrides the stored one)."""
+    if isinstance(checkpoint, NFYLitModule):
+        tokenizer = tokenizer or getattr(checkpoint, "tokenizer", None)
+        if tokenizer is None:
+            raise GenerationInputError("tokenizer", None, "a tokenizer: pass tokenizer= or set module.tokenizer")
+        return checkpoint.eval(), tokenizer
+    module, stored = load_checkpoint(checkpoint, device)
+    return module, tokenizer or stored
 
 
 def _generate_sentences(module, ids, face, profile, steps, guidance, generator, progress) -> tuple[np.ndarray, np.ndarray]:
@@ -331,28 +604,38 @@ def _parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True, help="checkpoint written by experiments.fit")
     parser.add_argument("--image", required=True, help="face photo (any format PIL reads)")
     parser.add_argument("--voice", required=True, help="voice sample, >= 2 s of speech (any format PyAV reads)")
-    parser.add_argument("--text", required=True, help="text to speak")
-    parser.add_argument("--out", required=True, help="mp4 to write")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps per window (default: checkpoint's)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: checkpoint's)")
+    parser.add_argument("--text", required=True, help="text to speak, Latin script (other scripts, emoji: refused)")
+    parser.add_argument("--out", required=True, help="mp4 to write (folders are created)")
+    parser.add_argument("--steps", type=int, default=None, help="DDIM steps per window, >= 1 (default: checkpoint's)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale, >= 0 (default: checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda[:N] or mps")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """CLI entry point; returns the exit status (2 on bad input)."""
+    """CLI entry point; returns the exit status: 2 on bad input, with one line on stderr."""
     args = _parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = generate(args.ckpt, args.image, args.voice, args.text, out=args.out, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, seed=args.seed, device=args.device)
     except (GenerationInputError, FileNotFoundError) as err:
-        print(f"error: {err}")
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {_cli_message(err)}", file=sys.stderr)
         return 2
     print(f"wrote {result.path}: {len(result.video)} frames, {len(result.wav) / SAMPLE_RATE:.2f} s, "
           f"{len(result.sentences)} sentence(s)")
     return 0
+
+
+def _cli_message(err: Exception) -> str:
+    """The error in the words of the command line: ``--steps 0: ...`` rather than ``num_inference_steps=0``."""
+    if isinstance(err, GenerationInputError) and err.argument in CLI_FLAGS:
+        return f"{CLI_FLAGS[err.argument]} {_shown(err.value)}: {err.expected}"
+    return str(err)
 
 
 if __name__ == "__main__":

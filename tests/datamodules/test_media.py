@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from fractions import Fraction
 from pathlib import Path
 
@@ -169,3 +171,14 @@ def test_mp4_writer_leaves_nothing_on_error_or_without_frames(tmp_path: Path) ->
     with pytest.raises(ValueError, match="even"):
         Mp4Writer(tmp_path / "d.mp4", 31, 32)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_written_mp4_gets_the_usual_mode(tmp_path: Path, umask: int) -> None:
+    """The atomic write goes through a temporary file, yet the result is 0666 & ~umask like any new file."""
+    previous = os.umask(umask)
+    try:
+        path = write_mp4(tmp_path / "clip.mp4", _index_frames(2))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
-from datamodules.media import probe, read_audio, read_video
+from datamodules.media import probe, read_audio, read_video, write_mp4
 from experiments import generate as gen
 from experiments.fit import NFYCLI
 from tests.model.test_resume import STAND_IN
@@ -162,3 +163,204 @@ def test_bad_input_one_clear_error_no_file(case, error, match, checkpoint, voice
     with pytest.raises(error, match=match):
         gen.generate(**args, out=out, num_inference_steps=1, progress=False)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+# ---------------------------------------------------------------------------------- checked before the work
+@pytest.fixture
+def no_model_work(monkeypatch):
+    """Loading a checkpoint or generating fails the test: the input at hand must be refused before either."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded or run before the bad input was refused")
+
+    monkeypatch.setattr(gen.NFYLitModule, "load_from_checkpoint", refuse)
+    monkeypatch.setattr(gen.NFYLitModule, "generate", refuse)
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root ignores file modes: take a folder even root cannot write in
+        folder = Path("/sys")
+        if not folder.is_dir():
+            pytest.skip("no folder here that root cannot write in")
+    return folder
+
+
+def _image(tmp_path: Path, size: int) -> Path:
+    from PIL import Image
+
+    Image.fromarray(np.full((size, size, 3), 127, np.uint8)).save(tmp_path / f"{size}px.png")
+    return tmp_path / f"{size}px.png"
+
+
+BEFORE_LOADING = {  # case: (argument named by the error, match)
+    "steps_zero": ("num_inference_steps", ">= 1"),
+    "steps_negative": ("num_inference_steps", ">= 1"),
+    "guidance_nan": ("guidance_scale", "finite"),
+    "seed_overflow": ("seed", "integer in"),
+    "device_unknown": ("device", "cpu"),
+    "cuda_without_gpu": ("device", "CUDA is not available"),
+    "out_is_a_folder": ("out", "folder"),
+    "out_read_only": ("out", "cannot write"),
+    "out_under_a_file": ("out", "not a folder"),
+    "out_not_mp4": ("out", r"\.mp4"),
+    "out_is_the_voice": ("out", "voice"),
+    "text_chinese": ("text", r"U\+4F60"),
+    "text_emoji": ("text", r"U\+1F44B"),
+    "text_cyrillic": ("text", r"U\+041F"),
+    "text_none": ("text", "a str"),
+    "image_1x1_file": ("image", "at least 20"),
+    "image_1x1_array": ("image", "at least 20"),
+    "face_box_alone": ("landmarks", "face_box and landmarks"),
+    "landmarks_shape": ("landmarks", r"5 x \[x, y\]"),
+    "voice_stereo_array": ("voice", r"\(S,\)"),
+    "voice_int_array": ("voice", "float"),
+    "voice_nan_array": ("voice", "finite"),
+    "checkpoint_folder": ("checkpoint", "folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BEFORE_LOADING))
+def test_bad_argument_refused_before_loading(case, checkpoint, voice, shared_data, tmp_path, monkeypatch,
+                                             no_model_work) -> None:
+    args = dict(checkpoint=checkpoint, image=shared_data / "faces" / "man.jpg", voice=voice, text="Hello there.",
+                out=tmp_path / "out.mp4", num_inference_steps=1)
+    changes = {
+        "steps_zero": lambda: dict(num_inference_steps=0),
+        "steps_negative": lambda: dict(num_inference_steps=-3),
+        "guidance_nan": lambda: dict(guidance_scale=float("nan")),
+        "seed_overflow": lambda: dict(seed=2**64),
+        "device_unknown": lambda: dict(device="gpu0"),
+        "cuda_without_gpu": lambda: dict(device="cuda"),
+        "out_is_a_folder": lambda: dict(out=tmp_path),
+        "out_read_only": lambda: dict(out=_read_only_folder(tmp_path) / "sub" / "out.mp4"),
+        "out_under_a_file": lambda: dict(out=voice / "out.mp4"),
+        "out_not_mp4": lambda: dict(out=tmp_path / "out.wav"),
+        "out_is_the_voice": lambda: dict(voice=tmp_path / "voice.mp4", out=tmp_path / "voice.mp4"),
+        "text_chinese": lambda: dict(text="你好，世界。"),
+        "text_emoji": lambda: dict(text="Hello there 👋."),
+        "text_cyrillic": lambda: dict(text="Привет."),
+        "text_none": lambda: dict(text=None),
+        "image_1x1_file": lambda: dict(image=_image(tmp_path, 1)),
+        "image_1x1_array": lambda: dict(image=np.zeros((1, 1, 3), np.uint8)),
+        "face_box_alone": lambda: dict(face_box=[10, 10, 60, 60]),
+        "landmarks_shape": lambda: dict(face_box=[10, 10, 60, 60], landmarks=[[20, 20]] * 3),
+        "voice_stereo_array": lambda: dict(voice=np.zeros((3 * SAMPLE_RATE, 2), np.float32)),
+        "voice_int_array": lambda: dict(voice=np.ones(3 * SAMPLE_RATE, np.int16)),
+        "voice_nan_array": lambda: dict(voice=np.full(3 * SAMPLE_RATE, np.nan, np.float32)),
+        "checkpoint_folder": lambda: dict(checkpoint=tmp_path),
+    }
+    if case == "cuda_without_gpu":
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if case == "out_is_the_voice":
+        write_mp4(tmp_path / "voice.mp4", np.zeros((63, 16, 16, 3), np.uint8), audio=read_audio(voice))
+    args.update(changes[case]())
+    argument, match = BEFORE_LOADING[case]
+    with pytest.raises(gen.GenerationInputError, match=match) as caught:
+        gen.generate(**args, progress=False)
+    assert caught.value.argument == argument and "\n" not in str(caught.value)
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_text_policy_latin_script_accepted() -> None:
+    """Accented Latin letters, typographic punctuation and common symbols are what the model speaks."""
+    gen.check_characters("Café, naïve façade – “déjà vu”… 42 € at 3½ °C; Øresund, Łódź!")
+    with pytest.raises(gen.GenerationInputError, match=r"U\+3042 HIRAGANA LETTER A at 6"):
+        gen.check_characters("Hello あ.")
+
+
+def _corrupt(kind: str, checkpoint: Path, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.ckpt"
+    data = checkpoint.read_bytes()
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "not_a_training_checkpoint":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif kind == "no_tokenizer":
+        state = torch.load(checkpoint, weights_only=False)
+        del state["nfy_tokenizer"]
+        torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "random_bytes", "truncated", "not_a_training_checkpoint", "no_tokenizer"])
+def test_unreadable_checkpoint_one_line(kind, checkpoint, voice, shared_data, tmp_path) -> None:
+    bad = _corrupt(kind, checkpoint, tmp_path)
+    with pytest.raises(gen.GenerationInputError) as caught:
+        gen.generate(bad, shared_data / "faces" / "man.jpg", voice, "Hello there.", out=tmp_path / "out.mp4",
+                     num_inference_steps=1, progress=False)
+    message = str(caught.value)
+    assert caught.value.argument == "checkpoint" and str(bad) in message and "\n" not in message
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cli_bad_input_exit_2_one_line_debug_shows_traceback(checkpoint, voice, shared_data, tmp_path,
+                                                             capsys) -> None:
+    base = ["--image", str(shared_data / "faces" / "man.jpg"), "--voice", str(voice), "--text", "Hello there.",
+            "--out", str(tmp_path / "out.mp4")]
+    assert gen.main(["--ckpt", str(checkpoint), *base, "--steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --steps 0:") and err.count("\n") == 1, err
+    truncated = _corrupt("truncated", checkpoint, tmp_path)
+    assert gen.main(["--ckpt", str(truncated), *base]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --ckpt {str(truncated)!r}:") and err.count("\n") == 1, err
+    assert gen.main(["--ckpt", str(truncated), *base, "--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+@pytest.fixture
+def no_generation(monkeypatch):
+    """Generating fails the test: what the loaded model decides must be refused before any generation."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generation started before the bad input was refused")
+
+    monkeypatch.setattr(gen.NFYLitModule, "generate", refuse)
+
+
+def _big_tokenizer():
+    """A tokenizer with ids far beyond the model's 300: trained on the README's varied text."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    tok = ByteLevelBPETokenizer()
+    lines = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+    tok.train_from_iterator(lines, vocab_size=2000, min_frequency=1, special_tokens=["<pad>", "<s>", "</s>", "<unk>"])
+    return tok
+
+
+def test_model_limits_checked_before_generation(tiny_checkpoint, voice, shared_data, tmp_path, no_generation) -> None:
+    args = dict(image=shared_data / "faces" / "actor.jpg", voice=voice, out=tmp_path / "out.mp4", progress=False)
+    long_sentence = " ".join(["abcdefghijklmnopqrstuvwxyz"] * 12) + "."  # 12 words, over 256 byte-level tokens
+    with pytest.raises(gen.GenerationInputError, match=r"at most 256 tokens.*sentence 2 has \d+") as caught:
+        gen.generate(tiny_checkpoint, text=f"Hello there. {long_sentence}", num_inference_steps=1, **args)
+    assert caught.value.argument == "text"
+    with pytest.raises(gen.GenerationInputError, match="1000") as caught:
+        gen.generate(tiny_checkpoint, text="Hello there.", num_inference_steps=1001, **args)
+    assert caught.value.argument == "num_inference_steps"
+    with pytest.raises(gen.GenerationInputError, match="300") as caught:
+        gen.generate(tiny_checkpoint, text="Generate a talking face video from a photo.", num_inference_steps=1,
+                     tokenizer=_big_tokenizer(), **args)
+    assert caught.value.argument == "tokenizer"
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_demo_refuses_bad_steps_before_training(monkeypatch, tmp_path, capsys) -> None:
+    """The demo passes --steps to generate after minutes of corpus building and training: checked first."""
+    from datamodules import demo_corpus
+    from experiments import demo
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the demo started its work before checking --steps")
+
+    monkeypatch.setattr(demo_corpus, "ensure_demo_corpus", refuse)
+    with pytest.raises(SystemExit) as caught:
+        demo.main(["--steps", "0", "--root", str(tmp_path / "corpus"), "--out", str(tmp_path / "out")])
+    assert caught.value.code == 2 and "--steps" in capsys.readouterr().err
