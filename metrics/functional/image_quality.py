@@ -115,7 +115,12 @@ def _ssim_frames(p: Tensor, g: Tensor) -> Tensor:
     blurred = F.conv2d(blurred, window.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
     mu_p, mu_g, pp, gg, pg = blurred.unflatten(1, (5, c)).unbind(dim=1)  # (N, C, H-10, W-10)
     mu_pp, mu_gg, mu_pg = mu_p * mu_p, mu_g * mu_g, mu_p * mu_g
-    var_p, var_g = (pp - mu_pp).clamp_(min=0.0), (gg - mu_gg).clamp_(min=0.0)
+    # No clamp at zero (skimage has none): in flat regions E[x^2] - E[x]^2 rounds to about
+    # -3e-7 in float32, and clamping the variances but not the covariance made a frame
+    # compared with itself score 0.99999 instead of 1. Unclamped, the numerator and the
+    # denominator of an identical pair are the same floats; the rounding error stays far
+    # below c2 = 9e-4, so the denominator cannot reach zero.
+    var_p, var_g = pp - mu_pp, gg - mu_gg
     c1, c2 = _SSIM_K1**2, _SSIM_K2**2  # data range 1
     ssim_map = ((2 * mu_pg + c1) * (2 * (pg - mu_pg) + c2)) / ((mu_pp + mu_gg + c1) * (var_p + var_g + c2))
     return ssim_map.mean(dim=(1, 2, 3))
