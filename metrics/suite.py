@@ -109,7 +109,7 @@ SUITE: tuple[MetricSpec, ...] = (
 SPECS: dict[str, MetricSpec] = {spec.key: spec for spec in SUITE}
 COLUMN_LABELS: dict[str, str] = {
     **{s.key: s.label for s in SUITE},
-    "lse_c": "LSE-C", "lse_d": "LSE-D", "lse_offset": "AV offset",
+    "lse_c": "LSE-C", "lse_d": "LSE-D", "lse_offset": "AV offset", "psnr_capped": "PSNR (frames capped at 100 dB)",
     "dnsmos_sig": "DNSMOS SIG", "dnsmos_bak": "DNSMOS BAK", "dnsmos_p808": "DNSMOS P.808",
 }
 DNSMOS_KEYS = ("overall", "sig", "bak", "p808")
@@ -117,10 +117,18 @@ DNSMOS_KEYS = ("overall", "sig", "bak", "p808")
 
 @dataclass
 class Clip:
-    """One decoded clip: ``video`` ``(T, 3, H, W)`` uint8 RGB at 25 fps, ``wav`` ``(S,)`` float32 at 16 kHz."""
+    """One decoded clip: ``video`` ``(T, 3, H, W)`` uint8 RGB at 25 fps, ``wav`` ``(S,)`` float32 at 16 kHz.
 
-    video: Tensor
-    wav: Tensor
+    Either may be ``None`` when the file has no such track: the metrics that need it then
+    refuse the clip (with the reason) and the others still score it.
+    """
+
+    video: Tensor | None
+    wav: Tensor | None
+
+
+_TRACKS = {"video": ("video",), "audio": ("wav",), "audio-visual": ("video", "wav")}
+_TRACK_NAMES = {"video": "video", "wav": "audio"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,14 +171,54 @@ def build_metric(spec: MetricSpec, **overrides: Any) -> Metric:
 
 
 def align_pair(pred: Clip, gt: Clip) -> tuple[Clip, Clip]:
-    """Cut both clips to their common length; resize ``pred`` frames to ``gt``'s size if needed."""
-    t = min(pred.video.shape[0], gt.video.shape[0])
-    s = min(pred.wav.shape[0], gt.wav.shape[0])
-    video = pred.video[:t]
-    if video.shape[-2:] != gt.video.shape[-2:]:
-        video = F.interpolate(video.float(), size=tuple(gt.video.shape[-2:]), mode="bilinear", align_corners=False)
-        video = video.round().clamp(0, 255).to(torch.uint8)  # (T, 3, H_gt, W_gt)
-    return Clip(video, pred.wav[:s]), Clip(gt.video[:t], gt.wav[:s])
+    """Cut both clips to their common length; resize ``pred`` frames to ``gt``'s size if needed.
+
+    :func:`alignment_report` says what this does to a pair. A track missing on either side
+    is left as it is (the metrics that need it refuse the pair).
+    """
+    pred_video, gt_video, pred_wav, gt_wav = pred.video, gt.video, pred.wav, gt.wav
+    if pred_video is not None and gt_video is not None:
+        t = min(pred_video.shape[0], gt_video.shape[0])
+        pred_video, gt_video = pred_video[:t], gt_video[:t]
+        if pred_video.shape[-2:] != gt_video.shape[-2:]:
+            resized = F.interpolate(pred_video.float(), size=tuple(gt_video.shape[-2:]), mode="bilinear", align_corners=False)
+            pred_video = resized.round().clamp(0, 255).to(torch.uint8)  # (T, 3, H_gt, W_gt)
+    if pred_wav is not None and gt_wav is not None:
+        s = min(pred_wav.shape[0], gt_wav.shape[0])
+        pred_wav, gt_wav = pred_wav[:s], gt_wav[:s]
+    return Clip(pred_video, pred_wav), Clip(gt_video, gt_wav)
+
+
+def alignment_report(pred: Clip, gt: Clip) -> dict[str, int | str | None]:
+    """What :func:`align_pair` cuts and resizes in a pair (``None`` where a track is missing).
+
+    Returns:
+        ``pred_frames_cut``/``gt_frames_cut`` (frames at 25 fps dropped from the end),
+        ``pred_resized_from`` (``"WxH"`` of the generated frames when they were resized to the
+        ground truth's size, else ``""``), ``pred_audio_samples_cut``/``gt_audio_samples_cut``
+        (16 kHz samples dropped from the end).
+    """
+    report: dict[str, int | str | None] = dict.fromkeys(
+        ("pred_frames_cut", "gt_frames_cut", "pred_resized_from", "pred_audio_samples_cut", "gt_audio_samples_cut"))
+    if pred.video is not None and gt.video is not None:
+        t = min(pred.video.shape[0], gt.video.shape[0])
+        report.update(pred_frames_cut=pred.video.shape[0] - t, gt_frames_cut=gt.video.shape[0] - t)
+        h, w = pred.video.shape[-2:]
+        report["pred_resized_from"] = "" if (h, w) == tuple(gt.video.shape[-2:]) else f"{w}x{h}"
+    if pred.wav is not None and gt.wav is not None:
+        s = min(pred.wav.shape[0], gt.wav.shape[0])
+        report.update(pred_audio_samples_cut=pred.wav.shape[0] - s, gt_audio_samples_cut=gt.wav.shape[0] - s)
+    return report
+
+
+def missing_track(spec: MetricSpec, pred: Clip, gt: Clip | None) -> str | None:
+    """Why ``spec`` cannot score this clip for want of a video or audio track, or ``None``."""
+    for attr in _TRACKS[spec.modality]:
+        if getattr(pred, attr) is None:
+            return f"no {_TRACK_NAMES[attr]} track in the generated clip"
+        if gt is not None and spec.reference in ("paired", "set") and getattr(gt, attr) is None:
+            return f"no {_TRACK_NAMES[attr]} track in the ground-truth clip"
+    return None
 
 
 def _count(metric: Metric) -> int:
@@ -189,6 +237,8 @@ def _last_values(spec: MetricSpec, metric: Metric) -> dict[str, float]:
                 "lse_offset": float(values["offset"][-1])}
     if spec.key == "dnsmos":
         return dict(zip(spec.columns, (float(v) for v in values[-1])))
+    if spec.key == "psnr":  # the uncapped value (inf for an identical frame) and the one the mean uses
+        return {"psnr": float(values[-1]), "psnr_capped": float(metric.per_clip(capped=True)[-1])}
     return {spec.key: float(values[-1])}
 
 
@@ -322,6 +372,10 @@ class MetricSuite:
         refused: dict[str, str] = {}
         for key, metric in self.metrics.items():
             spec = SPECS[key]
+            missing = missing_track(spec, pred, gt)
+            if missing is not None:
+                refused[key] = missing
+                continue
             before = _count(metric) if spec.kind == "per_clip" else 0
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -336,12 +390,23 @@ class MetricSuite:
                 refused[key] = "; ".join(str(w.message) for w in caught) or "not scored"
         return values, refused
 
-    def add_reference(self, clip: Clip) -> None:
-        """No-reference mode: add a real clip to the real side of the distribution metrics."""
+    def add_reference(self, clip: Clip) -> dict[str, str]:
+        """No-reference mode: add a real clip to the real side of the distribution metrics.
+
+        Returns:
+            Per distribution metric that could not take the clip (missing track), the reason.
+        """
+        refused = {}
         for key, metric in self.metrics.items():
             spec = SPECS[key]
-            if spec.kind == "distribution":
-                metric.update((clip.video if spec.modality == "video" else clip.wav)[None], real=True)
+            if spec.kind != "distribution":
+                continue
+            data = clip.video if spec.modality == "video" else clip.wav
+            if data is None:
+                refused[key] = f"no {spec.modality} track in the reference clip"
+            else:
+                metric.update(data[None], real=True)
+        return refused
 
     def compute(self) -> tuple[dict[str, float], dict[str, str]]:
         """Final values (``{column: value}``) and the metrics whose compute failed, with why."""

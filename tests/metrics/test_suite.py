@@ -18,6 +18,7 @@ from metrics.suite import (
     MetricSpec,
     MetricSuite,
     align_pair,
+    alignment_report,
     missing_requirement,
 )
 
@@ -89,11 +90,49 @@ def test_reference_set_feeds_the_real_side() -> None:
     assert results["fid"] == pytest.approx(float(direct.compute()), rel=1e-6)
 
 
-def test_align_pair_cuts_and_resizes() -> None:
-    pred, gt = align_pair(_clip(1, frames=10, side=32, seconds=1.2), _clip(2, frames=8, side=16))
+def test_align_pair_cuts_and_resizes_and_says_what_it_did() -> None:
+    long_big, short_small = _clip(1, frames=10, side=32, seconds=1.2), _clip(2, frames=8, side=16)
+    pred, gt = align_pair(long_big, short_small)
     assert pred.video.shape == gt.video.shape == (8, 3, 16, 16)
     assert pred.wav.shape == gt.wav.shape == (16000,)
     assert pred.video.dtype == torch.uint8
+    assert alignment_report(long_big, short_small) == {
+        "pred_frames_cut": 2, "gt_frames_cut": 0, "pred_resized_from": "32x32",
+        "pred_audio_samples_cut": 3200, "gt_audio_samples_cut": 0,
+    }
+    assert alignment_report(short_small, long_big) == {
+        "pred_frames_cut": 0, "gt_frames_cut": 2, "pred_resized_from": "16x16",
+        "pred_audio_samples_cut": 0, "gt_audio_samples_cut": 3200,
+    }
+    same = _clip(3)
+    assert alignment_report(same, same) == {
+        "pred_frames_cut": 0, "gt_frames_cut": 0, "pred_resized_from": "", "pred_audio_samples_cut": 0, "gt_audio_samples_cut": 0,
+    }
+    no_audio = alignment_report(Clip(same.video, None), same)  # nothing cut where a track is missing
+    assert no_audio["pred_audio_samples_cut"] is None and no_audio["gt_audio_samples_cut"] is None
+
+
+def test_a_missing_track_excludes_only_the_metrics_that_need_it() -> None:
+    suite = MetricSuite(["psnr", "stoi"], paired=True)
+    values, refused = suite.update(Clip(_clip(1).video, None), _clip(2))
+    assert "psnr" in values and "stoi" not in values
+    assert refused == {"stoi": "no audio track in the generated clip"}
+    values, refused = suite.update(_clip(3), Clip(_clip(4).video, None))
+    assert "psnr" in values and refused == {"stoi": "no audio track in the ground-truth clip"}
+    values, refused = suite.update(Clip(None, _clip(5).wav), _clip(6))
+    assert "stoi" in values and refused == {"psnr": "no video track in the generated clip"}
+    results, failed = suite.compute()
+    assert not failed and set(results) == {"psnr", "stoi"}
+    assert results["psnr"] == pytest.approx(float(MetricSuite(["psnr"]).metrics["psnr"].forward(
+        torch.stack([_clip(1).video, _clip(3).video]), torch.stack([_clip(2).video, _clip(4).video]))), rel=1e-12)
+
+
+def test_psnr_rows_keep_the_uncapped_value_beside_the_capped_one() -> None:
+    suite = MetricSuite(["psnr"], paired=True)
+    values, _ = suite.update(_clip(1), _clip(1))
+    assert values == {"psnr": math.inf, "psnr_capped": 100.0}
+    results, _ = suite.compute()
+    assert results == {"psnr": 100.0}
 
 
 def test_paper_tables_transcription_spot_checks() -> None:
