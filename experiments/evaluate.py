@@ -52,6 +52,7 @@ from metrics.paper_tables import (
     DATASETS,
     RESULT_TABLES,
     TABLES,
+    OurRow,
     render_latex,
     render_markdown,
 )
@@ -165,8 +166,9 @@ def _csv_value(value: float | None) -> str:
 
 def render_tables(results: dict[str, float], name: str, dataset: str | None) -> tuple[str, str]:
     """Markdown and LaTeX of the paper's Tables 1-5 with our row."""
-    md = [render_markdown(TABLES[n], results, name, dataset) for n in RESULT_TABLES]
-    tex = [render_latex(TABLES[n], results, name, dataset) for n in RESULT_TABLES]
+    ours = OurRow(results, name, dataset)
+    md = [render_markdown(TABLES[n], ours) for n in RESULT_TABLES]
+    tex = [render_latex(TABLES[n], ours) for n in RESULT_TABLES]
     return "\n".join(md), "\n".join(tex)
 
 

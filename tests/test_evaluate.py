@@ -83,7 +83,7 @@ def test_paired_run_writes_csv_summary_and_tables(folders, tmp_path) -> None:
 
     md, tex = (out / "tables.md").read_text(), (out / "tables.tex").read_text()
     assert "| HDTF | Our Model | 11.72 | 15.58 | 1784.16 |" in md  # the paper's row of Table 1
-    assert "| tiny (ours) | " in md and "DNSMOS (ovr)" in md
+    assert "| tiny (ours) | " in md and "DNSMOS ovr (1-5) ↑" in md
     psnr_row = next(line for line in md.splitlines() if line.startswith("| tiny (ours)") and "3.50" in line)
     assert f"{summary['results']['psnr']:.2f}" in psnr_row
     assert tex.count(r"\begin{tabular}") == 5 and r"tiny (ours)" in tex
