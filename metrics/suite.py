@@ -8,7 +8,9 @@ it is per-clip or a distribution distance.
 
 :class:`MetricSuite` builds the metrics whose requirements are met, records why the others were
 skipped (missing weights, missing package, no ground truth, no transcripts...), updates them one
-clip at a time and returns each clip's values (for the per-clip CSV) and the final summary.
+clip at a time and returns each clip's values (for the per-clip CSV) and the final summary. A
+clip without a video or audio track is refused, with the reason, only by the metrics that read
+that track.
 """
 
 from __future__ import annotations
@@ -127,7 +129,6 @@ class Clip:
     wav: Tensor | None
 
 
-_TRACKS = {"video": ("video",), "audio": ("wav",), "audio-visual": ("video", "wav")}
 _TRACK_NAMES = {"video": "video", "wav": "audio"}
 
 
@@ -211,14 +212,16 @@ def alignment_report(pred: Clip, gt: Clip) -> dict[str, int | str | None]:
     return report
 
 
-def missing_track(spec: MetricSpec, pred: Clip, gt: Clip | None) -> str | None:
-    """Why ``spec`` cannot score this clip for want of a video or audio track, or ``None``."""
-    for attr in _TRACKS[spec.modality]:
-        if getattr(pred, attr) is None:
-            return f"no {_TRACK_NAMES[attr]} track in the generated clip"
-        if gt is not None and spec.reference in ("paired", "set") and getattr(gt, attr) is None:
-            return f"no {_TRACK_NAMES[attr]} track in the ground-truth clip"
-    return None
+class MissingTrackError(ValueError):
+    """A metric needs a video or audio track that the clip does not have."""
+
+
+def _track(clip: Clip | None, attr: str, side: str) -> Tensor:
+    """``clip.video`` or ``clip.wav``; :class:`MissingTrackError` naming the track and ``side`` when absent."""
+    data = getattr(clip, attr, None)
+    if data is None:
+        raise MissingTrackError(f"no {_TRACK_NAMES[attr]} track in the {side} clip")
+    return data
 
 
 def _count(metric: Metric) -> int:
@@ -342,22 +345,23 @@ class MetricSuite:
         return self.recognizer(wav[None])
 
     def _update_one(self, spec: MetricSpec, metric: Metric, pred: Clip, gt: Clip | None, text: str | None) -> None:
+        """Feed one clip to ``metric``; :class:`MissingTrackError` (before any update) if a track it reads is absent."""
+        attr = "video" if spec.modality == "video" else "wav"
         if spec.kind == "distribution":
-            data = (pred.video[None], gt.video[None] if gt else None) if spec.modality == "video" else (
-                pred.wav[None], gt.wav[None] if gt else None)
-            metric.update(data[0], real=False)
-            if data[1] is not None:
-                metric.update(data[1], real=True)
+            fake = _track(pred, attr, "generated")
+            real = _track(gt, attr, "ground-truth") if gt is not None else None
+            metric.update(fake[None], real=False)
+            if real is not None:
+                metric.update(real[None], real=True)
         elif spec.key == "lse":
-            metric.update(pred.video[None], pred.wav[None])
+            video, wav = _track(pred, "video", "generated"), _track(pred, "wav", "generated")
+            metric.update(video[None], wav[None])
         elif spec.key == "dnsmos":
-            metric.update(pred.wav[None])
+            metric.update(_track(pred, "wav", "generated")[None])
         elif spec.key == "wer":
-            metric.update(self._recognise(pred.wav), [text])
-        elif spec.modality == "video":
-            metric.update(pred.video[None], gt.video[None])
-        else:
-            metric.update(pred.wav[None], gt.wav[None])
+            metric.update(self._recognise(_track(pred, "wav", "generated")), [text])
+        else:  # per clip against the ground truth
+            metric.update(_track(pred, attr, "generated")[None], _track(gt, attr, "ground-truth")[None])
 
     def update(self, pred: Clip, gt: Clip | None = None, text: str | None = None) -> tuple[dict[str, float], dict[str, str]]:
         """Feed one prediction (and its ground truth / transcript) to every metric.
@@ -372,10 +376,6 @@ class MetricSuite:
         refused: dict[str, str] = {}
         for key, metric in self.metrics.items():
             spec = SPECS[key]
-            missing = missing_track(spec, pred, gt)
-            if missing is not None:
-                refused[key] = missing
-                continue
             before = _count(metric) if spec.kind == "per_clip" else 0
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
