@@ -277,6 +277,8 @@ def _notes(table: PaperTable, columns: tuple[Column, ...], ours: OurRow | None) 
     if not table.has_blocks:
         where = "" if ours is None else f"; ours: {ours.dataset or 'test set not given (--dataset)'}"
         notes.append(f"The paper's rows name no test set{where}.")
+    elif ours is not None and ours.dataset is None:
+        notes.append("Our row's test set is not given (--dataset); the paper's rows of every test set are shown.")
     for column in columns:
         if column.note and column.note not in notes:
             notes.append(column.note)
@@ -326,7 +328,8 @@ def render_markdown(table: PaperTable, ours: OurRow | None = None) -> str:
 
 _TEX_ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "`": r"\textasciigrave{}", "<": r"\textless{}",
+    ">": r"\textgreater{}",
 }
 
 

@@ -172,7 +172,8 @@ _OURS = OurRow(
     "run", "HDTF", num_clips=3,
     counts={"psnr": 3, "ssim": 3, "fid": "3 vs 5 real", "mcd_paper": 2, "mcd": 2, "lse_c": 3},
     reasons={"kvd": "missing weights ['i3d_fvd']", "lpips": "missing package(s) ['lpips']",
-             "mos_video": "human ratings: give --ratings FILE", "fvd": "missing weights ['i3d_fvd']"},
+             "mos_video": "human ratings: give --ratings FILE", "fvd": "missing weights ['i3d_fvd']",
+             "fvmd": "missing weights ['pips2'] (see `python -m metrics.registry`) <x>"},
     notes={"psnr": "frames identical to the ground truth count 100 dB (1 of 3 clips)"},
 )
 
@@ -226,6 +227,7 @@ def test_every_dash_carries_its_reason_and_every_table_its_clip_count() -> None:
 
 
 _UNTEX = [(r"\textbackslash{}", "\\"), (r"\textasciitilde{}", "~"), (r"\textasciicircum{}", "^"), ("-{}-", "--"),
+          (r"\textasciigrave{}", "`"), (r"\textless{}", "<"), (r"\textgreater{}", ">"),
           (r"$\uparrow$", "↑"), (r"$\downarrow$", "↓")] + [("\\" + ch, ch) for ch in "&%$#_{}"]
 
 
@@ -248,3 +250,12 @@ def test_markdown_and_latex_carry_the_same_cells_and_notes() -> None:
         assert [_untex(note) for note in tex_notes] == [note.strip() for note in md_notes], number
         assert _untex(tex.split(r"\caption{")[1].split("}\n")[0]) == md.splitlines()[0].replace(
             f"**Table {number}.**", f"Table {number}:")
+    tex = render_latex(TABLES[1], _OURS)
+    assert r"\textasciigrave{}python -{}-m" not in tex and r"\textasciigrave{}python -m metrics.registry\textasciigrave{}" in tex
+    assert r"\textless{}x\textgreater{}" in tex  # "<" and ">" would print as inverted marks in OT1
+
+
+def test_a_row_without_a_test_set_says_so() -> None:
+    md = render_markdown(TABLES[1], OurRow({"fid": 10.0}, "run", num_clips=2))
+    assert len(_table_lines(md)) == 21  # every block of the paper, then ours
+    assert "Our row's test set is not given (--dataset); the paper's rows of every test set are shown." in md
