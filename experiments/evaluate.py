@@ -15,14 +15,27 @@ WER transcribes the generated speech with ``--asr`` (see :func:`metrics.asr.make
 (OpenAI's checkpoint in ``$NFY_CACHE``, needs ``pip install 'nfy[whisper]'``), a hub id or a
 ``save_pretrained`` folder. ``summary.json`` names it under ``wer_recognizer``.
 
-Generated and ground-truth mp4s are paired by file name (unpaired files are listed); every
-clip is decoded with :mod:`datamodules.media` at 25 fps and 16 kHz. Metrics whose weights or
-packages are missing are skipped and listed with the reason. A clip that cannot be decoded or
-scored is recorded with its reason and the run goes on. Outputs in ``--out``:
+Generated and ground-truth clips (.mp4, .mov, .m4v, .mkv, .webm, .avi in any letter case) are
+paired by file name without letter case and extension (``Upper.MP4`` pairs with ``upper.mp4``);
+files that do not pair, several files sharing one name, and non-video files are listed. Every
+clip is decoded with :mod:`datamodules.media` at 25 fps and 16 kHz; before scoring, a pair is cut
+to its common length and the generated frames are resized to the ground truth's size. Metrics
+whose weights or packages are missing are skipped and listed with the reason. A clip that
+cannot be decoded or scored is recorded with its reason and the run goes on; a clip without an
+audio (video) track loses only its audio (video) metrics. Outputs in ``--out`` (mode 0666 minus
+the umask):
 
-* ``per_clip.csv``: one row per clip, a column per per-clip value, ``excluded`` reasons;
-* ``summary.json``: final values, counts, failures, skipped metrics, unpaired files;
-* ``tables.md`` / ``tables.tex``: the paper's Tables 1-5 with its rows and ours beside them.
+* ``per_clip.csv``: one row per clip: a column per per-clip value, what was done to the pair
+  (frames and audio samples cut, size resized from, frame rate converted), missing tracks and
+  ``excluded`` reasons;
+* ``summary.json`` (strict JSON: a non-finite value is ``null``): final values, clips per value,
+  the reason behind every missing value, conventions, failures, skipped metrics, unpaired files;
+* ``tables.md`` / ``tables.tex``: the paper's Tables 1-5 with its rows and ours beside them,
+  units, clip counts, and a footnoted reason for every "-".
+
+PSNR: a frame identical to its ground truth has infinite PSNR. The aggregate caps every frame
+at 100 dB (libvpx's ``MAX_PSNR``, x264) before the means; ``per_clip.csv`` keeps the uncapped
+``psnr`` beside ``psnr_capped``, and ``summary.json`` names the convention under ``conventions``.
 
 The paper's MOS columns are human ratings: they are filled only from ``--ratings`` (a CSV with
 ``clip,mos_video,mos_audio`` columns, averaged, or a JSON object ``{"mos_video": ...}``).
@@ -41,92 +54,161 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm import tqdm
 
 from datamodules.conventions import FPS, SAMPLE_RATE
-from datamodules.media import MediaError, read_audio, read_video
+from datamodules.media import MediaError, probe, read_audio, read_video
+from metrics.functional.image_quality import PSNR_CAP_DB
 from metrics.paper_tables import (
     DATASETS,
     RESULT_TABLES,
     TABLES,
+    OurRow,
     render_latex,
     render_markdown,
 )
-from metrics.suite import SPECS, Clip, MetricSuite
+from metrics.suite import SPECS, SUITE, Clip, MetricSuite, alignment_report
 
 log = logging.getLogger(__name__)
-
-MIN_FRAMES = 1
 
 
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
 
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi")
+"""File name endings read as clips, in any letter case."""
+
+
+def clip_key(name: str) -> str:
+    """Pairing key of a file name: lower case, without a video extension (``"Upper.MP4"`` -> ``"upper"``)."""
+    lower = name.lower()
+    for ext in VIDEO_EXTENSIONS:
+        if lower.endswith(ext):
+            return lower[: -len(ext)]
+    return lower
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
 
 def list_clips(folder: Path) -> dict[str, Path]:
-    """``{file name: path}`` of the ``.mp4`` files in ``folder`` (not recursive)."""
+    """``{file name: path}`` of the video files in ``folder`` (:data:`VIDEO_EXTENSIONS`, any case; not recursive)."""
     if not folder.is_dir():
         raise FileNotFoundError(f"folder {folder} does not exist")
-    return {p.name: p for p in sorted(folder.glob("*.mp4"))}
+    return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and _is_video(p)}
 
 
-def pair_clips(pred_dir: Path, gt_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
-    """Pair generated and ground-truth mp4s by file name.
+def ignored_files(folder: Path) -> list[str]:
+    """Paths of the files in ``folder`` that are not read as clips (hidden files left out)."""
+    return [str(p) for p in sorted(folder.iterdir()) if p.is_file() and not _is_video(p) and not p.name.startswith(".")]
 
-    Returns:
-        ``(name, pred, gt)`` pairs, prediction names without ground truth, ground-truth names
-        without prediction.
+
+class Pairing(NamedTuple):
+    """Generated and ground-truth clips matched by :func:`clip_key`.
+
+    Attributes:
+        pairs: ``(generated file name, generated path, ground-truth path)``.
+        pred_only: generated file names without ground truth.
+        gt_only: ground-truth file names without a generated clip.
+        ambiguous: paths of files that share a key with another file of the same folder
+            (``a.mp4`` and ``A.mov``): none of them is paired.
+        ignored: paths of files that are not videos.
     """
-    pred, gt = list_clips(pred_dir), list_clips(gt_dir)
-    pairs = [(name, pred[name], gt[name]) for name in sorted(pred.keys() & gt.keys())]
-    return pairs, sorted(pred.keys() - gt.keys()), sorted(gt.keys() - pred.keys())
+
+    pairs: list[tuple[str, Path, Path]]
+    pred_only: list[str]
+    gt_only: list[str]
+    ambiguous: list[str]
+    ignored: list[str]
+
+
+def _by_key(clips: dict[str, Path]) -> tuple[dict[str, Path], list[str]]:
+    groups: dict[str, list[Path]] = {}
+    for path in clips.values():
+        groups.setdefault(clip_key(path.name), []).append(path)
+    unique = {key: paths[0] for key, paths in groups.items() if len(paths) == 1}
+    return unique, sorted(str(p) for paths in groups.values() if len(paths) > 1 for p in paths)
+
+
+def pair_clips(pred_dir: Path, gt_dir: Path) -> Pairing:
+    """Pair generated and ground-truth clips by file name, ignoring letter case and the video extension."""
+    pred, pred_ambiguous = _by_key(list_clips(pred_dir))
+    gt, gt_ambiguous = _by_key(list_clips(gt_dir))
+    pairs = sorted(((pred[k].name, pred[k], gt[k]) for k in pred.keys() & gt.keys()), key=lambda p: clip_key(p[0]))
+    return Pairing(
+        pairs,
+        sorted(pred[k].name for k in pred.keys() - gt.keys()),
+        sorted(gt[k].name for k in gt.keys() - pred.keys()),
+        pred_ambiguous + gt_ambiguous,
+        ignored_files(pred_dir) + ignored_files(gt_dir),
+    )
 
 
 def load_clip(path: Path) -> Clip:
     """Decode ``path``: ``(T, 3, H, W)`` uint8 RGB at 25 fps and ``(S,)`` float32 at 16 kHz.
 
+    A file without a video track, or without a (non-empty) audio track, gives ``None`` for it:
+    only the metrics that need that track leave the clip out.
+
     Raises:
-        MediaError: unreadable file, no video/audio stream, or fewer than 1 frame.
+        MediaError: unreadable file, or neither a video nor an audio track.
     """
-    frames = read_video(path, fps=FPS)  # (T, H, W, 3) uint8
-    wav = read_audio(path, sample_rate=SAMPLE_RATE)  # (S,) float32
-    if frames.shape[0] < MIN_FRAMES:
-        raise MediaError(path, "empty", f"{frames.shape[0]} frames")
-    return Clip(torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(wav))
+    video = wav = None
+    try:
+        frames = read_video(path, fps=FPS)  # (T, H, W, 3) uint8
+        video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()
+    except MediaError as err:
+        if err.reason != "no_video":
+            raise
+    try:
+        wav = torch.from_numpy(read_audio(path, sample_rate=SAMPLE_RATE))  # (S,) float32
+    except MediaError as err:
+        if err.reason not in ("no_audio", "empty"):
+            raise
+    if video is None and wav is None:
+        raise MediaError(path, "empty", "neither a video nor an audio track")
+    return Clip(video, wav)
 
 
 def load_transcripts(path: Path | None) -> dict[str, str]:
-    """``{clip file name: text}`` from JSON: ``{"a.mp4": "text"}`` or ``{"a.mp4": {"text": ...}}``."""
+    """``{clip key: text}`` from JSON ``{"a.mp4": "text"}`` or ``{"a.mp4": {"text": ...}}`` (see :func:`clip_key`)."""
     if path is None:
         return {}
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict):
         raise TypeError(f"--transcripts {path}: expected a JSON object of clip name -> text, got {type(data).__name__}")
-    return {name: (entry["text"] if isinstance(entry, dict) else str(entry)) for name, entry in data.items()}
+    return {clip_key(name): (entry["text"] if isinstance(entry, dict) else str(entry)) for name, entry in data.items()}
 
 
-def load_ratings(path: Path | None) -> dict[str, float]:
-    """Human MOS ratings: mean ``mos_video``/``mos_audio`` from a CSV (one row per rating) or a JSON object."""
+def load_ratings(path: Path | None) -> tuple[dict[str, float], dict[str, int]]:
+    """Human MOS ratings: mean ``mos_video``/``mos_audio`` from a CSV (one row per rating) or a JSON object.
+
+    Returns:
+        The means, and per key how many clips were rated (distinct ``clip`` values of the CSV,
+        or its rows without that column; none for JSON, which gives only means).
+    """
     if path is None:
-        return {}
+        return {}, {}
     path = Path(path)
     if path.suffix == ".json":
         data = json.loads(path.read_text())
-        return {k: float(data[k]) for k in ("mos_video", "mos_audio") if k in data}
+        return {k: float(data[k]) for k in ("mos_video", "mos_audio") if k in data}, {}
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    out = {}
+    means, counts = {}, {}
     for key in ("mos_video", "mos_audio"):
-        values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
-        if values:
-            out[key] = sum(values) / len(values)
-    if not out:
+        rated = [r for r in rows if r.get(key) not in (None, "")]
+        if rated:
+            means[key] = sum(float(r[key]) for r in rated) / len(rated)
+            counts[key] = len({r["clip"] for r in rated}) if "clip" in rated[0] else len(rated)
+    if not means:
         raise ValueError(f"--ratings {path}: no mos_video or mos_audio column with values")
-    return out
+    return means, counts
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,39 +216,82 @@ def load_ratings(path: Path | None) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back (no thread of ours writes files meanwhile)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, with the mode ``open()`` would give (0666 & ~umask).
+
+    ``mkstemp`` creates its file with mode 0600 whatever the umask; the outputs are meant to
+    be shared like any other file the user writes.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+ALIGNMENT_COLUMNS = (
+    "pred_frames_cut", "gt_frames_cut", "pred_resized_from", "pred_fps_converted", "gt_fps_converted",
+    "pred_audio_samples_cut", "gt_audio_samples_cut",
+)
+"""per_clip.csv columns (paired mode) saying what was done to a pair before scoring (:func:`_adjustments`)."""
 
 
 def per_clip_csv(rows: list[dict[str, Any]]) -> str:
-    """CSV text: ``clip``, ``status``, value columns in suite order, ``excluded``."""
+    """CSV text: ``clip`` (``gt_clip``), ``status``, value columns in suite order, what was cut or
+    converted (paired mode), ``missing_tracks``, ``excluded``."""
+    paired = any("gt_clip" in r for r in rows)
     value_cols = sorted({k for r in rows for k in r["values"]}, key=_column_order)
+    info_cols = [*(ALIGNMENT_COLUMNS if paired else ("pred_fps_converted",)), "missing_tracks"]
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["clip", "status", *value_cols, "excluded"])
+    writer.writerow(["clip", *(["gt_clip"] if paired else []), "status", *value_cols, *info_cols, "excluded"])
     for r in rows:
         excluded = "; ".join(f"{k}: {v}" for k, v in r["excluded"].items())
-        writer.writerow([r["clip"], r["status"], *[_csv_value(r["values"].get(c)) for c in value_cols], excluded])
+        info = [_csv_value(r.get("adjustments", {}).get(c)) for c in info_cols]
+        writer.writerow([r["clip"], *([r.get("gt_clip", "")] if paired else []), r["status"],
+                         *[_csv_value(r["values"].get(c)) for c in value_cols], *info, excluded])
     return buf.getvalue()
 
 
 def _column_order(column: str) -> int:
     order = [col for spec in SPECS.values() for col in spec.outputs]
     order.insert(order.index("lse_d") + 1, "lse_offset")
+    order.insert(order.index("psnr") + 1, "psnr_capped")
     return order.index(column) if column in order else len(order)
 
 
-def _csv_value(value: float | None) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+def _csv_value(value: float | str | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def render_tables(results: dict[str, float], name: str, dataset: str | None) -> tuple[str, str]:
+def _json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None`` (strict JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def render_tables(ours: OurRow) -> tuple[str, str]:
     """Markdown and LaTeX of the paper's Tables 1-5 with our row."""
-    md = [render_markdown(TABLES[n], results, name, dataset) for n in RESULT_TABLES]
-    tex = [render_latex(TABLES[n], results, name, dataset) for n in RESULT_TABLES]
+    md = [render_markdown(TABLES[n], ours) for n in RESULT_TABLES]
+    tex = [render_latex(TABLES[n], ours) for n in RESULT_TABLES]
     return "\n".join(md), "\n".join(tex)
 
 
@@ -175,12 +300,35 @@ def render_tables(results: dict[str, float], name: str, dataset: str | None) -> 
 # --------------------------------------------------------------------------------------------
 
 
+def _fps_conversion(path: Path) -> str:
+    """``"30->25"`` when the file's frame rate is not the 25 fps it is decoded at, else ``""``."""
+    fps = probe(path).fps
+    return "" if fps is None or abs(fps - FPS) < 1e-3 else f"{fps:g}->{FPS:g}"
+
+
+def _missing_tracks(pred: Clip, gt: Clip | None) -> str:
+    sides = [("pred", pred), ("gt", gt)] if gt is not None else [("pred", pred)]
+    return "; ".join(f"{side} {track}" for side, clip in sides for track, data in (("video", clip.video), ("audio", clip.wav))
+                     if data is None)
+
+
+def _adjustments(pred_path: Path, gt_path: Path | None, pred: Clip, gt: Clip | None) -> dict[str, Any]:
+    """What was cut, resized or converted in a pair, and which tracks are missing (per_clip.csv columns)."""
+    found: dict[str, Any] = {"pred_fps_converted": _fps_conversion(pred_path), "missing_tracks": _missing_tracks(pred, gt)}
+    if gt is not None and gt_path is not None:
+        found.update(alignment_report(pred, gt), gt_fps_converted=_fps_conversion(gt_path))
+    return found
+
+
 def _score_clip(suite: MetricSuite, name: str, pred_path: Path, gt_path: Path | None, text: str | None) -> dict[str, Any]:
     """Decode and score one clip; a decode failure or a clip no metric could score is a failure."""
     row: dict[str, Any] = {"clip": name, "status": "ok", "values": {}, "excluded": {}}
+    if gt_path is not None:
+        row["gt_clip"] = gt_path.name
     try:
         pred = load_clip(pred_path)
         gt = load_clip(gt_path) if gt_path is not None else None
+        row["adjustments"] = _adjustments(pred_path, gt_path, pred, gt)
     except MediaError as err:
         row.update(status="failed", reason=str(err))
         return row
@@ -191,14 +339,18 @@ def _score_clip(suite: MetricSuite, name: str, pred_path: Path, gt_path: Path | 
     return row
 
 
-def _add_reference_set(suite: MetricSuite, ref_dir: Path) -> list[dict[str, str]]:
-    failures = []
+def _add_reference_set(suite: MetricSuite, ref_dir: Path) -> tuple[list[dict[str, str]], int]:
+    """Feed the real clips of ``ref_dir``; returns the clips (or their metrics) left out, and how many went in."""
+    failures, added = [], 0
     for name, path in tqdm(list_clips(ref_dir).items(), desc="reference set", unit="clip"):
         try:
-            suite.add_reference(load_clip(path))
+            refused = suite.add_reference(load_clip(path))
         except (MediaError, ValueError, RuntimeError) as err:
             failures.append({"clip": name, "reason": str(err)})
-    return failures
+            continue
+        added += 1
+        failures += [{"clip": name, "reason": f"{key}: {reason}"} for key, reason in refused.items()]
+    return failures, added
 
 
 def evaluate(
@@ -217,9 +369,10 @@ def evaluate(
     """Run the suite over a folder of generated clips and write the outputs (module docstring).
 
     Args:
-        pred_dir: generated mp4s.
+        pred_dir: generated clips.
         out_dir: created if needed.
-        gt_dir: ground-truth mp4s with the same file names; ``None`` is no-reference mode.
+        gt_dir: ground-truth clips with the same file names (letter case and video extension
+            aside); ``None`` is no-reference mode.
         ref_set: no-reference mode: real clips for the distribution metrics.
         transcripts: JSON of clip name -> text (WER).
         ratings: human MOS ratings (CSV or JSON).
@@ -231,64 +384,154 @@ def evaluate(
             spec such as ``"whisper_base_en"`` (default: PocketSphinx).
 
     Returns:
-        The summary written to ``summary.json``.
+        The summary written to ``summary.json`` (non-finite values as ``None``).
     """
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
     texts = load_transcripts(transcripts)
-    human = load_ratings(ratings)
+    human, rated = load_ratings(ratings)
     paired = gt_dir is not None
     if paired:
-        pairs, pred_only, gt_only = pair_clips(Path(pred_dir), Path(gt_dir))
-        jobs: list[tuple[str, Path, Path | None]] = list(pairs)
+        pairing = pair_clips(Path(pred_dir), Path(gt_dir))
+        jobs: list[tuple[str, Path, Path | None]] = list(pairing.pairs)
     else:
-        pred_only, gt_only = [], []
+        pairing = Pairing([], [], [], [], ignored_files(Path(pred_dir)))
         jobs = [(n, p, None) for n, p in list_clips(Path(pred_dir)).items()]
     suite = MetricSuite(list(metrics) if metrics else None, paired, ref_set is not None, bool(texts), overrides, recognizer)
-    ref_failures = _add_reference_set(suite, Path(ref_set)) if (ref_set is not None and not paired) else []
+    ref_failures, ref_count = _add_reference_set(suite, Path(ref_set)) if (ref_set is not None and not paired) else ([], 0)
 
     rows = []
     for clip_name, pred_path, gt_path in tqdm(jobs, desc="scoring", unit="clip"):
-        rows.append(_score_clip(suite, clip_name, pred_path, gt_path, texts.get(clip_name)))
+        rows.append(_score_clip(suite, clip_name, pred_path, gt_path, texts.get(clip_key(clip_name))))
     results, failed_metrics = suite.compute()
     results.update(human)
-    summary = _summary(rows, results, suite, failed_metrics, pred_only, gt_only, ref_failures, paired, dataset, name)
-    _write_outputs(Path(out_dir), rows, summary, results, name, dataset)
-    return summary
+    run = _Run(rows, results, suite, failed_metrics, pairing, ref_failures, ref_count, paired, rated, ratings is not None)
+    summary = _summary(run, dataset, name)
+    _write_outputs(Path(out_dir), rows, summary, _our_row(run, summary, name, dataset))
+    return _json_safe(summary)
 
 
-def _summary(rows, results, suite, failed_metrics, pred_only, gt_only, ref_failures, paired, dataset, name) -> dict[str, Any]:
-    failures = [{"clip": r["clip"], "reason": r["reason"]} for r in rows if r["status"] == "failed"]
-    exclusions: dict[str, int] = {}
-    for r in rows:
-        for key in r["excluded"]:
-            exclusions[key] = exclusions.get(key, 0) + 1
-    lse = suite.metrics.get("lse")
+class _Run(NamedTuple):
+    """Everything a run produced, for the summary and the tables."""
+
+    rows: list[dict[str, Any]]
+    results: dict[str, float]
+    suite: MetricSuite
+    failed_metrics: dict[str, str]
+    pairing: Pairing
+    ref_failures: list[dict[str, str]]
+    ref_count: int
+    paired: bool
+    rated: dict[str, int]
+    ratings_given: bool
+
+
+def _psnr_convention(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    infinite = sum(1 for r in rows if math.isinf(r["values"].get("psnr", 0.0)))
     return {
-        "name": name,
-        "dataset": dataset,
-        "mode": "paired" if paired else "no-reference",
-        "num_clips": len(rows),
-        "num_scored": len(rows) - len(failures),
-        "num_failed": len(failures),
-        "failures": failures,
-        "exclusions_per_metric": exclusions,
-        "unpaired": {"pred_only": pred_only, "gt_only": gt_only},
-        "reference_set_failures": ref_failures,
-        "metrics_run": sorted(suite.metrics),
-        "metrics_skipped": suite.skipped,
-        "metrics_failed": failed_metrics,
-        "face_detector": sorted(lse.detectors_used) if lse is not None else [],
-        "wer_recognizer": suite.recognizer_description,
-        "results": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in results.items()},
+        "name": "per-frame cap at 100 dB (libvpx MAX_PSNR, x264)",
+        "cap_db": PSNR_CAP_DB,
+        "rule": f"each frame's PSNR is capped at {PSNR_CAP_DB:g} dB before the mean per clip and the mean over "
+                "clips, so a frame identical to its ground truth counts 100 dB instead of making the mean "
+                "infinite; per_clip.csv keeps the uncapped value (psnr, inf for such a clip) beside the capped "
+                "one (psnr_capped) that the mean averages",
+        "clips_with_infinite_psnr": infinite,
     }
 
 
-def _write_outputs(out_dir: Path, rows, summary, results, name, dataset) -> None:
+def _column_counts(run: _Run) -> dict[str, int | str]:
+    """Per result key, the clips behind the value (generated vs real in no-reference mode)."""
+    counts: dict[str, int | str] = {}
+    for key in run.suite.metrics:
+        spec = SPECS[key]
+        if spec.kind == "per_clip":
+            counts.update({col: sum(1 for r in run.rows if col in r["values"]) for col in spec.outputs})
+        else:
+            n = sum(1 for r in run.rows if r["status"] == "ok" and key not in r["excluded"])
+            counts[key] = n if run.paired else f"{n} vs {run.ref_count} real"
+    counts.update({key: f"{n} rated" for key, n in run.rated.items()})
+    return counts
+
+
+_METRIC_OF_COLUMN = {col: spec.key for spec in SUITE for col in spec.outputs}
+_TABLE_KEYS = sorted({c.key for n in RESULT_TABLES for c in TABLES[n].columns + TABLES[n].extra_columns})
+
+
+def _missing_reason(key: str, value: float | None, run: _Run, counts: dict[str, int | str]) -> str:
+    if key in ("mos_video", "mos_audio"):
+        if run.ratings_given:
+            return f"human ratings: the --ratings file has no {key} values"
+        return "human ratings: give --ratings FILE (CSV with clip,mos_video,mos_audio columns)"
+    metric = _METRIC_OF_COLUMN[key]
+    if metric in run.suite.skipped:
+        return run.suite.skipped[metric]
+    if metric not in run.suite.metrics:
+        return "not requested (--metrics)"
+    if counts.get(key) == 0:
+        return "no clip could be scored (see the excluded column of per_clip.csv)"
+    if metric in run.failed_metrics:
+        return f"could not be computed: {run.failed_metrics[metric]}"
+    return f"not finite ({value})" if value is not None and not math.isnan(value) else "no value"
+
+
+def _missing_results(run: _Run, counts: dict[str, int | str]) -> dict[str, str]:
+    """Why each table column has no finite value."""
+    missing = {}
+    for key in _TABLE_KEYS:
+        value = run.results.get(key)
+        if value is None or not math.isfinite(value):
+            missing[key] = _missing_reason(key, value, run, counts)
+    return missing
+
+
+def _summary(run: _Run, dataset: str | None, name: str) -> dict[str, Any]:
+    failures = [{"clip": r["clip"], "reason": r["reason"]} for r in run.rows if r["status"] == "failed"]
+    exclusions: dict[str, int] = {}
+    for r in run.rows:
+        for key in r["excluded"]:
+            exclusions[key] = exclusions.get(key, 0) + 1
+    lse = run.suite.metrics.get("lse")  # None when LSE was not run
+    counts = _column_counts(run)
+    return {
+        "name": name,
+        "dataset": dataset,
+        "mode": "paired" if run.paired else "no-reference",
+        "num_clips": len(run.rows),
+        "num_scored": len(run.rows) - len(failures),
+        "num_failed": len(failures),
+        "failures": failures,
+        "exclusions_per_metric": exclusions,
+        "unpaired": {"pred_only": run.pairing.pred_only, "gt_only": run.pairing.gt_only, "ambiguous": run.pairing.ambiguous},
+        "ignored_files": run.pairing.ignored,
+        "reference_set_failures": run.ref_failures,
+        "metrics_run": sorted(run.suite.metrics),
+        "metrics_skipped": run.suite.skipped,
+        "metrics_failed": run.failed_metrics,
+        "face_detector": sorted(getattr(lse, "detectors_used", ())),
+        "wer_recognizer": run.suite.recognizer_description,
+        "conventions": {"psnr": _psnr_convention(run.rows)} if "psnr" in run.suite.metrics else {},
+        "results": {k: (v if math.isfinite(v) else None) for k, v in run.results.items()},
+        "results_missing": _missing_results(run, counts),
+        "clips_per_result": counts,
+    }
+
+
+def _our_row(run: _Run, summary: dict[str, Any], name: str, dataset: str | None) -> OurRow:
+    notes = {}
+    psnr = summary["conventions"].get("psnr")
+    if psnr is not None:
+        notes["psnr"] = (f"each frame's PSNR capped at {psnr['cap_db']:g} dB before averaging (libvpx/x264); "
+                         f"{psnr['clips_with_infinite_psnr']} of {summary['clips_per_result'].get('psnr', 0)} clips have a "
+                         "frame identical to the ground truth (uncapped PSNR inf, kept in per_clip.csv)")
+    return OurRow(run.results, name, dataset, summary["num_scored"], summary["clips_per_result"],
+                  summary["results_missing"], notes)
+
+
+def _write_outputs(out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], ours: OurRow) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_dir / "per_clip.csv", per_clip_csv(rows))
-    _write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    md, tex = render_tables(results, name, dataset)
+    _write_atomic(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
+    md, tex = render_tables(ours)
     _write_atomic(out_dir / "tables.md", md)
     _write_atomic(out_dir / "tables.tex", tex)
 
@@ -317,6 +560,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _print_unpaired(summary: dict[str, Any]) -> None:
+    lists = (
+        ("unpaired, no ground truth", summary["unpaired"]["pred_only"]),
+        ("unpaired, no generated clip", summary["unpaired"]["gt_only"]),
+        ("unpaired, several files share one name (case and extension ignored)", summary["unpaired"]["ambiguous"]),
+        (f"ignored, not a video file ({' '.join(VIDEO_EXTENSIONS)})", summary["ignored_files"]),
+    )
+    for what, names in lists:
+        if names:
+            print(f"  {what}: {', '.join(names)}")
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Entry point: run :func:`evaluate` and print where the outputs are and what was skipped."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -332,8 +587,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"  skipped {key}: {reason}")
     if summary["wer_recognizer"] is not None:
         print(f"  WER transcribed by {summary['wer_recognizer']}")
-    if summary["unpaired"]["pred_only"] or summary["unpaired"]["gt_only"]:
-        print(f"  unpaired: {summary['unpaired']}")
+    _print_unpaired(summary)
+    psnr = summary["conventions"].get("psnr")
+    if psnr is not None:
+        print(f"  psnr: {psnr['name']}; {psnr['clips_with_infinite_psnr']} clip(s) with a frame identical to the ground truth")
     for key, value in summary["results"].items():
         print(f"  {key:14s} {value if value is None else f'{value:.4f}'}")
     print(f"outputs in {args.out}: per_clip.csv, summary.json, tables.md, tables.tex")

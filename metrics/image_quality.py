@@ -11,6 +11,7 @@ NaN/inf or out-of-range values is excluded (``num_excluded``) with a warning nam
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Union
@@ -21,11 +22,12 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from metrics.functional.image_quality import (
+    PSNR_CAP_DB,
     _check_pair,
     _pair_problem,
+    frame_psnr,
     lpips_network,
     video_lpips,
-    video_psnr,
     video_ssim,
 )
 
@@ -37,8 +39,8 @@ def _add_clip_states(metric: Metric) -> None:
     metric.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
 
-def _update_clips(metric: _PerClipMetric, preds: Tensor, target: Tensor, score_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
-    """Score the valid pairs of (B, T, 3, H, W) ``preds``/``target``; count and warn the others."""
+def _valid_pairs(metric: _PerClipMetric, preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The valid pairs of (B, T, 3, H, W) ``preds``/``target`` (``None`` if none); count and warn the others."""
     name = type(metric).__name__
     _check_pair(preds, target, name)
     keep = []
@@ -49,10 +51,18 @@ def _update_clips(metric: _PerClipMetric, preds: Tensor, target: Tensor, score_f
         else:
             warnings.warn(f"{name}: clip {index} of the batch excluded: {problem}", UserWarning)
     metric.num_excluded += preds.shape[0] - len(keep)
+    if not keep:
+        return None
     if len(keep) < preds.shape[0]:  # indexing copies: only when a clip is dropped
         preds, target = preds[keep], target[keep]
-    if keep:
-        metric.clip_scores.append(score_fn(preds, target))  # (B',) float64
+    return preds, target
+
+
+def _update_clips(metric: _PerClipMetric, preds: Tensor, target: Tensor, score_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """Score the valid pairs of (B, T, 3, H, W) ``preds``/``target``; count and warn the others."""
+    pairs = _valid_pairs(metric, preds, target)
+    if pairs is not None:
+        metric.clip_scores.append(score_fn(*pairs))  # (B',) float64
 
 
 def _mean_of_clips(metric: _PerClipMetric) -> Tensor:
@@ -64,6 +74,15 @@ def _mean_of_clips(metric: _PerClipMetric) -> Tensor:
 class VideoPSNR(Metric):
     """Mean over clips of the per-clip mean of per-frame PSNR (dB, data range 1 after scaling).
 
+    Infinite PSNR convention: a frame identical to its target has PSNR ``inf``. The mean that
+    :meth:`compute` returns caps every frame at ``max_db`` first (100 dB by default, the cap of
+    libvpx's ``MAX_PSNR`` and of x264), so one identical frame adds 100 dB to its clip's mean
+    instead of making every mean ``inf``. :meth:`per_clip` keeps the uncapped values.
+
+    Args:
+        max_db: per-frame cap of the aggregate in dB; ``None`` averages uncapped values (then
+            one identical frame makes the result ``inf``).
+
     Example:
         >>> import torch
         >>> metric = VideoPSNR()
@@ -74,6 +93,7 @@ class VideoPSNR(Metric):
     """
 
     clip_scores: list[Tensor]
+    capped_scores: list[Tensor]
     num_excluded: Tensor
 
     is_differentiable = False
@@ -81,21 +101,36 @@ class VideoPSNR(Metric):
     full_state_update = False
     plot_lower_bound = 0.0
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, max_db: float | None = PSNR_CAP_DB, **kwargs) -> None:
         super().__init__(**kwargs)
+        if max_db is not None and not (isinstance(max_db, (int, float)) and 0 < max_db < math.inf):
+            raise ValueError(f"max_db must be a positive number of dB or None, got {max_db!r}")
+        self.max_db = max_db
         _add_clip_states(self)
+        self.add_state("capped_scores", [], dist_reduce_fx="cat")
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add the per-clip PSNR of ``preds`` against ``target`` (B, T, 3, H, W)."""
-        _update_clips(self, preds, target, video_psnr)
+        pairs = _valid_pairs(self, preds, target)
+        if pairs is None:
+            return
+        frames = frame_psnr(*pairs)  # (B', T) float64
+        self.clip_scores.append(frames.mean(dim=1))
+        self.capped_scores.append((frames if self.max_db is None else frames.clamp(max=self.max_db)).mean(dim=1))
 
     def compute(self) -> Tensor:
-        """Mean PSNR over clips (float64 scalar)."""
-        return _mean_of_clips(self)
+        """Mean over clips of the capped per-clip PSNR (float64 scalar)."""
+        _mean_of_clips(self)  # raises before any clip
+        return dim_zero_cat(self.capped_scores).mean()
 
-    def per_clip(self) -> Tensor:
-        """(N,) float64 per-clip PSNR, in update order (rank order after a DDP sync)."""
-        return dim_zero_cat(self.clip_scores)
+    def per_clip(self, capped: bool = False) -> Tensor:
+        """(N,) float64 per-clip PSNR, in update order (rank order after a DDP sync).
+
+        Args:
+            capped: the values :meth:`compute` averages (frames capped at ``max_db``) instead
+                of the plain per-clip means (``inf`` for a clip with an identical frame).
+        """
+        return dim_zero_cat(self.capped_scores if capped else self.clip_scores)
 
 
 class VideoSSIM(Metric):

@@ -7,7 +7,14 @@ numbers can be placed in a row beside the paper's. Notes on the transcription:
   Tables 2, 4 and 5 name no test set.
 * ``mos_video``/``mos_audio`` are ratings by 35 human experts (0-5), not a computed metric.
 * The paper's "MCD" (44-140) is a plain Euclidean MFCC distance, our ``mcd_paper``
-  (:class:`metrics.mcd.PaperMFCCDistance`); standard MCD is ``mcd``.
+  (:class:`metrics.mcd.PaperMFCCDistance`), printed as "MFCC dist. (paper's MCD)"; the
+  standard MCD in dB (``mcd``) is an extra column of Table 3 that only our row fills.
+
+Rendering (:func:`render_markdown`, :func:`render_latex`, both from one :func:`layout`): headers
+carry units and an arrow for the direction; every "-" carries a footnote number whose note
+gives the reason (not in the paper, missing weights or package, ``--ratings`` not given...);
+notes under each table say how many clips our row covers (the paper does not say for its
+rows), which test set the rows are on, and what each unusual column holds.
 * Table 6: the text copy lost the positions of its check marks; the component sets below are
   read from the counts of marks per row and Section 4.2's discussion (removing TE hurts most,
   removing DC more than removing EC, ETE beats STE). The numbers are exact.
@@ -16,6 +23,7 @@ numbers can be placed in a row beside the paper's. Notes on the transcription:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 DATASETS = ("VoxCeleb", "FakeAVCeleb", "CelebV-HQ", "HDTF")
@@ -23,11 +31,26 @@ DATASETS = ("VoxCeleb", "FakeAVCeleb", "CelebV-HQ", "HDTF")
 
 @dataclass(frozen=True)
 class Column:
-    """One metric column: suite key, printed label and direction."""
+    """One metric column: suite key, printed label, direction, unit and what it is.
+
+    Attributes:
+        key: result key of :mod:`metrics.suite` (or ``mos_video``/``mos_audio``).
+        label: printed label.
+        higher_is_better: direction (an arrow in the header).
+        unit: unit or scale printed after the label (``"dB"``, ``"0-5"``), or ``""``.
+        note: what the column holds, printed under every table that has it, or ``""``.
+    """
 
     key: str
     label: str
     higher_is_better: bool
+    unit: str = ""
+    note: str = ""
+
+    @property
+    def heading(self) -> str:
+        """Label and unit, without the arrow: ``"PSNR (dB)"``."""
+        return f"{self.label} ({self.unit})" if self.unit else self.label
 
 
 @dataclass(frozen=True)
@@ -39,7 +62,7 @@ class PaperTable:
         title: what the table reports.
         columns: metric columns, in the paper's order.
         rows: ``(dataset or "", model, values)``; values in column order.
-        extra_columns: columns only our row fills (e.g. DNSMOS), printed as "-" for the paper.
+        extra_columns: columns only our row fills (e.g. DNSMOS), "-" for the paper's rows.
     """
 
     number: int
@@ -48,21 +71,38 @@ class PaperTable:
     rows: tuple[tuple[str, str, tuple[float, ...]], ...]
     extra_columns: tuple[Column, ...] = field(default=())
 
+    @property
+    def has_blocks(self) -> bool:
+        """True when the paper's rows are grouped by test set (Tables 1 and 3)."""
+        return any(row[0] for row in self.rows)
+
     def block(self, dataset: str | None) -> list[tuple[str, str, tuple[float, ...]]]:
         """Rows of one test set (all rows when the table has no per-dataset blocks)."""
-        if not any(row[0] for row in self.rows) or dataset is None:
+        if not self.has_blocks or dataset is None:
             return list(self.rows)
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
         return [row for row in self.rows if row[0] == dataset]
 
 
-def _c(key: str, label: str, up: bool) -> Column:
-    return Column(key, label, up)
+def _c(key: str, label: str, up: bool, unit: str = "", note: str = "") -> Column:
+    return Column(key, label, up, unit, note)
 
+
+_MFCC_NOTE = (
+    "MFCC dist. is the column the paper calls MCD (44-140 there): a Euclidean distance between MFCCs of "
+    "dB mel spectra (ours: metrics.mcd.PaperMFCCDistance), not the standard mel-cepstral distortion."
+)
+_MCD_NOTE = (
+    "MCD (dB) is the standard mel-cepstral distortion in dB (Kubichek; c0 excluded, DTW-aligned frames; "
+    "typically 4-10 dB), which the paper does not report."
+)
+_MOS_NOTE = "MOS: human ratings on a 0-5 scale (the paper: 35 experts); ours only from --ratings."
 
 FID, FVD, FVMD = _c("fid", "FID", False), _c("fvd", "FVD", False), _c("fvmd", "FVMD", False)
-FAD, MCD, STOI = _c("fad", "FAD", False), _c("mcd_paper", "MCD", False), _c("stoi", "STOI", True)
+FAD, STOI = _c("fad", "FAD", False), _c("stoi", "STOI", True, "0-1")
+MCD = _c("mcd_paper", "MFCC dist. (paper's MCD)", False, note=_MFCC_NOTE)
+STANDARD_MCD = _c("mcd", "MCD", False, "dB", _MCD_NOTE)
 
 
 def _blocks(models: tuple[str, ...], values: dict[str, tuple[tuple[float, ...], ...]]):
@@ -85,14 +125,16 @@ TABLE1 = PaperTable(1, "Video generation: FID, FVD, FVMD per test set", (FID, FV
 
 TABLE2 = PaperTable(
     2, "Video generation: PSNR, SSIM, KVD, LPIPS, MOS",
-    (_c("psnr", "PSNR", True), _c("ssim", "SSIM", True), _c("kvd", "KVD", False), _c("lpips", "LPIPS", False),
-     _c("mos_video", "MOS", True)),
+    (_c("psnr", "PSNR", True, "dB", "PSNR and SSIM: per frame, mean per clip, mean over clips."),
+     _c("ssim", "SSIM", True), _c("kvd", "KVD", False), _c("lpips", "LPIPS", False),
+     _c("mos_video", "MOS", True, "0-5", _MOS_NOTE)),
     (("", "Hallo", (33.01, 0.68, 44.12, 0.51, 4.10)), ("", "Audio2Head", (29.21, 0.51, 49.09, 0.23, 3.51)),
      ("", "EAT", (24.45, 0.52, 49.12, 0.52, 3.57)), ("", "SadTalker", (29.72, 0.59, 49.61, 0.53, 3.51)),
      ("", "Proposed", (35.94, 0.73, 41.22, 0.54, 4.22))),
 )
 
-TABLE3 = PaperTable(3, "Speech generation: FAD, MCD, STOI per test set", (FAD, MCD, STOI), _blocks(_AUDIO_MODELS, {
+TABLE3 = PaperTable(3, "Speech generation: FAD, MCD, STOI per test set", (FAD, MCD, STOI), extra_columns=(STANDARD_MCD,),
+                    rows=_blocks(_AUDIO_MODELS, {
     "VoxCeleb": ((258.54, 82.37, 0.10), (199.52, 111.79, 0.19), (249.17, 100.80, 0.13), (329.21, 103.94, 0.15),
                  (241.75, 75.39, 0.17)),
     "FakeAVCeleb": ((871.14, 82.12, 0.10), (445.38, 65.60, 0.21), (184.39, 77.88, 0.11), (482.04, 87.11, 0.18),
@@ -105,16 +147,20 @@ TABLE3 = PaperTable(3, "Speech generation: FAD, MCD, STOI per test set", (FAD, M
 
 TABLE4 = PaperTable(
     4, "Speech generation: ESTOI, PESQ, WER, MOS",
-    (_c("estoi", "ESTOI", True), _c("pesq", "PESQ", True), _c("wer", "WER", False), _c("mos_audio", "MOS", True)),
+    (_c("estoi", "ESTOI", True, "0-1"),
+     _c("pesq", "PESQ", True, note="PESQ: ours is wideband PESQ (ITU-T P.862.2) at 16 kHz, MOS-LQO 1.04-4.64."),
+     _c("wer", "WER", False, "0-1", "WER: word error rate as a fraction; ours after Whisper's English normaliser."),
+     _c("mos_audio", "MOS", True, "0-5", _MOS_NOTE)),
     (("", "Tortoise", (0.42, 3.80, 0.21, 4.32)), ("", "Your_TTS", (0.31, 3.71, 0.30, 3.61)),
      ("", "XTTS_v2", (0.33, 3.51, 0.34, 3.21)), ("", "GlowTTS", (0.39, 3.83, 0.33, 3.52)),
      ("", "Proposed", (0.43, 4.01, 0.18, 4.56))),
-    extra_columns=(_c("dnsmos", "DNSMOS (ovr)", True),),
+    extra_columns=(_c("dnsmos", "DNSMOS ovr", True, "1-5", "DNSMOS ovr: predicted MOS (DNSMOS P.835 overall), not in the paper."),),
 )
 
 TABLE5 = PaperTable(
     5, "Audio-video synchronisation: LSE-C, LSE-D",
-    (_c("lse_c", "LSE-C", True), _c("lse_d", "LSE-D", False)),
+    (_c("lse_c", "LSE-C", True, note="LSE-C/LSE-D: SyncNet confidence and distance (Wav2Lip protocol)."),
+     _c("lse_d", "LSE-D", False)),
     (("", "Groundtruth", (5.45, 8.52)), ("", "Hallo", (3.03, 8.71)), ("", "Audio2Head", (2.51, 10.34)),
      ("", "EAT", (4.39, 9.35)), ("", "SadTalker", (5.44, 10.09)), ("", "STE", (5.71, 8.41)),
      ("", "ETE/Proposed", (5.74, 8.38))),
@@ -149,57 +195,169 @@ RESULT_TABLES = (1, 2, 3, 4, 5)
 # --------------------------------------------------------------------------------------------
 
 
-def _fmt(value: float | None) -> str:
-    if value is None or math.isnan(value):
-        return "-"
+
+NOT_IN_PAPER = "not reported in the paper"
+NOT_COMPUTED = "not computed in this run"
+
+
+@dataclass(frozen=True)
+class OurRow:
+    """Our results as one row of the tables, with what the reader needs to judge them.
+
+    Attributes:
+        values: result key -> value; ``None``/NaN/inf print as "-".
+        name: model label (printed ``"<name> (ours)"``).
+        dataset: test set of our clips (block of Tables 1 and 3), or ``None``.
+        num_clips: clips scored.
+        counts: result key -> clips behind the value (an int or a phrase such as
+            ``"3 vs 5 real"``).
+        reasons: result key -> why the value is missing (footnote of its "-").
+        notes: result key -> how the value was aggregated (e.g. the PSNR convention).
+    """
+
+    values: Mapping[str, float | None]
+    name: str = "nfy"
+    dataset: str | None = None
+    num_clips: int | None = None
+    counts: Mapping[str, int | str] = field(default_factory=dict)
+    reasons: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TableLayout:
+    """What both renderers print: caption, columns, cells and notes.
+
+    ``rows`` hold ``(text, marker)`` cells, ``marker`` the number of the footnote that explains a
+    "-" (``None`` elsewhere); ``footnotes`` are ``(marker, reason)``; ``notes`` plain lines.
+    """
+
+    caption: str
+    columns: tuple[Column, ...]
+    leading: list[str]
+    rows: list[list[tuple[str, str | None]]]
+    ours_index: int | None
+    notes: list[str]
+    footnotes: list[tuple[str, str]]
+
+
+def _fmt(value: float | None) -> str | None:
+    if value is None or not math.isfinite(value):
+        return None
     return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.3g}"
 
 
-def table_rows(
-    table: PaperTable, ours: dict[str, float] | None, name: str, dataset: str | None
-) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (the paper's block, then ours) as strings."""
+class _Footnotes:
+    """Numbers the reasons behind "-" cells in order of first use; one number per distinct reason."""
+
+    def __init__(self) -> None:
+        self.markers: dict[str, str] = {}
+
+    def cell(self, text: str | None, reason: str) -> tuple[str, str | None]:
+        if text is not None:
+            return text, None
+        return "-", self.markers.setdefault(reason, str(len(self.markers) + 1))
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(marker, reason) for reason, marker in self.markers.items()]
+
+
+def _clip_note(columns: tuple[Column, ...], ours: OurRow | None) -> str:
+    paper = "the paper does not say how many clips its rows cover"
+    if ours is None:
+        return f"Clips: {paper}."
+    total = "an unknown number of" if ours.num_clips is None else str(ours.num_clips)
+    per_column = [f"{c.label.split(' (')[0]} {ours.counts[c.key]}" for c in columns if c.key in ours.counts]
+    detail = f" (per column: {', '.join(per_column)})" if per_column else ""
+    return f"Clips: {ours.name} (ours) covers {total} clips{detail}; {paper}."
+
+
+def _notes(table: PaperTable, columns: tuple[Column, ...], ours: OurRow | None) -> list[str]:
+    notes = [_clip_note(columns, ours)]
+    if not table.has_blocks:
+        where = "" if ours is None else f"; ours: {ours.dataset or 'test set not given (--dataset)'}"
+        notes.append(f"The paper's rows name no test set{where}.")
+    elif ours is not None and ours.dataset is None:
+        notes.append("Our row's test set is not given (--dataset); the paper's rows of every test set are shown.")
+    for column in columns:
+        if column.note and column.note not in notes:
+            notes.append(column.note)
+        if ours is not None and column.key in ours.notes:
+            notes.append(f"{column.label.split(' (')[0]} (ours): {ours.notes[column.key]}")
+    return notes
+
+
+def layout(table: PaperTable, ours: OurRow | None = None) -> TableLayout:
+    """Caption, cells and notes of ``table``: the paper's rows (of ``ours.dataset``'s block), then ours."""
+    dataset = ours.dataset if ours is not None else None
     columns = table.columns + table.extra_columns
-    arrows = [f"{c.label} ({'higher' if c.higher_is_better else 'lower'} better)" for c in columns]
-    header = ["Dataset", "Model", *arrows] if any(r[0] for r in table.rows) else ["Model", *arrows]
-    rows = []
+    caption = f"Table {table.number}: {table.title}" + (f" ({dataset})" if dataset and table.has_blocks else "")
+    leading = ["Dataset", "Model"] if table.has_blocks else ["Model"]
+    marks = _Footnotes()
+    rows: list[list[tuple[str, str | None]]] = []
     for ds, model, values in table.block(dataset):
-        cells = [_fmt(v) for v in values] + ["-"] * len(table.extra_columns)
-        rows.append(([ds] if len(header) > len(columns) + 1 else []) + [model, *cells])
+        cells = [marks.cell(_fmt(v), NOT_IN_PAPER) for v in values]
+        cells += [marks.cell(None, NOT_IN_PAPER) for _ in table.extra_columns]
+        rows.append([(text, None) for text in ([ds] if table.has_blocks else []) + [model]] + cells)
+    ours_index = None
     if ours is not None:
-        cells = [_fmt(ours.get(c.key)) for c in columns]
-        rows.append(([dataset or ""] if len(header) > len(columns) + 1 else []) + [f"{name} (ours)", *cells])
-    return header, rows
+        cells = [marks.cell(_fmt(ours.values.get(c.key)), ours.reasons.get(c.key, NOT_COMPUTED)) for c in columns]
+        label = ([dataset or ""] if table.has_blocks else []) + [f"{ours.name} (ours)"]
+        ours_index = len(rows)
+        rows.append([(text, None) for text in label] + cells)
+    return TableLayout(caption, columns, leading, rows, ours_index, _notes(table, columns, ours), marks.items())
 
 
-def render_markdown(table: PaperTable, ours: dict[str, float] | None, name: str, dataset: str | None = None) -> str:
-    """Table ``table`` in Markdown, the paper's rows then ``ours`` (missing values as "-")."""
-    header, rows = table_rows(table, ours, name, dataset)
-    lines = [f"**Table {table.number}.** {table.title}" + (f" ({dataset})" if dataset else ""), ""]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+def _md_cell(text: str, marker: str | None) -> str:
+    text = text.replace("|", r"\|")
+    return f"{text}[{marker}]" if marker else text
+
+
+def render_markdown(table: PaperTable, ours: OurRow | None = None) -> str:
+    """Table ``table`` in Markdown: the paper's rows, ``ours``, then the notes and footnotes."""
+    lay = layout(table, ours)
+    header = lay.leading + [f"{c.heading} {'↑' if c.higher_is_better else '↓'}" for c in lay.columns]
+    caption = lay.caption.replace(f"Table {table.number}: ", f"**Table {table.number}.** ", 1)
+    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(*cell) for cell in row) + " |" for row in lay.rows]
+    notes = ["↑/↓: higher/lower is better.", *lay.notes, *(f"[{marker}] {reason}" for marker, reason in lay.footnotes)]
+    for note in notes:  # one paragraph each
+        lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
+_TEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "`": r"\textasciigrave{}", "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
+
+
 def _tex(text: str) -> str:
-    return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%")
+    # "--" would print as an en dash: keep command-line flags literal
+    return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text).replace("--", "-{}-")
 
 
-def render_latex(table: PaperTable, ours: dict[str, float] | None, name: str, dataset: str | None = None) -> str:
-    """Table ``table`` as a LaTeX ``tabular`` (booktabs), the paper's rows then ``ours``."""
-    header, rows = table_rows(table, ours, name, dataset)
-    header = [h.replace(" (higher better)", r" $\uparrow$").replace(" (lower better)", r" $\downarrow$") for h in header]
-    caption = f"Table {table.number}: {table.title}" + (f" ({dataset})" if dataset else "")
+def _tex_cell(text: str, marker: str | None) -> str:
+    return _tex(text) + (f"$^{{{marker}}}$" if marker else "")
+
+
+def render_latex(table: PaperTable, ours: OurRow | None = None) -> str:
+    """Table ``table`` as a LaTeX ``tabular`` (booktabs), the same cells and notes as :func:`render_markdown`."""
+    lay = layout(table, ours)
+    header = [_tex(h) for h in lay.leading]
+    header += [_tex(c.heading) + (r" $\uparrow$" if c.higher_is_better else r" $\downarrow$") for c in lay.columns]
     lines = [
-        r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(caption)}}}",
-        r"\begin{tabular}{l" + "l" * (len(header) - len(table.columns) - len(table.extra_columns) - 1)
-        + "r" * (len(table.columns) + len(table.extra_columns)) + "}",
-        r"\toprule", " & ".join(_tex(h) if "$" not in h else h for h in header) + r" \\", r"\midrule",
+        r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(lay.caption)}}}",
+        r"\begin{tabular}{" + "l" * len(lay.leading) + "r" * len(lay.columns) + "}",
+        r"\toprule", " & ".join(header) + r" \\", r"\midrule",
     ]
-    for i, row in enumerate(rows):
-        if ours is not None and i == len(rows) - 1:
+    for i, row in enumerate(lay.rows):
+        if i == lay.ours_index:
             lines.append(r"\midrule")
-        lines.append(" & ".join(_tex(cell) for cell in row) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        lines.append(" & ".join(_tex_cell(*cell) for cell in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip\footnotesize", r"$\uparrow$/$\downarrow$: higher/lower is better.\par"]
+    lines += [_tex(note) + r"\par" for note in lay.notes]
+    lines += [f"$^{{{marker}}}$ {_tex(reason)}" + r"\par" for marker, reason in lay.footnotes]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -8,7 +8,9 @@ it is per-clip or a distribution distance.
 
 :class:`MetricSuite` builds the metrics whose requirements are met, records why the others were
 skipped (missing weights, missing package, no ground truth, no transcripts...), updates them one
-clip at a time and returns each clip's values (for the per-clip CSV) and the final summary.
+clip at a time and returns each clip's values (for the per-clip CSV) and the final summary. A
+clip without a video or audio track is refused, with the reason, only by the metrics that read
+that track.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ SUITE: tuple[MetricSpec, ...] = (
 SPECS: dict[str, MetricSpec] = {spec.key: spec for spec in SUITE}
 COLUMN_LABELS: dict[str, str] = {
     **{s.key: s.label for s in SUITE},
-    "lse_c": "LSE-C", "lse_d": "LSE-D", "lse_offset": "AV offset",
+    "lse_c": "LSE-C", "lse_d": "LSE-D", "lse_offset": "AV offset", "psnr_capped": "PSNR (frames capped at 100 dB)",
     "dnsmos_sig": "DNSMOS SIG", "dnsmos_bak": "DNSMOS BAK", "dnsmos_p808": "DNSMOS P.808",
 }
 DNSMOS_KEYS = ("overall", "sig", "bak", "p808")
@@ -117,10 +119,17 @@ DNSMOS_KEYS = ("overall", "sig", "bak", "p808")
 
 @dataclass
 class Clip:
-    """One decoded clip: ``video`` ``(T, 3, H, W)`` uint8 RGB at 25 fps, ``wav`` ``(S,)`` float32 at 16 kHz."""
+    """One decoded clip: ``video`` ``(T, 3, H, W)`` uint8 RGB at 25 fps, ``wav`` ``(S,)`` float32 at 16 kHz.
 
-    video: Tensor
-    wav: Tensor
+    Either may be ``None`` when the file has no such track: the metrics that need it then
+    refuse the clip (with the reason) and the others still score it.
+    """
+
+    video: Tensor | None
+    wav: Tensor | None
+
+
+_TRACK_NAMES = {"video": "video", "wav": "audio"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,14 +172,56 @@ def build_metric(spec: MetricSpec, **overrides: Any) -> Metric:
 
 
 def align_pair(pred: Clip, gt: Clip) -> tuple[Clip, Clip]:
-    """Cut both clips to their common length; resize ``pred`` frames to ``gt``'s size if needed."""
-    t = min(pred.video.shape[0], gt.video.shape[0])
-    s = min(pred.wav.shape[0], gt.wav.shape[0])
-    video = pred.video[:t]
-    if video.shape[-2:] != gt.video.shape[-2:]:
-        video = F.interpolate(video.float(), size=tuple(gt.video.shape[-2:]), mode="bilinear", align_corners=False)
-        video = video.round().clamp(0, 255).to(torch.uint8)  # (T, 3, H_gt, W_gt)
-    return Clip(video, pred.wav[:s]), Clip(gt.video[:t], gt.wav[:s])
+    """Cut both clips to their common length; resize ``pred`` frames to ``gt``'s size if needed.
+
+    :func:`alignment_report` says what this does to a pair. A track missing on either side
+    is left as it is (the metrics that need it refuse the pair).
+    """
+    pred_video, gt_video, pred_wav, gt_wav = pred.video, gt.video, pred.wav, gt.wav
+    if pred_video is not None and gt_video is not None:
+        t = min(pred_video.shape[0], gt_video.shape[0])
+        pred_video, gt_video = pred_video[:t], gt_video[:t]
+        if pred_video.shape[-2:] != gt_video.shape[-2:]:
+            resized = F.interpolate(pred_video.float(), size=tuple(gt_video.shape[-2:]), mode="bilinear", align_corners=False)
+            pred_video = resized.round().clamp(0, 255).to(torch.uint8)  # (T, 3, H_gt, W_gt)
+    if pred_wav is not None and gt_wav is not None:
+        s = min(pred_wav.shape[0], gt_wav.shape[0])
+        pred_wav, gt_wav = pred_wav[:s], gt_wav[:s]
+    return Clip(pred_video, pred_wav), Clip(gt_video, gt_wav)
+
+
+def alignment_report(pred: Clip, gt: Clip) -> dict[str, int | str | None]:
+    """What :func:`align_pair` cuts and resizes in a pair (``None`` where a track is missing).
+
+    Returns:
+        ``pred_frames_cut``/``gt_frames_cut`` (frames at 25 fps dropped from the end),
+        ``pred_resized_from`` (``"WxH"`` of the generated frames when they were resized to the
+        ground truth's size, else ``""``), ``pred_audio_samples_cut``/``gt_audio_samples_cut``
+        (16 kHz samples dropped from the end).
+    """
+    report: dict[str, int | str | None] = dict.fromkeys(
+        ("pred_frames_cut", "gt_frames_cut", "pred_resized_from", "pred_audio_samples_cut", "gt_audio_samples_cut"))
+    if pred.video is not None and gt.video is not None:
+        t = min(pred.video.shape[0], gt.video.shape[0])
+        report.update(pred_frames_cut=pred.video.shape[0] - t, gt_frames_cut=gt.video.shape[0] - t)
+        h, w = pred.video.shape[-2:]
+        report["pred_resized_from"] = "" if (h, w) == tuple(gt.video.shape[-2:]) else f"{w}x{h}"
+    if pred.wav is not None and gt.wav is not None:
+        s = min(pred.wav.shape[0], gt.wav.shape[0])
+        report.update(pred_audio_samples_cut=pred.wav.shape[0] - s, gt_audio_samples_cut=gt.wav.shape[0] - s)
+    return report
+
+
+class MissingTrackError(ValueError):
+    """A metric needs a video or audio track that the clip does not have."""
+
+
+def _track(clip: Clip | None, attr: str, side: str) -> Tensor:
+    """``clip.video`` or ``clip.wav``; :class:`MissingTrackError` naming the track and ``side`` when absent."""
+    data = getattr(clip, attr, None)
+    if data is None:
+        raise MissingTrackError(f"no {_TRACK_NAMES[attr]} track in the {side} clip")
+    return data
 
 
 def _count(metric: Metric) -> int:
@@ -189,6 +240,8 @@ def _last_values(spec: MetricSpec, metric: Metric) -> dict[str, float]:
                 "lse_offset": float(values["offset"][-1])}
     if spec.key == "dnsmos":
         return dict(zip(spec.columns, (float(v) for v in values[-1])))
+    if spec.key == "psnr":  # the uncapped value (inf for an identical frame) and the one the mean uses
+        return {"psnr": float(values[-1]), "psnr_capped": float(metric.per_clip(capped=True)[-1])}
     return {spec.key: float(values[-1])}
 
 
@@ -292,22 +345,23 @@ class MetricSuite:
         return self.recognizer(wav[None])
 
     def _update_one(self, spec: MetricSpec, metric: Metric, pred: Clip, gt: Clip | None, text: str | None) -> None:
+        """Feed one clip to ``metric``; :class:`MissingTrackError` (before any update) if a track it reads is absent."""
+        attr = "video" if spec.modality == "video" else "wav"
         if spec.kind == "distribution":
-            data = (pred.video[None], gt.video[None] if gt else None) if spec.modality == "video" else (
-                pred.wav[None], gt.wav[None] if gt else None)
-            metric.update(data[0], real=False)
-            if data[1] is not None:
-                metric.update(data[1], real=True)
+            fake = _track(pred, attr, "generated")
+            real = _track(gt, attr, "ground-truth") if gt is not None else None
+            metric.update(fake[None], real=False)
+            if real is not None:
+                metric.update(real[None], real=True)
         elif spec.key == "lse":
-            metric.update(pred.video[None], pred.wav[None])
+            video, wav = _track(pred, "video", "generated"), _track(pred, "wav", "generated")
+            metric.update(video[None], wav[None])
         elif spec.key == "dnsmos":
-            metric.update(pred.wav[None])
+            metric.update(_track(pred, "wav", "generated")[None])
         elif spec.key == "wer":
-            metric.update(self._recognise(pred.wav), [text])
-        elif spec.modality == "video":
-            metric.update(pred.video[None], gt.video[None])
-        else:
-            metric.update(pred.wav[None], gt.wav[None])
+            metric.update(self._recognise(_track(pred, "wav", "generated")), [text])
+        else:  # per clip against the ground truth
+            metric.update(_track(pred, attr, "generated")[None], _track(gt, attr, "ground-truth")[None])
 
     def update(self, pred: Clip, gt: Clip | None = None, text: str | None = None) -> tuple[dict[str, float], dict[str, str]]:
         """Feed one prediction (and its ground truth / transcript) to every metric.
@@ -336,12 +390,23 @@ class MetricSuite:
                 refused[key] = "; ".join(str(w.message) for w in caught) or "not scored"
         return values, refused
 
-    def add_reference(self, clip: Clip) -> None:
-        """No-reference mode: add a real clip to the real side of the distribution metrics."""
+    def add_reference(self, clip: Clip) -> dict[str, str]:
+        """No-reference mode: add a real clip to the real side of the distribution metrics.
+
+        Returns:
+            Per distribution metric that could not take the clip (missing track), the reason.
+        """
+        refused = {}
         for key, metric in self.metrics.items():
             spec = SPECS[key]
-            if spec.kind == "distribution":
-                metric.update((clip.video if spec.modality == "video" else clip.wav)[None], real=True)
+            if spec.kind != "distribution":
+                continue
+            data = clip.video if spec.modality == "video" else clip.wav
+            if data is None:
+                refused[key] = f"no {spec.modality} track in the reference clip"
+            else:
+                metric.update(data[None], real=True)
+        return refused
 
     def compute(self) -> tuple[dict[str, float], dict[str, str]]:
         """Final values (``{column: value}``) and the metrics whose compute failed, with why."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +51,9 @@ def folders(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_pairing_reports_unpaired(folders) -> None:
-    pairs, pred_only, gt_only = pair_clips(*folders)
-    assert [p[0] for p in pairs] == ["a.mp4", "b.mp4", "corrupt.mp4", "silent.mp4"]
-    assert pred_only == ["pred_only.mp4"] and gt_only == ["gt_only.mp4"]
+    pairing = pair_clips(*folders)
+    assert [p[0] for p in pairing.pairs] == ["a.mp4", "b.mp4", "corrupt.mp4", "silent.mp4"]
+    assert pairing.pred_only == ["pred_only.mp4"] and pairing.gt_only == ["gt_only.mp4"]
 
 
 def test_paired_run_writes_csv_summary_and_tables(folders, tmp_path) -> None:
@@ -65,7 +68,7 @@ def test_paired_run_writes_csv_summary_and_tables(folders, tmp_path) -> None:
     out = tmp_path / "out"
     assert summary["num_clips"] == 4 and summary["num_failed"] == 1
     assert summary["failures"][0]["clip"] == "corrupt.mp4" and "corrupt.mp4" in summary["failures"][0]["reason"]
-    assert summary["unpaired"] == {"pred_only": ["pred_only.mp4"], "gt_only": ["gt_only.mp4"]}
+    assert summary["unpaired"] == {"pred_only": ["pred_only.mp4"], "gt_only": ["gt_only.mp4"], "ambiguous": []}
     assert "fid" in summary["metrics_run"]
     if "lpips" in summary["metrics_skipped"]:
         assert "alexnet" in summary["metrics_skipped"]["lpips"]
@@ -83,7 +86,7 @@ def test_paired_run_writes_csv_summary_and_tables(folders, tmp_path) -> None:
 
     md, tex = (out / "tables.md").read_text(), (out / "tables.tex").read_text()
     assert "| HDTF | Our Model | 11.72 | 15.58 | 1784.16 |" in md  # the paper's row of Table 1
-    assert "| tiny (ours) | " in md and "DNSMOS (ovr)" in md
+    assert "| tiny (ours) | " in md and "DNSMOS ovr (1-5) ↑" in md
     psnr_row = next(line for line in md.splitlines() if line.startswith("| tiny (ours)") and "3.50" in line)
     assert f"{summary['results']['psnr']:.2f}" in psnr_row
     assert tex.count(r"\begin{tabular}") == 5 and r"tiny (ours)" in tex
@@ -164,3 +167,141 @@ def test_asr_flag_chooses_the_wer_recogniser(folders, tmp_path, monkeypatch, cap
     hyps = WhisperRecognizer(NAME)([torch.from_numpy(read_audio(pred / n)) for n in names])
     expected = normalized_word_error_rate_per_utterance(hyps, [texts[n] for n in names])
     np.testing.assert_allclose([float(rows[n]["wer"]) for n in names], expected.numpy(), atol=1e-5)  # the CSV keeps 6 digits
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs that need cutting, resizing or another frame rate; missing tracks; names that differ
+# in case or extension; an identical pair
+# --------------------------------------------------------------------------------------------
+
+
+def _never(constant: str) -> None:
+    raise ValueError(f"not strict JSON: {constant}")
+
+
+@pytest.fixture(scope="module")
+def odd_folders(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("odd")
+    pred, gt = root / "pred", root / "gt"
+    for i, name in enumerate(("same", "long", "noaudio", "upper", "other", "dup")):
+        write_mp4(gt / f"{name}.mp4", _frames(25, i), audio=_speechlike(1.0, i))
+    pred.mkdir()
+    shutil.copy(gt / "same.mp4", pred / "same.mp4")  # an identical pair
+    big = np.repeat(np.repeat(_frames(36, 1), 2, axis=1)[:, :40], 2, axis=2)[:, :, :48]  # (36, 40, 48, 3)
+    write_mp4(pred / "long.mp4", big, fps=30, audio=_speechlike(1.2, 11))  # 1.2 s at 30 fps, 48x40
+    write_mp4(pred / "noaudio.mp4", _frames(25, 12), audio=None)
+    write_mp4(pred / "Upper.MP4", _frames(25, 13), audio=_speechlike(1.0, 13))
+    write_mp4(pred / "other.mp4", _frames(25, 14), audio=_speechlike(1.0, 14))
+    (pred / "other.mp4").rename(pred / "other.mov")
+    for name in ("dup.mp4", "dup.mkv"):
+        write_mp4(pred / name, _frames(25, 15), audio=_speechlike(1.0, 15))
+    (pred / "notes.txt").write_text("not a clip")
+    return pred, gt
+
+
+@pytest.fixture(scope="module")
+def odd_run(odd_folders, tmp_path_factory) -> tuple[dict, Path]:
+    pred, gt = odd_folders
+    out = tmp_path_factory.mktemp("odd_out")
+    summary = evaluate(pred, out, gt_dir=gt, dataset="HDTF", name="odd", metrics=["psnr", "ssim", "stoi"])
+    return summary, out
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    return {r["clip"]: r for r in csv.DictReader((out / "per_clip.csv").read_text().splitlines())}
+
+
+def test_pairing_ignores_case_and_extension_and_lists_what_does_not_pair(odd_folders) -> None:
+    pred, gt = odd_folders
+    pairing = pair_clips(pred, gt)
+    assert [(name, p.name, g.name) for name, p, g in pairing.pairs] == [
+        ("long.mp4", "long.mp4", "long.mp4"), ("noaudio.mp4", "noaudio.mp4", "noaudio.mp4"),
+        ("other.mov", "other.mov", "other.mp4"), ("same.mp4", "same.mp4", "same.mp4"),
+        ("Upper.MP4", "Upper.MP4", "upper.mp4"),
+    ]
+    assert pairing.ambiguous == [str(pred / "dup.mkv"), str(pred / "dup.mp4")]  # which one is meant?
+    assert pairing.gt_only == ["dup.mp4"] and pairing.pred_only == []
+    assert pairing.ignored == [str(pred / "notes.txt")]
+
+
+def test_cli_prints_every_unpaired_and_ignored_file(odd_folders, tmp_path, capsys) -> None:
+    pred, gt = odd_folders
+    summary = main(["--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "o"), "--metrics", "psnr"])
+    printed = capsys.readouterr().out
+    assert summary["num_clips"] == 5 and "Upper.MP4" in (tmp_path / "o" / "per_clip.csv").read_text()
+    assert "unpaired, no generated clip: dup.mp4" in printed
+    assert f"unpaired, several files share one name (case and extension ignored): {pred / 'dup.mkv'}, {pred / 'dup.mp4'}" in printed
+    assert "ignored, not a video file" in printed and str(pred / "notes.txt") in printed
+    assert summary["ignored_files"] == [str(pred / "notes.txt")]
+
+
+def test_identical_pair_gives_strict_json_and_a_named_psnr_convention(odd_run) -> None:
+    summary, out = odd_run
+    strict = json.loads((out / "summary.json").read_text(), parse_constant=_never)
+    assert strict == json.loads(json.dumps(summary))
+    convention = strict["conventions"]["psnr"]
+    assert convention["cap_db"] == 100.0 and convention["clips_with_infinite_psnr"] == 1
+    assert "capped at 100 dB" in convention["rule"] and "per_clip.csv" in convention["rule"]
+    rows = _rows(out)
+    assert rows["same.mp4"]["psnr"] == "inf" and rows["same.mp4"]["psnr_capped"] == "100"
+    assert rows["same.mp4"]["ssim"] == "1"
+    scored = [r for r in rows.values() if r["psnr_capped"]]
+    assert strict["results"]["psnr"] == pytest.approx(np.mean([float(r["psnr_capped"]) for r in scored]), abs=1e-4)
+    assert "capped at 100 dB" in (out / "tables.md").read_text() and "capped at 100 dB" in (out / "tables.tex").read_text()
+
+
+def test_per_clip_csv_records_what_was_cut_resized_or_converted(odd_run) -> None:
+    _, out = odd_run
+    rows = _rows(out)
+    long = rows["long.mp4"]
+    assert (long["pred_frames_cut"], long["gt_frames_cut"], long["pred_resized_from"]) == ("5", "0", "48x40")
+    assert (long["pred_fps_converted"], long["gt_fps_converted"]) == ("30->25", "")
+    assert 2500 < int(long["pred_audio_samples_cut"]) < 4000 and long["gt_audio_samples_cut"] == "0"  # about 0.2 s
+    same = rows["same.mp4"]
+    assert [same[k] for k in ("pred_frames_cut", "gt_frames_cut", "pred_resized_from", "pred_fps_converted",
+                              "pred_audio_samples_cut", "gt_audio_samples_cut")] == ["0", "0", "", "", "0", "0"]
+    assert rows["Upper.MP4"]["gt_clip"] == "upper.mp4"
+
+
+def test_a_clip_without_audio_keeps_its_video_metrics(odd_run) -> None:
+    summary, out = odd_run
+    row = _rows(out)["noaudio.mp4"]
+    assert row["status"] == "ok" and row["psnr"] and row["ssim"] and row["stoi"] == ""
+    assert row["missing_tracks"] == "pred audio" and "stoi: no audio track in the generated clip" in row["excluded"]
+    assert row["pred_audio_samples_cut"] == ""  # nothing to cut
+    assert summary["num_failed"] == 0 and summary["exclusions_per_metric"] == {"stoi": 1}
+
+
+def test_every_dash_in_the_tables_says_why(odd_run) -> None:
+    summary, out = odd_run
+    md, tex = (out / "tables.md").read_text(), (out / "tables.tex").read_text()
+    for table in md.split("**Table ")[1:]:
+        notes = dict(line[1:].split("] ", 1) for line in table.splitlines() if line.startswith("["))
+        cells = [c.strip() for line in table.splitlines() if line.startswith("| ") for c in line.strip("|").split(" | ")]
+        assert all(c[2:-1] in notes for c in cells if c.startswith("-")), table
+        assert "Clips: odd (ours) covers 5 clips" in table
+    assert "give --ratings FILE" in md and "give -{}-ratings FILE" in tex  # MOS is human ratings
+    assert "not requested (--metrics)" in md  # e.g. FID
+    assert summary["results_missing"]["mos_video"].startswith("human ratings")
+    assert "PSNR 5, SSIM 5" in md and "STOI 4" in md
+
+
+def test_summary_is_strict_json_even_for_an_infinite_result(odd_folders, tmp_path) -> None:
+    pred, gt = odd_folders
+    summary = evaluate(pred, tmp_path, gt_dir=gt, metrics=["psnr"], overrides={"psnr": {"max_db": None}})  # no cap
+    strict = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_never)
+    assert strict["results"]["psnr"] is None and summary["results"]["psnr"] is None
+    assert strict["results_missing"]["psnr"] == "not finite (inf)"
+    assert "-[1]" in (tmp_path / "tables.md").read_text() and "[1] not finite (inf)" in (tmp_path / "tables.md").read_text()
+
+
+@pytest.mark.parametrize("mask", [0o027])
+def test_outputs_follow_the_umask(odd_folders, tmp_path, mask: int) -> None:
+    pred, gt = odd_folders
+    previous = os.umask(mask)
+    try:
+        evaluate(pred, tmp_path / "out", gt_dir=gt, metrics=["psnr"])
+    finally:
+        os.umask(previous)
+    for name in ("per_clip.csv", "summary.json", "tables.md", "tables.tex"):
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o666 & ~mask, name

@@ -11,7 +11,9 @@ exactly for ``uint8`` (equal to skimage's ``peak_signal_noise_ratio`` per frame)
 border, i.e. over the positions where the window fits without padding: equal to skimage with
 ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False`` and to torchmetrics' SSIM
 map cropped by 5 pixels. LPIPS is v0.1 with inputs mapped to [-1, 1].
-A frame identical to its target has PSNR ``inf``; its clip's mean is then ``inf`` too.
+A frame identical to its target has PSNR ``inf``; its clip's mean is then ``inf`` too, unless
+``max_db`` caps each frame first (:data:`PSNR_CAP_DB`, 100 dB, as libvpx's ``MAX_PSNR`` and x264
+do; :class:`~metrics.image_quality.VideoPSNR` averages the capped values).
 
 Speed: the gaussian window is separable, so SSIM filters the five local moments with an
 11-tap row then an 11-tap column (depthwise convolutions, valid region only) instead of
@@ -34,6 +36,8 @@ from metrics.errors import MetricInputError
 from metrics.functional.video import check_video, chunks, clip_problem, to_unit_float
 
 _SSIM_BORDER = 5  # (11 - 1) // 2
+PSNR_CAP_DB = 100.0
+"""Per-frame PSNR cap of the aggregate (libvpx ``MAX_PSNR``, x264): an identical frame counts 100 dB."""
 
 
 def _check_pair(preds: Tensor, target: Tensor, metric: str) -> None:
@@ -115,21 +119,36 @@ def _ssim_frames(p: Tensor, g: Tensor) -> Tensor:
     blurred = F.conv2d(blurred, window.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)
     mu_p, mu_g, pp, gg, pg = blurred.unflatten(1, (5, c)).unbind(dim=1)  # (N, C, H-10, W-10)
     mu_pp, mu_gg, mu_pg = mu_p * mu_p, mu_g * mu_g, mu_p * mu_g
-    var_p, var_g = (pp - mu_pp).clamp_(min=0.0), (gg - mu_gg).clamp_(min=0.0)
+    # No clamp at zero (skimage has none): in flat regions E[x^2] - E[x]^2 rounds to about
+    # -3e-7 in float32, and clamping the variances but not the covariance made a frame
+    # compared with itself score 0.99999 instead of 1. Unclamped, the numerator and the
+    # denominator of an identical pair are the same floats; the rounding error stays far
+    # below c2 = 9e-4, so the denominator cannot reach zero.
+    var_p, var_g = pp - mu_pp, gg - mu_gg
     c1, c2 = _SSIM_K1**2, _SSIM_K2**2  # data range 1
     ssim_map = ((2 * mu_pg + c1) * (2 * (pg - mu_pg) + c2)) / ((mu_pp + mu_gg + c1) * (var_p + var_g + c2))
     return ssim_map.mean(dim=(1, 2, 3))
 
 
-def video_psnr(preds: Tensor, target: Tensor) -> Tensor:
+def frame_psnr(preds: Tensor, target: Tensor) -> Tensor:
+    """Per-frame PSNR in dB of (B, T, 3, H, W) pairs: (B, T) float64, ``inf`` for identical frames."""
+    _check_pair(preds, target, "VideoPSNR")
+    data_range = 255.0 if preds.dtype == torch.uint8 else 1.0
+    psnr = 10.0 * torch.log10(data_range**2 / _frame_mse(preds, target))  # (B*T,)
+    return psnr.reshape(preds.shape[:2])
+
+
+def video_psnr(preds: Tensor, target: Tensor, max_db: float | None = None) -> Tensor:
     """Per-clip PSNR in dB: mean over frames of per-frame PSNR.
 
     Args:
         preds: (B, T, 3, H, W) uint8 0-255 or float in [0, 1].
         target: same shape and convention as ``preds``.
+        max_db: cap on each frame's PSNR before the mean (e.g. :data:`PSNR_CAP_DB`);
+            ``None``: no cap, as skimage.
 
     Returns:
-        (B,) float64 (``inf`` where every frame equals its target).
+        (B,) float64 (without a cap, ``inf`` where any frame equals its target).
 
     Example:
         >>> import torch
@@ -137,10 +156,10 @@ def video_psnr(preds: Tensor, target: Tensor) -> Tensor:
         >>> video_psnr(x + 0.1, x).round(decimals=2)
         tensor([20.], dtype=torch.float64)
     """
-    _check_pair(preds, target, "VideoPSNR")
-    data_range = 255.0 if preds.dtype == torch.uint8 else 1.0
-    psnr = 10.0 * torch.log10(data_range**2 / _frame_mse(preds, target))  # (B*T,)
-    return psnr.reshape(preds.shape[:2]).mean(dim=1)
+    psnr = frame_psnr(preds, target)  # (B, T)
+    if max_db is not None:
+        psnr = psnr.clamp(max=max_db)
+    return psnr.mean(dim=1)
 
 
 def video_ssim(preds: Tensor, target: Tensor, batch_size: int | None = None) -> Tensor:

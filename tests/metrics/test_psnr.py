@@ -101,3 +101,21 @@ def test_tester_catches_a_wrong_ddp_reduction() -> None:
         check_metric_contract(_WronglyReducedPSNR, batches)
     with pytest.raises(AssertionError, match="DDP-merged"):
         check_metric_contract(_WronglyReducedPSNR, batches, check_forward=False)
+
+
+def test_identical_frames_are_capped_at_100_db_in_the_mean_only() -> None:
+    """A frame equal to its target has PSNR inf: per_clip() keeps it, compute() caps each frame at 100 dB."""
+    preds, target = video_pair(0, b=2, t=3)
+    preds[0] = target[0]  # clip 0: identical
+    preds[1, 0] = target[1, 0]  # clip 1: first frame identical, two noisy ones
+    metric = VideoPSNR()
+    metric.update(preds, target)
+    assert torch.isinf(metric.per_clip()).all()
+    noisy = [peak_signal_noise_ratio(target[1, f].numpy(), preds[1, f].numpy(), data_range=1.0) for f in (1, 2)]
+    expected = torch.tensor([100.0, (100.0 + sum(noisy)) / 3], dtype=torch.float64)
+    torch.testing.assert_close(metric.per_clip(capped=True), expected)
+    torch.testing.assert_close(metric.compute(), expected.mean())
+    torch.testing.assert_close(video_psnr(preds, target, max_db=100.0), expected)
+    assert torch.isinf(VideoPSNR(max_db=None).forward(preds, target))  # no cap: the plain mean
+    with pytest.raises(ValueError, match="max_db must be a positive number of dB or None, got -1"):
+        VideoPSNR(max_db=-1)

@@ -63,3 +63,16 @@ def test_real_clip_ssim_falls_with_degradation(shared_data, kind: str, strengths
     clip = real_clip(shared_data)
     scores = [video_ssim(degraded(clip, kind, s), clip).item() for s in strengths]
     assert scores[0] < 1.0 and all(a > b for a, b in pairwise(scores)), scores
+
+
+def test_identical_clips_score_exactly_one() -> None:
+    """Flat regions make E[x^2] - E[x]^2 round below zero; SSIM of a clip with itself must still be 1.0."""
+    g = torch.Generator().manual_seed(0)
+    blocks = torch.randint(0, 256, (2, 2, 3, 4, 4), dtype=torch.uint8, generator=g)
+    clip = blocks.repeat_interleave(16, -1).repeat_interleave(16, -2)  # (2, 2, 3, 64, 64), piecewise flat
+    assert video_ssim(clip, clip).tolist() == [1.0, 1.0]
+    unit = clip.float() / 255
+    assert video_ssim(unit, unit).tolist() == [1.0, 1.0]
+    metric = VideoSSIM()
+    metric.update(clip, clip)
+    assert metric.compute().item() == 1.0

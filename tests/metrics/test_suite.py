@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 
 import pytest
 import torch
 
 from metrics.fid import VideoFID
 from metrics.intelligibility import STOI
-from metrics.paper_tables import TABLES
+from metrics.paper_tables import TABLES, OurRow, render_latex, render_markdown
 from metrics.suite import (
     SPECS,
     SUITE,
@@ -18,6 +19,7 @@ from metrics.suite import (
     MetricSpec,
     MetricSuite,
     align_pair,
+    alignment_report,
     missing_requirement,
 )
 
@@ -89,15 +91,53 @@ def test_reference_set_feeds_the_real_side() -> None:
     assert results["fid"] == pytest.approx(float(direct.compute()), rel=1e-6)
 
 
-def test_align_pair_cuts_and_resizes() -> None:
-    pred, gt = align_pair(_clip(1, frames=10, side=32, seconds=1.2), _clip(2, frames=8, side=16))
+def test_align_pair_cuts_and_resizes_and_says_what_it_did() -> None:
+    long_big, short_small = _clip(1, frames=10, side=32, seconds=1.2), _clip(2, frames=8, side=16)
+    pred, gt = align_pair(long_big, short_small)
     assert pred.video.shape == gt.video.shape == (8, 3, 16, 16)
     assert pred.wav.shape == gt.wav.shape == (16000,)
     assert pred.video.dtype == torch.uint8
+    assert alignment_report(long_big, short_small) == {
+        "pred_frames_cut": 2, "gt_frames_cut": 0, "pred_resized_from": "32x32",
+        "pred_audio_samples_cut": 3200, "gt_audio_samples_cut": 0,
+    }
+    assert alignment_report(short_small, long_big) == {
+        "pred_frames_cut": 0, "gt_frames_cut": 2, "pred_resized_from": "16x16",
+        "pred_audio_samples_cut": 0, "gt_audio_samples_cut": 3200,
+    }
+    same = _clip(3)
+    assert alignment_report(same, same) == {
+        "pred_frames_cut": 0, "gt_frames_cut": 0, "pred_resized_from": "", "pred_audio_samples_cut": 0, "gt_audio_samples_cut": 0,
+    }
+    no_audio = alignment_report(Clip(same.video, None), same)  # nothing cut where a track is missing
+    assert no_audio["pred_audio_samples_cut"] is None and no_audio["gt_audio_samples_cut"] is None
+
+
+def test_a_missing_track_excludes_only_the_metrics_that_need_it() -> None:
+    suite = MetricSuite(["psnr", "stoi"], paired=True)
+    values, refused = suite.update(Clip(_clip(1).video, None), _clip(2))
+    assert "psnr" in values and "stoi" not in values
+    assert refused == {"stoi": "no audio track in the generated clip"}
+    values, refused = suite.update(_clip(3), Clip(_clip(4).video, None))
+    assert "psnr" in values and refused == {"stoi": "no audio track in the ground-truth clip"}
+    values, refused = suite.update(Clip(None, _clip(5).wav), _clip(6))
+    assert "stoi" in values and refused == {"psnr": "no video track in the generated clip"}
+    results, failed = suite.compute()
+    assert not failed and set(results) == {"psnr", "stoi"}
+    assert results["psnr"] == pytest.approx(float(MetricSuite(["psnr"]).metrics["psnr"].forward(
+        torch.stack([_clip(1).video, _clip(3).video]), torch.stack([_clip(2).video, _clip(4).video]))), rel=1e-12)
+
+
+def test_psnr_rows_keep_the_uncapped_value_beside_the_capped_one() -> None:
+    suite = MetricSuite(["psnr"], paired=True)
+    values, _ = suite.update(_clip(1), _clip(1))
+    assert values == {"psnr": math.inf, "psnr_capped": 100.0}
+    results, _ = suite.compute()
+    assert results == {"psnr": 100.0}
 
 
 def test_paper_tables_transcription_spot_checks() -> None:
-    from metrics.paper_tables import DATASETS, render_latex, render_markdown
+    from metrics.paper_tables import DATASETS
 
     assert {n: len(t.rows) for n, t in TABLES.items()} == {1: 20, 2: 5, 3: 20, 4: 5, 5: 7, 6: 5, 7: 6}
     assert all(len(values) == len(t.columns) for t in TABLES.values() for _, _, values in t.rows)
@@ -111,6 +151,111 @@ def test_paper_tables_transcription_spot_checks() -> None:
     assert len(TABLES[2].block("HDTF")) == 5 and DATASETS[0] == "VoxCeleb"
     with pytest.raises(ValueError, match="dataset must be one of"):
         TABLES[1].block("LRS3")
-    md = render_markdown(TABLES[5], {"lse_c": 6.123, "lse_d": float("nan")}, "run1")
-    assert md.splitlines()[-1] == "| run1 (ours) | 6.12 | - |"
-    assert r"\midrule" in render_latex(TABLES[5], {"lse_c": 6.1}, "run\\_1")
+    md = render_markdown(TABLES[5], OurRow({"lse_c": 6.123, "lse_d": float("nan")}, "run1"))
+    assert "| run1 (ours) | 6.12 | -[1] |" in md.splitlines()
+    assert r"\midrule" in render_latex(TABLES[5], OurRow({"lse_c": 6.1}, "run_1"))
+    assert r"run\_1 (ours)" in render_latex(TABLES[5], OurRow({"lse_c": 6.1}, "run_1"))
+
+
+def _table_lines(md: str) -> list[list[str]]:
+    """Cells of the Markdown table rows (header and separator excluded)."""
+    lines = [line for line in md.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def _notes(md: str) -> dict[str, str]:
+    return dict(re.findall(r"^\[(\d+)\] (.*)$", md, flags=re.MULTILINE))
+
+
+_OURS = OurRow(
+    {"psnr": 30.0, "ssim": 0.9, "fid": 12.0, "mcd_paper": 50.0, "mcd": 5.123, "lse_c": 6.0},
+    "run", "HDTF", num_clips=3,
+    counts={"psnr": 3, "ssim": 3, "fid": "3 vs 5 real", "mcd_paper": 2, "mcd": 2, "lse_c": 3},
+    reasons={"kvd": "missing weights ['i3d_fvd']", "lpips": "missing package(s) ['lpips']",
+             "mos_video": "human ratings: give --ratings FILE", "fvd": "missing weights ['i3d_fvd']",
+             "fvmd": "missing weights ['pips2'] (see `python -m metrics.registry`) <x>"},
+    notes={"psnr": "frames identical to the ground truth count 100 dB (1 of 3 clips)"},
+)
+
+
+def test_tables_without_a_test_set_are_not_captioned_with_one() -> None:
+    for number in (2, 4, 5):
+        md = render_markdown(TABLES[number], _OURS)
+        assert "HDTF" not in md.splitlines()[0], md.splitlines()[0]
+        assert "The paper's rows name no test set; ours: HDTF." in md
+        assert "HDTF" not in render_latex(TABLES[number], _OURS).split(r"\caption")[1].split("\n")[0]
+    for number in (1, 3):
+        assert md_caption(number).endswith("(HDTF)")
+    assert "ours: test set not given (--dataset)" in render_markdown(TABLES[2], OurRow({}, "run"))
+
+
+def md_caption(number: int) -> str:
+    return render_markdown(TABLES[number], _OURS).splitlines()[0]
+
+
+def test_headers_give_units_and_table_3_names_both_mcds() -> None:
+    header = render_markdown(TABLES[2], None).splitlines()[2]
+    assert "| PSNR (dB) ↑ |" in header and "| MOS (0-5) ↑ |" in header and "| LPIPS ↓ |" in header
+    md = render_markdown(TABLES[3], _OURS)
+    assert "| Dataset | Model | FAD ↓ | MFCC dist. (paper's MCD) ↓ | STOI (0-1) ↑ | MCD (dB) ↓ |" in md
+    rows = _table_lines(md)
+    assert rows[-2][:5] == ["HDTF", "Our Model", "106.43", "44.05", "0.15"]  # the paper's last HDTF row
+    assert rows[-1] == ["HDTF", "run (ours)", rows[-1][2], "50.00", rows[-1][4], "5.12"]
+    notes = _notes(md)
+    assert notes[rows[-2][5][2:-1]] == "not reported in the paper"
+    assert "Euclidean distance between MFCCs" in md and "standard mel-cepstral distortion in dB" in md
+    assert r"MCD (dB) $\downarrow$" in render_latex(TABLES[3], _OURS)
+
+
+def test_every_dash_carries_its_reason_and_every_table_its_clip_count() -> None:
+    for number in (1, 2, 3, 4, 5):
+        md = render_markdown(TABLES[number], _OURS)
+        notes = _notes(md)
+        dashes = [cell for row in _table_lines(md) for cell in row if cell.startswith("-")]
+        assert dashes, number
+        for cell in dashes:
+            assert re.fullmatch(r"-\[\d+\]", cell) and cell[2:-1] in notes, (number, cell)
+        assert "Clips: run (ours) covers 3 clips" in md
+        assert "the paper does not say how many clips its rows cover" in md
+    md2 = render_markdown(TABLES[2], _OURS)
+    assert set(_notes(md2).values()) >= {"missing weights ['i3d_fvd']", "missing package(s) ['lpips']",
+                                         "human ratings: give --ratings FILE"}
+    assert "PSNR 3, SSIM 3" in md2 and "1 of 3 clips" in md2
+    assert "FID 3 vs 5 real" in render_markdown(TABLES[1], _OURS)
+    # a value missing without a recorded reason still says so
+    assert "not computed in this run" in _notes(render_markdown(TABLES[5], _OURS)).values()
+
+
+_UNTEX = [(r"\textbackslash{}", "\\"), (r"\textasciitilde{}", "~"), (r"\textasciicircum{}", "^"), ("-{}-", "--"),
+          (r"\textasciigrave{}", "`"), (r"\textless{}", "<"), (r"\textgreater{}", ">"),
+          (r"$\uparrow$", "↑"), (r"$\downarrow$", "↓")] + [("\\" + ch, ch) for ch in "&%$#_{}"]
+
+
+def _untex(text: str) -> str:
+    text = re.sub(r"\$\^\{(\d+)\}\$", r"[\1]", text)
+    text = re.sub(r"^\[(\d+)\] ", r"[\1] ", text)
+    for tex, plain in _UNTEX:
+        text = text.replace(tex, plain)
+    return text
+
+
+def test_markdown_and_latex_carry_the_same_cells_and_notes() -> None:
+    for number in (1, 2, 3, 4, 5):
+        md, tex = render_markdown(TABLES[number], _OURS), render_latex(TABLES[number], _OURS)
+        tex_rows = [line[: -len(r" \\")].split(" & ") for line in tex.splitlines() if line.endswith(r" \\") and " & " in line]
+        assert [[_untex(c) for c in row] for row in tex_rows] == [
+            [c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines() if line.startswith("| ")], number
+        md_notes = md.split("\n\n", 2)[2].split("\n\n")
+        tex_notes = [line[: -len(r"\par")] for line in tex.split("\\footnotesize\n")[1].splitlines() if line.endswith(r"\par")]
+        assert [_untex(note) for note in tex_notes] == [note.strip() for note in md_notes], number
+        assert _untex(tex.split(r"\caption{")[1].split("}\n")[0]) == md.splitlines()[0].replace(
+            f"**Table {number}.**", f"Table {number}:")
+    tex = render_latex(TABLES[1], _OURS)
+    assert r"\textasciigrave{}python -{}-m" not in tex and r"\textasciigrave{}python -m metrics.registry\textasciigrave{}" in tex
+    assert r"\textless{}x\textgreater{}" in tex  # "<" and ">" would print as inverted marks in OT1
+
+
+def test_a_row_without_a_test_set_says_so() -> None:
+    md = render_markdown(TABLES[1], OurRow({"fid": 10.0}, "run", num_clips=2))
+    assert len(_table_lines(md)) == 21  # every block of the paper, then ours
+    assert "Our row's test set is not given (--dataset); the paper's rows of every test set are shown." in md
