@@ -60,6 +60,7 @@ from datamodules.conventions import (
 )
 from datamodules.media import MediaError, Mp4Writer, iter_frames, probe, read_audio
 from datamodules.sources import ClipSource
+from datamodules.workers import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -455,15 +456,17 @@ def _run(todo: list[ClipSource], cache: Path, config: PreprocessConfig, num_work
             yield source, _safe_process(source, str(cache), config)
         return
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_worker_init) as pool:
+    with cf.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_worker_init,
+                                initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_safe_process, source, str(cache), config): source for source in todo}
         for future in cf.as_completed(futures):
             yield futures[future], future.result()
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int) -> None:
     import torch
 
+    exit_with_parent(parent_pid)  # a killed run must not leave its workers behind
     torch.set_num_threads(1)  # one process per core
 
 
