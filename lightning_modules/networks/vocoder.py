@@ -24,7 +24,11 @@ from datamodules.conventions import (
     SAMPLE_RATE,
     WIN_LENGTH,
 )
-from lightning_modules.networks.layers import PretrainedNotFoundError, describe_missing_files, freeze
+from lightning_modules.networks.layers import (
+    PretrainedNotFoundError,
+    describe_missing_files,
+    freeze,
+)
 
 log = logging.getLogger(__name__)
 

@@ -240,8 +240,9 @@ def test_process_pool_gives_same_clips(tmp_path) -> None:
 
 def _write_stereo_wav(path: Path, seconds: float) -> np.ndarray:
     """0.3 sin 440 Hz left, 0.5 sin 660 Hz right, as lossless float WAV; returns (2, S)."""
-    import av
     from fractions import Fraction
+
+    import av
 
     t = np.arange(int(seconds * 16000)) / 16000
     stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)

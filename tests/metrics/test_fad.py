@@ -17,7 +17,12 @@ from metrics.fad import FrechetAudioDistance
 from metrics.functional.fad import _fad_compute, frechet_audio_distance
 from metrics.functional.frechet import _frechet_update
 from metrics.registry import available, expected_path
-from tests.metrics.tester import TrainModeHead, assert_frozen, assert_trainable, check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 
 def _scipy_frechet(x: np.ndarray, y: np.ndarray) -> float:

@@ -10,7 +10,12 @@ from torch import nn
 
 from metrics.fid import VideoFID
 from metrics.registry import available, expected_path
-from tests.metrics.tester import TrainModeHead, assert_frozen, assert_trainable, check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 
 def _random_net() -> nn.Module:

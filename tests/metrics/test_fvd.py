@@ -12,7 +12,12 @@ from torch import nn
 from metrics.features.i3d import preprocess_i3d
 from metrics.fvd import FrechetVideoDistance, KernelVideoDistance
 from metrics.registry import available, expected_path
-from tests.metrics.tester import TrainModeHead, assert_frozen, assert_trainable, check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 
 def _random_i3d_standin() -> nn.Module:

@@ -22,7 +22,12 @@ from metrics.functional.fvmd import (
 )
 from metrics.fvmd import FrechetVideoMotionDistance
 from metrics.registry import available, expected_path
-from tests.metrics.tester import TrainModeHead, assert_frozen, assert_trainable, check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 # --------------------------------------------------------------------------------------------
 # Reference: the official algorithm written out with plain loops (numpy), independent of ours.

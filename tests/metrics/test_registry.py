@@ -52,7 +52,8 @@ def test_wrong_size_or_digest_is_rejected(tmp_path, monkeypatch) -> None:
 
 # ------------------------------------------------------------------ sha256 prefixes (torch.hub)
 def test_published_hash_prefix_is_recorded() -> None:
-    from torch.hub import HASH_REGEX  # what torch.hub's check_hash reads from a file name
+    # what torch.hub's check_hash reads from a file name
+    from torch.hub import HASH_REGEX
 
     named = {e.name: HASH_REGEX.search(e.filename) for e in REGISTRY.values()}
     named = {name: match.group(1) for name, match in named.items() if match and match.group(1)}
