@@ -67,6 +67,7 @@ from tqdm.auto import tqdm
 from datamodules import wordlist
 from datamodules.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import write_mp4
+from datamodules.workers import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -780,7 +781,8 @@ def _plan(root: Path, num_clips: int, seed: int, size: int, min_seconds: float, 
     return jobs
 
 
-def _warm_up() -> None:
+def _warm_up(parent_pid: int) -> None:
+    exit_with_parent(parent_pid)  # a killed build must not leave its workers behind
     _engine()  # one eSpeak initialisation per worker process, before its first clip
 
 
@@ -846,7 +848,7 @@ def _run_jobs(jobs: list[_ClipJob], num_workers: int, progress: bool) -> list[di
     bar = {"total": len(jobs), "desc": "demo corpus", "unit": "clip", "disable": not progress}
     if num_workers <= 1:
         return [_make_clip(job) for job in tqdm(jobs, **bar)]
-    with multiprocessing.get_context().Pool(num_workers, initializer=_warm_up) as pool:
+    with multiprocessing.get_context().Pool(num_workers, initializer=_warm_up, initargs=(os.getpid(),)) as pool:
         return list(tqdm(pool.imap(_make_clip, jobs), **bar))
 
 

@@ -27,6 +27,10 @@ Cache layout under ``cache_dir``::
 
 A clip is written into ``.tmp-<key>-<pid>/`` and renamed into place when complete, so a
 crashed run leaves no half-written clip folder and a rerun skips the clips already done.
+
+Each ``meta.json`` records the :data:`CACHE_VERSION` it was written with. A rerun re-makes a
+clip of an older version whose result would now differ (version 1 read stereo sources 3 dB
+too loud) and marks the others current; :func:`load_manifest` warns about older clips.
 """
 
 from __future__ import annotations
@@ -54,12 +58,19 @@ from datamodules.conventions import (
     PROFILE_SECONDS,
     SAMPLE_RATE,
 )
-from datamodules.media import MediaError, Mp4Writer, iter_frames, read_audio
+from datamodules.media import MediaError, Mp4Writer, iter_frames, probe, read_audio
 from datamodules.sources import ClipSource
+from datamodules.workers import exit_with_parent
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
+CACHE_VERSION: int = 2
+"""Version of the clip folders, in each ``meta.json`` (``cache_version``; absent means 1).
+
+1: stereo audio downmixed as ``(L + R) / sqrt(2)`` (FFmpeg's default, 3 dB too loud).
+2: channels averaged, ``(L + R) / 2``.
+"""
 REJECT_REASONS: tuple[str, ...] = (
     "unreadable", "no_video", "no_audio", "empty", "too_short", "silent", "no_face", "error",
 )
@@ -184,7 +195,7 @@ def preprocess_clip(source: ClipSource, cache_dir: PathLike, config: Optional[Pr
     """
     config = config or PreprocessConfig()
     final = clip_folder(cache_dir, source)
-    if (final / "meta.json").is_file():
+    if _is_done(cache_dir, source):
         return json.loads((final / "meta.json").read_text())
     tmp = Path(cache_dir) / f".tmp-{source.dataset}-{source.key}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -192,11 +203,55 @@ def preprocess_clip(source: ClipSource, cache_dir: PathLike, config: Optional[Pr
     try:
         meta = _process_into(source, tmp, config)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, final)
+        _replace_folder(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
+
+
+def _is_done(cache_dir: PathLike, source: ClipSource) -> bool:
+    """Whether the clip folder of ``source`` is complete and current.
+
+    A folder of an older :data:`CACHE_VERSION` is current if re-making it would give the same
+    files: its source audio is mono (or cannot be read any more); it is then marked current.
+    """
+    meta_file = clip_folder(cache_dir, source) / "meta.json"
+    if not meta_file.is_file():
+        return False
+    meta = json.loads(meta_file.read_text())
+    if int(meta.get("cache_version", 1)) >= CACHE_VERSION:
+        return True
+    path = source.audio_path or source.video_path
+    try:
+        channels = probe(path).channels or 1
+    except MediaError:
+        return True  # the source is gone: keep what was made from it (load_manifest still warns)
+    if channels > 1:
+        log.debug("%s/%s: its stereo audio was cached 3 dB too loud (cache version %s)",
+                  source.dataset, source.key, meta.get("cache_version", 1))
+        return False
+    meta["cache_version"] = CACHE_VERSION
+    tmp = meta_file.with_name(f".meta.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_file)
+    return True
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Rename ``new`` to ``final``; an existing ``final`` (an outdated clip) is removed first.
+
+    The old folder is moved aside under a ``.tmp-*-<pid>`` name, so a crash in between leaves
+    no half-written clip: the next run removes the leftover and makes the clip again.
+    """
+    if final.exists():
+        stale = new.with_name(f"{new.name.rsplit('-', 1)[0]}-old-{os.getpid()}")
+        shutil.rmtree(stale, ignore_errors=True)
+        os.rename(final, stale)
+        os.rename(new, final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        os.rename(new, final)
 
 
 def _process_into(source: ClipSource, out: Path, config: PreprocessConfig) -> dict:
@@ -321,6 +376,7 @@ def _meta(source, config, start, num_frames, num_samples, crop, box_c, marks_c) 
     meta["face_box"] = None if source.face_box is None else [float(v) for v in source.face_box]
     meta["landmarks"] = None if source.landmarks is None else np.asarray(source.landmarks, float).tolist()
     meta.update(
+        cache_version=CACHE_VERSION,
         start=start,
         num_frames=int(num_frames),
         num_samples=int(num_samples),
@@ -368,10 +424,14 @@ def preprocess_clips(
     report, started = PreprocessReport(), time.perf_counter()
     todo = []
     for source in sources:
-        if (clip_folder(cache, source) / "meta.json").is_file():
+        if _is_done(cache, source):
             report.skipped.append(source.key)
         else:
             todo.append(source)
+    outdated = sum((clip_folder(cache, source) / "meta.json").is_file() for source in todo)
+    if outdated:
+        log.info("re-making %d clips of stereo sources cached before version %d (3 dB too loud)",
+                 outdated, CACHE_VERSION)
     bar = tqdm(total=len(todo), desc=f"preprocess {cache.name}", unit="clip", disable=not progress)
     for source, outcome in _run(todo, cache, config, num_workers):
         if isinstance(outcome, dict) and "reason" in outcome:
@@ -396,15 +456,17 @@ def _run(todo: list[ClipSource], cache: Path, config: PreprocessConfig, num_work
             yield source, _safe_process(source, str(cache), config)
         return
     context = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_worker_init) as pool:
+    with cf.ProcessPoolExecutor(num_workers, mp_context=context, initializer=_worker_init,
+                                initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_safe_process, source, str(cache), config): source for source in todo}
         for future in cf.as_completed(futures):
             yield futures[future], future.result()
 
 
-def _worker_init() -> None:
+def _worker_init(parent_pid: int) -> None:
     import torch
 
+    exit_with_parent(parent_pid)  # a killed run must not leave its workers behind
     torch.set_num_threads(1)  # one process per core
 
 
@@ -477,7 +539,23 @@ def load_manifest(cache_dir: PathLike) -> list[dict]:
     path = Path(cache_dir) / "manifest.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no manifest at {path}: preprocess the clips first (preprocess_clips)")
-    return _read_lines(path)
+    records = _read_lines(path)
+    _warn_if_outdated(Path(cache_dir), records)
+    return records
+
+
+def _warn_if_outdated(cache: Path, records: list[dict]) -> None:
+    """Warn (once per cache and count) about clips written by an older :data:`CACHE_VERSION`."""
+    old = sum(int(r.get("cache_version", 1)) < CACHE_VERSION for r in records)
+    if old and (str(cache.resolve()), old) not in _WARNED:
+        _WARNED.add((str(cache.resolve()), old))
+        log.warning("%s: %d clips were preprocessed before cache version %d: those with a stereo source "
+                    "hold audio 3 dB too loud. To rebuild them, run `python -m experiments.prepare` again "
+                    "on this cache: it re-makes the clips of stereo sources and marks the others current.",
+                    cache, old, CACHE_VERSION)
+
+
+_WARNED: set[tuple[str, int]] = set()
 
 
 def load_rejects(cache_dir: PathLike) -> list[dict]:

@@ -34,7 +34,8 @@ class VideoFID(FrechetInceptionDistance):
 
     Args:
         feature_extractor: maps (N, 3, H, W) frames in [0, 1] to (N, D) features; ``None`` loads
-            :class:`~metrics.features.inception.FIDInceptionV3` from the registry.
+            :class:`~metrics.features.inception.FIDInceptionV3` from the registry. It is frozen:
+            put in eval mode and kept there, its parameters without gradients.
         reset_real_features: if False, ``reset()`` keeps the real-set statistics.
         extract_batch_size: frames per forward pass of the network.
 
@@ -65,10 +66,18 @@ class VideoFID(FrechetInceptionDistance):
         if extract_batch_size < 1:
             raise ValueError(f"extract_batch_size must be >= 1, got {extract_batch_size}")
         extractor = feature_extractor if feature_extractor is not None else FIDInceptionV3()
+        # frozen before torchmetrics runs its dummy forward (BatchNorm in train mode needs N > 1)
+        extractor = extractor.eval().requires_grad_(False)
         # normalize=True: a dummy [0, 1] float frame infers D when the net has no num_features.
         super().__init__(feature=extractor, reset_real_features=reset_real_features, normalize=True, **kwargs)
         self.extract_batch_size = extract_batch_size
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def train(self, mode: bool = True) -> VideoFID:
+        """Switch the metric's mode; the feature extractor stays frozen in eval mode."""
+        super().train(mode)
+        self.inception.eval()
+        return self
 
     def update(self, videos: Tensor, real: bool) -> None:  # type: ignore[override]
         """Add the features of every frame of ``videos`` (B, T, 3, H, W) to the real or fake set."""

@@ -69,7 +69,8 @@ class FrechetVideoDistance(Metric):
 
     Args:
         feature_extractor: maps (B, 3, T, 224, 224) in [-1, 1] to (B, D); ``None`` loads the
-            I3D TorchScript from the registry (``i3d_fvd``).
+            I3D TorchScript from the registry (``i3d_fvd``). It is frozen: put in eval mode
+            and kept there, its parameters without gradients.
         num_frames: frames per clip fed to the network (16 as in ``fvd2048_16f``).
         ddof: covariance divisor N - ddof; 0 (default) as StyleGAN-V, 1 as TATS.
         reset_real_features: if False, ``reset()`` keeps the real-set statistics.
@@ -113,7 +114,10 @@ class FrechetVideoDistance(Metric):
                 f"num_frames must be >= 1, ddof 0 or 1, extract_batch_size >= 1; got "
                 f"{num_frames}, {ddof}, {extract_batch_size}"
             )
-        self.feature_extractor = feature_extractor if feature_extractor is not None else I3DFeatureExtractor()
+        extractor = feature_extractor if feature_extractor is not None else I3DFeatureExtractor()
+        # an injected network is used as a frozen feature extractor: no dropout, BatchNorm on its
+        # running statistics, no gradients (and ``train()`` below keeps it so)
+        self.feature_extractor = extractor.eval().requires_grad_(False)
         self.num_frames, self.ddof = num_frames, ddof
         self.reset_real_features, self.extract_batch_size = reset_real_features, extract_batch_size
         dim = _feature_dim(self.feature_extractor, num_frames)
@@ -122,6 +126,12 @@ class FrechetVideoDistance(Metric):
             self.add_state(f"{side}_features_cov_sum", torch.zeros(dim, dim, dtype=torch.float64), dist_reduce_fx="sum")
             self.add_state(f"{side}_features_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def train(self, mode: bool = True) -> FrechetVideoDistance:
+        """Switch the metric's mode; the feature extractor stays frozen in eval mode."""
+        super().train(mode)
+        self.feature_extractor.eval()
+        return self
 
     def update(self, videos: Tensor, real: bool) -> None:
         """Add the I3D statistics of ``videos`` (B, T, 3, H, W) to the real or fake set."""
@@ -190,12 +200,19 @@ class KernelVideoDistance(Metric):
         super().__init__(**kwargs)
         if num_frames < 1 or extract_batch_size < 1:
             raise ValueError(f"num_frames and extract_batch_size must be >= 1, got {num_frames}, {extract_batch_size}")
-        self.feature_extractor = feature_extractor if feature_extractor is not None else I3DFeatureExtractor()
+        extractor = feature_extractor if feature_extractor is not None else I3DFeatureExtractor()
+        self.feature_extractor = extractor.eval().requires_grad_(False)  # frozen, as in FrechetVideoDistance
         self.num_frames, self.extract_batch_size = num_frames, extract_batch_size
         self.reset_real_features = reset_real_features
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def train(self, mode: bool = True) -> KernelVideoDistance:
+        """Switch the metric's mode; the feature extractor stays frozen in eval mode."""
+        super().train(mode)
+        self.feature_extractor.eval()
+        return self
 
     def update(self, videos: Tensor, real: bool) -> None:
         """Store the I3D features of ``videos`` (B, T, 3, H, W) in the real or fake set."""

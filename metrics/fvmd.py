@@ -46,7 +46,8 @@ class FrechetVideoMotionDistance(Metric):
     Args:
         tracker: maps (W, 16, 3, 256, 256) windows with values 0-255 to (W, 16, 400, 2) point
             tracks; ``None`` builds :class:`~metrics.features.pips.PipsTracker` (needs the PIPs++
-            code and weights, see that module).
+            code and weights, see that module). It is frozen: put in eval mode and kept there,
+            its parameters without gradients.
         window_stride: frames between consecutive 16-frame windows (1 as the official code).
         acceleration_from: ``"positions"`` (official behaviour, default) or ``"velocity"``.
         reset_real_features: if False, ``reset()`` keeps the real-set statistics.
@@ -94,7 +95,8 @@ class FrechetVideoMotionDistance(Metric):
                 f"window_stride and track_batch_size must be >= 1 and acceleration_from 'positions' or "
                 f"'velocity'; got {window_stride}, {track_batch_size}, {acceleration_from!r}"
             )
-        self.tracker = tracker if tracker is not None else PipsTracker()
+        # frozen: an injected tracker in train mode would apply dropout and move BatchNorm statistics
+        self.tracker = (tracker if tracker is not None else PipsTracker()).eval().requires_grad_(False)
         self.window_stride, self.acceleration_from = window_stride, acceleration_from
         self.reset_real_features, self.track_batch_size = reset_real_features, track_batch_size
         for side in ("real", "fake"):
@@ -104,6 +106,12 @@ class FrechetVideoMotionDistance(Metric):
             )
             self.add_state(f"{side}_features_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def train(self, mode: bool = True) -> FrechetVideoMotionDistance:
+        """Switch the metric's mode; the tracker stays frozen in eval mode."""
+        super().train(mode)
+        self.tracker.eval()
+        return self
 
     def _add(self, side: str, stats: tuple[Tensor, Tensor, int]) -> None:
         total, outer, num = stats

@@ -197,6 +197,12 @@ class VideoLPIPS(Metric):
         self.batch_size = batch_size
         _add_clip_states(self)
 
+    def train(self, mode: bool = True) -> VideoLPIPS:
+        """Switch the metric's mode; the network (dropout in its linear heads) stays in eval mode."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add the per-clip LPIPS of ``preds`` against ``target`` (B, T, 3, H, W)."""
         _update_clips(self, preds, target, lambda p, g: video_lpips(p, g, self.net, self.batch_size))

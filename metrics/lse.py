@@ -69,7 +69,8 @@ class LipSyncError(Metric):
             raise ValueError(f"face_crop must be True, False or 'auto', got {face_crop!r}")
         if vshift < 1 or min_frames < MIN_FRAMES:
             raise ValueError(f"need vshift >= 1 and min_frames >= {MIN_FRAMES}, got {vshift}, {min_frames}")
-        self.net = net
+        # a feature network: frozen (BatchNorm on its running statistics), and kept so by train()
+        self.net = net.eval().requires_grad_(False) if net is not None else None
         self.face_crop = face_crop
         self.detector = detector
         self.detect_every = detect_every
@@ -79,6 +80,13 @@ class LipSyncError(Metric):
         for name in ("lse_d", "lse_c", "offset"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("num_excluded", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def train(self, mode: bool = True) -> LipSyncError:
+        """Switch the metric's mode; the SyncNet stays frozen in eval mode."""
+        super().train(mode)
+        if self.net is not None:
+            self.net.eval()
+        return self
 
     def _syncnet(self) -> nn.Module:
         if self.net is None:

@@ -1,9 +1,10 @@
 """One registry for every weight file that comes from a URL (DESIGN.md section 4).
 
 Nothing is downloaded implicitly: :func:`weights_path` returns the cached file after checking
-its size and sha256, or raises :class:`WeightsNotFoundError` saying which file is missing,
-where to put it and where to get it. :func:`download` fetches a file on a machine with
-internet access, verifying the checksum before the file is moved into place.
+its size and sha256 (the full digest, or the 8-hex prefix that a torch.hub file name such as
+``vggish-10086976.pth`` carries), or raises :class:`WeightsNotFoundError` saying which file is
+missing, where to put it and where to get it. :func:`download` fetches a file with pooch on a
+machine with internet access, verifying it before the file is moved into place.
 
 The cache folder is ``$NFY_CACHE`` (default ``~/.cache/nfy``); every file lives at
 ``<cache>/<name>/<filename>``.
@@ -15,7 +16,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,10 +29,13 @@ class WeightFile:
         name: registry key, e.g. ``"inception_fid"``.
         filename: file name on disk.
         url: where the original authors publish it.
-        sha256: hex digest of the published file; ``None`` where no digest is published, in
-            which case the file is accepted on its size alone and a warning says so.
+        sha256: hex digest of the published file; ``None`` where no digest is published.
         size: bytes, or ``None`` when unknown.
         used_by: which metric or model part needs it.
+        sha256_prefix: the leading hex digits of the sha256 where only they are published, as
+            in torch.hub file names (``alexnet-owt-7be5be79.pth``, checked by torch.hub's
+            ``check_hash``); ``None`` otherwise. A file with neither digest is checked on its
+            size alone.
     """
 
     name: str
@@ -41,6 +44,7 @@ class WeightFile:
     sha256: Optional[str]
     size: Optional[int]
     used_by: str
+    sha256_prefix: Optional[str] = None
 
 
 REGISTRY: dict[str, WeightFile] = {}
@@ -78,14 +82,16 @@ def weights_path(name: str, verify: bool = True) -> Path:
     entry = _entry(name)
     path = expected_path(name)
     if not path.is_file():
-        raise WeightsNotFoundError(
-            f"weights '{entry.filename}' for {entry.used_by} not found. Put the file at {path} "
-            f"(folder set by $NFY_CACHE), downloaded from {entry.url}, or run "
-            f"`python -m metrics.registry download {entry.name}` on a machine with internet access."
-        )
+        raise WeightsNotFoundError(f"weights '{entry.filename}' for {entry.used_by} not found. {_how_to_get(entry)}")
     if verify:
         _verify(entry, path)
     return path
+
+
+def _how_to_get(entry: WeightFile) -> str:
+    return (f"Put the file at {cache_dir() / entry.name / entry.filename} (folder set by $NFY_CACHE), downloaded "
+            f"from {entry.url}, or run `python -m metrics.registry download {entry.name}` on a machine with "
+            f"internet access.")
 
 
 def available(name: str) -> bool:
@@ -98,22 +104,56 @@ def available(name: str) -> bool:
 
 
 def download(name: str, force: bool = False) -> Path:
-    """Fetch the file of ``name`` into the cache, verifying it before it is moved into place."""
+    """Fetch the file of ``name`` into the cache (pooch, with a progress bar), verified before it is moved into place.
+
+    Raises:
+        KeyError: ``name`` is not registered.
+        WeightsNotFoundError: the download failed (e.g. offline) or gave a file that fails its
+            checks; the message says where to put the file by hand. Nothing is left in the cache.
+    """
     entry = _entry(name)
     path = expected_path(name)
     if path.is_file() and not force:
         return weights_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.filename}.", dir=path.parent)
-    os.close(fd)
+    # pooch writes into a staging folder beside the cache file: the size and the digest prefix,
+    # which pooch cannot check, are checked there before the file takes its place
+    staging = Path(tempfile.mkdtemp(prefix=f".{entry.filename}.", dir=path.parent))
     try:
-        with urllib.request.urlopen(entry.url) as response, open(tmp, "wb") as out:
-            shutil.copyfileobj(response, out)
-        _verify(entry, Path(tmp))
-        os.replace(tmp, path)
+        fetched = _fetch(entry, staging)
+        _verify(entry, fetched)
+        os.replace(fetched, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _downloader(url: str):
+    """pooch's downloader for ``url`` (HTTP(S), FTP...), with a progress bar."""
+    import pooch
+
+    return pooch.choose_downloader(url, progressbar=True)
+
+
+def _fetch(entry: WeightFile, folder: Path) -> Path:
+    """Download ``entry.url`` to ``folder / entry.filename``; pooch checks a full sha256 on the way."""
+    import pooch
+    import requests
+
+    known_hash = f"sha256:{entry.sha256}" if entry.sha256 else None
+    try:
+        got = pooch.retrieve(entry.url, known_hash=known_hash, fname=entry.filename, path=folder,
+                             downloader=_downloader(entry.url), progressbar=True)
+    except ValueError as err:  # pooch's digest mismatch
+        raise WeightsNotFoundError(
+            f"the file downloaded from {entry.url} does not have the expected sha256 {entry.sha256} ({err}). "
+            f"{_how_to_get(entry)}"
+        ) from err
+    except (requests.exceptions.RequestException, OSError) as err:
+        raise WeightsNotFoundError(
+            f"could not download '{entry.filename}' for {entry.used_by} from {entry.url}: {err}. {_how_to_get(entry)}"
+        ) from err
+    return Path(got)
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -137,11 +177,13 @@ def _verify(entry: WeightFile, path: Path) -> None:
             f"{path} has {path.stat().st_size} bytes, expected {entry.size} for '{entry.filename}'; "
             f"delete it and fetch it again from {entry.url}"
         )
-    if entry.sha256 is not None:
+    expected = entry.sha256 or entry.sha256_prefix
+    if expected is not None:
         digest = sha256_of(path)
-        if digest != entry.sha256:
+        if not digest.startswith(expected):
+            what = expected if entry.sha256 else f"{expected}... (the prefix in its published name)"
             raise WeightsNotFoundError(
-                f"{path} has sha256 {digest}, expected {entry.sha256} for '{entry.filename}'; "
+                f"{path} has sha256 {digest}, expected {what} for '{entry.filename}'; "
                 f"delete it and fetch it again from {entry.url}"
             )
 
@@ -152,7 +194,7 @@ def _verify(entry: WeightFile, path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Video: FID (Inception), FVD/KVD (I3D), FVMD (PIPs++).
 # The 8 hex digits in "pt_inception-...-6726825d.pth" are the only published part of its
-# sha256 (torch.hub naming); the full digest is not published, so the size is checked alone.
+# sha256 (torch.hub naming); they are checked with the size.
 register(WeightFile(
     name="inception_fid",
     filename="pt_inception-2015-12-05-6726825d.pth",
@@ -161,6 +203,7 @@ register(WeightFile(
     sha256=None,
     size=95_628_359,
     used_by="FID (metrics.fid.VideoFID, Inception pool3 features)",
+    sha256_prefix="6726825d",
 ))
 # StyleGAN-V's TorchScript export of the TF-hub I3D (Kinetics-400); no digest or size published.
 register(WeightFile(
@@ -192,6 +235,7 @@ register(WeightFile(
     sha256=None,
     size=None,
     used_by="LPIPS (metrics.image_quality.VideoLPIPS, AlexNet backbone)",
+    sha256_prefix="7be5be79",
 ))
 
 # Audio: FAD (VGGish). torchvggish publishes only an 8-hex sha256 prefix in each file name.
@@ -202,6 +246,7 @@ register(WeightFile(
     sha256=None,
     size=None,
     used_by="FAD (metrics.fad, VGGish 128-d embeddings)",
+    sha256_prefix="10086976",
 ))
 register(WeightFile(
     name="vggish_pca",
@@ -211,6 +256,7 @@ register(WeightFile(
     sha256=None,
     size=None,
     used_by="FAD (metrics.fad, VGGish PCA/whitening parameters)",
+    sha256_prefix="970ea276",
 ))
 
 # Sync: LSE-C/LSE-D (SyncNet) and its S3FD face detector, as fetched by syncnet_python's

@@ -132,10 +132,9 @@ class VideoDenoiser(nn.Module):
 
 def _load_motion_unet(unet_source: str, adapter_source: str, cond_channels: int, cross_dim: int) -> UNetMotionModel:
     """SD-1.5 UNet + AnimateDiff motion adapter, its input conv widened (zero weights) for the conditions."""
-    try:
-        unet = UNet2DConditionModel.from_pretrained(unet_source, subfolder="unet")
-    except (OSError, ValueError):
-        unet = load_pretrained("UNet2DConditionModel video denoiser", unet_source, UNet2DConditionModel.from_pretrained)
+    # a Stable Diffusion folder holds the UNet in unet/; a bare UNet folder at its top
+    unet = load_pretrained("UNet2DConditionModel video denoiser", unet_source, UNet2DConditionModel.from_pretrained,
+                           subfolders=("unet", None))
     adapter = load_pretrained("AnimateDiff motion adapter", adapter_source, MotionAdapter.from_pretrained)
     if int(unet.config.cross_attention_dim) != cross_dim:
         raise ValueError(f"pretrained UNet {unet_source!r} has cross_attention_dim={unet.config.cross_attention_dim}, "

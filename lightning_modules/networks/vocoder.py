@@ -24,7 +24,11 @@ from datamodules.conventions import (
     SAMPLE_RATE,
     WIN_LENGTH,
 )
-from lightning_modules.networks.layers import PretrainedNotFoundError, freeze
+from lightning_modules.networks.layers import (
+    PretrainedNotFoundError,
+    describe_missing_files,
+    freeze,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +51,15 @@ def _generator_file(source: str) -> str:
     if os.path.isdir(source):
         path = os.path.join(source, "generator.ckpt")
         if not os.path.isfile(path):
-            raise PretrainedNotFoundError("HiFi-GAN vocoder", source, f"{path} does not exist")
+            raise PretrainedNotFoundError("HiFi-GAN vocoder", source, describe_missing_files(source, [("generator.ckpt",)]))
         return path
     from huggingface_hub import hf_hub_download
 
     try:
         return hf_hub_download(source, "generator.ckpt")
     except Exception as error:  # hub errors (offline, missing repo, missing file) share no base class
-        raise PretrainedNotFoundError("HiFi-GAN vocoder", source, f"{type(error).__name__}: {error}".split("\n")[0]) from error
+        reason = describe_missing_files(source, [("generator.ckpt",)], error=error)
+        raise PretrainedNotFoundError("HiFi-GAN vocoder", source, reason) from error
 
 
 class Vocoder(nn.Module):

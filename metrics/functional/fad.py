@@ -95,7 +95,7 @@ def frechet_audio_distance(
         preds: ``(B, S)`` float in [-1, 1] or a list of ``(S_i,)``, each at least 0.985 s.
         target: the reference set, same format (its own number of clips).
         feature_extractor: ``(P, 1, 96, 64)`` -> ``(P, D)``; VGGish with the registry's
-            ``vggish`` weights by default.
+            ``vggish`` weights by default. It is frozen (eval mode, no gradients).
         sample_rate: Hz of both sets.
 
     Returns:
@@ -107,6 +107,7 @@ def frechet_audio_distance(
         WeightsNotFoundError: the default VGGish weights are not in the cache.
     """
     extractor = feature_extractor if feature_extractor is not None else VGGishEmbedder()
+    extractor.eval().requires_grad_(False)  # a feature network: no dropout, BatchNorm on running statistics
     fake, fake_excluded = _fad_update(preds, extractor, sample_rate)
     raise_first(METRIC, [(i, f"preds: {reason}") for i, reason in fake_excluded])
     real, real_excluded = _fad_update(target, extractor, sample_rate)

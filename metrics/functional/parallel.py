@@ -40,15 +40,20 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _one_blas_thread() -> None:
-    """Pool initializer: one BLAS thread per worker, since the workers already fill the cores.
+def _init_worker(owner_pid: int) -> None:
+    """Pool initializer: one BLAS thread per worker, and the worker ends with its owner.
 
     pystoi's many small matrix products run several times faster on one BLAS thread than on
-    threads that wait for each other (and for the other workers' cores).
+    threads that wait for each other (and for the other workers' cores). Without the second
+    part, a killed owner would leave its workers idle forever (their task pipe never closes).
     """
     from threadpoolctl import threadpool_limits
 
+    from datamodules.workers import exit_with_parent
+
     threadpool_limits(limits=1)
+    # the pool lives as long as the process, not as the thread that happened to start it
+    exit_with_parent(owner_pid, kernel_signal=False)
 
 
 def _shared_pool(num_workers: int) -> ProcessPoolExecutor:
@@ -60,7 +65,7 @@ def _shared_pool(num_workers: int) -> ProcessPoolExecutor:
                 _pool.shutdown(wait=False, cancel_futures=True)
             context = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
             _pool, _pool_key = ProcessPoolExecutor(max_workers=num_workers, mp_context=context,
-                                                   initializer=_one_blas_thread), key
+                                                   initializer=_init_worker, initargs=(os.getpid(),)), key
         return _pool
 
 

@@ -236,3 +236,63 @@ def test_process_pool_gives_same_clips(tmp_path) -> None:
     pooled = CachedClip(tmp_path / "pool" / "clips" / "test" / "w0")
     assert pooled.meta["num_frames"] == serial["num_frames"]
     np.testing.assert_array_equal(pooled.mel(), np.load(tmp_path / "serial" / "clips" / "test" / "w0" / "mel.npy"))
+
+
+def _write_stereo_wav(path: Path, seconds: float) -> np.ndarray:
+    """0.3 sin 440 Hz left, 0.5 sin 660 Hz right, as lossless float WAV; returns (2, S)."""
+    from fractions import Fraction
+
+    import av
+
+    t = np.arange(int(seconds * 16000)) / 16000
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 660 * t)]).astype(np.float32)
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_f32le", rate=16000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(stereo, format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return stereo
+
+
+def test_cached_audio_of_a_stereo_source_is_the_channel_average(tmp_path) -> None:
+    stereo = _write_stereo_wav(tmp_path / "voice.wav", 2.4)
+    source = _synthetic(tmp_path, "stereo", audio_path=str(tmp_path / "voice.wav"))
+    meta = preprocess_clip(source, tmp_path / "cache", CONFIG)
+    wav = CachedClip(tmp_path / "cache" / "clips" / "test" / "stereo").wav()
+    expected = stereo.mean(axis=0)[: wav.size]
+    np.testing.assert_allclose(wav, expected, atol=1e-4)
+    assert np.sqrt(np.mean(wav.astype(np.float64) ** 2)) / np.sqrt(np.mean(expected.astype(np.float64) ** 2)) \
+        == pytest.approx(1.0, abs=1e-4)
+    assert meta["cache_version"] == pre.CACHE_VERSION
+
+
+def _make_old(folder: Path) -> None:
+    """Turn a clip folder into one written before the cache recorded a version."""
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["cache_version"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_stale_cache_is_detected_and_a_rerun_remakes_only_stereo_sources(tmp_path, caplog) -> None:
+    _write_stereo_wav(tmp_path / "voice.wav", 2.4)
+    sources = [_synthetic(tmp_path, "stereo", audio_path=str(tmp_path / "voice.wav")), _synthetic(tmp_path, "mono")]
+    cache = tmp_path / "cache"
+    preprocess_clips(sources, cache, CONFIG, progress=False)
+    clips = cache / "clips" / "test"
+    good = np.load(clips / "stereo" / "audio.npy")
+    for key in ("stereo", "mono"):
+        _make_old(clips / key)
+    np.save(clips / "stereo" / "audio.npy", good * np.sqrt(2))  # what the old downmix wrote
+    pre.write_manifest(cache)
+    with caplog.at_level("WARNING", logger="datamodules.preprocess"):
+        load_manifest(cache)
+    assert "2 clips" in caplog.text and "rebuild" in caplog.text  # a stale cache says so when read
+    mono_video = (clips / "mono" / "video.mp4").stat().st_mtime_ns
+    caplog.clear()
+    report = preprocess_clips(sources, cache, CONFIG, progress=False)
+    assert report.kept == ["stereo"] and report.skipped == ["mono"]  # a mono source's clip is unchanged
+    np.testing.assert_allclose(np.load(clips / "stereo" / "audio.npy"), good, atol=1e-6)
+    assert (clips / "mono" / "video.mp4").stat().st_mtime_ns == mono_video
+    assert all(r["cache_version"] == pre.CACHE_VERSION for r in load_manifest(cache))
+    assert "rebuild" not in caplog.text and not list(cache.glob(".tmp-*"))

@@ -17,7 +17,12 @@ from metrics.fad import FrechetAudioDistance
 from metrics.functional.fad import _fad_compute, frechet_audio_distance
 from metrics.functional.frechet import _frechet_update
 from metrics.registry import available, expected_path
-from tests.metrics.tester import check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 
 def _scipy_frechet(x: np.ndarray, y: np.ndarray) -> float:
@@ -111,3 +116,29 @@ def test_real_vggish_weights() -> None:
     same = frechet_audio_distance(_audio(3, 3.0, seed=50), _audio(3, 3.0, seed=50), feature_extractor=net)
     other = frechet_audio_distance(_audio(3, 3.0, seed=51, level=0.9), _audio(3, 3.0, seed=50), feature_extractor=net)
     assert abs(float(same)) < 1e-6 and float(other) > float(same)
+
+
+def _trainable_patch_embedder() -> torch.nn.Module:
+    """(P, 1, 96, 64) log-mel patches -> (P, 8), built as a user would: train mode, gradients on."""
+    torch.manual_seed(5)
+    return torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten(), torch.nn.Linear(16, 8), TrainModeHead(8))
+
+
+def test_injected_extractor_is_frozen_in_eval_mode_even_after_train() -> None:
+    net = _trainable_patch_embedder()
+    assert_trainable(net)
+    metric = FrechetAudioDistance(feature_extractor=net, feature_dim=8)
+    torch.nn.Sequential(metric).train()  # as a LightningModule holding the metric does in training
+    assert_frozen(metric.feature_extractor)
+    clips = _audio(2, 3.0, seed=60)
+    metric.update(clips, real=True)
+    metric.update(clips, real=False)
+    torch.testing.assert_close(metric.real_features_sum, metric.fake_features_sum, rtol=0, atol=0)
+
+
+def test_functional_freezes_the_injected_extractor() -> None:
+    net = _trainable_patch_embedder()
+    clips = _audio(2, 3.0, seed=61)
+    # the same clips on both sides: 0 only if dropout is off and BatchNorm uses its running statistics
+    assert frechet_audio_distance(clips, clips, feature_extractor=net).item() == pytest.approx(0.0, abs=1e-6)
+    assert_frozen(net)

@@ -10,7 +10,12 @@ from torch import nn
 
 from metrics.fid import VideoFID
 from metrics.registry import available, expected_path
-from tests.metrics.tester import check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 
 def _random_net() -> nn.Module:
@@ -96,3 +101,16 @@ def test_real_inception_weights() -> None:
     metric.update(clip, real=True)
     metric.update(clip, real=False)
     assert abs(metric.compute().item()) < 1e-2
+
+
+def test_injected_extractor_is_frozen_in_eval_mode_even_after_train() -> None:
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(3, 6, 3, stride=2), nn.Tanh(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), TrainModeHead(24))
+    assert_trainable(net)
+    metric = VideoFID(feature_extractor=net).train()
+    assert_frozen(metric.inception)
+    clips = _videos(0, b=2)
+    metric.update(clips, real=True)
+    metric.update(clips, real=False)
+    torch.testing.assert_close(metric.real_features_sum, metric.fake_features_sum, rtol=0, atol=0)
+    assert not metric.real_features_sum.requires_grad

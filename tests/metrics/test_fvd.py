@@ -10,9 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from metrics.features.i3d import preprocess_i3d
-from metrics.fvd import FrechetVideoDistance
+from metrics.fvd import FrechetVideoDistance, KernelVideoDistance
 from metrics.registry import available, expected_path
-from tests.metrics.tester import check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 
 def _random_i3d_standin() -> nn.Module:
@@ -96,10 +101,33 @@ def test_short_clip_is_excluded_with_warning() -> None:
     assert metric.num_excluded.item() == 2 and metric.real_features_num_samples.item() == 0
 
 
-def test_feature_extractor_is_used_without_gradients() -> None:
-    metric = FrechetVideoDistance(feature_extractor=_random_i3d_standin())
-    metric.update(_videos(0, b=2), real=True)
-    assert not metric.real_features_sum.requires_grad
+def _trainable_i3d_standin() -> nn.Module:
+    """(B, 3, T, 224, 224) -> (B, 12), built as a user would: train mode, gradients on."""
+    torch.manual_seed(4)
+    return nn.Sequential(nn.Conv3d(3, 4, kernel_size=(3, 7, 7), stride=(2, 8, 8)), nn.ReLU(),
+                         nn.AdaptiveAvgPool3d((1, 1, 3)), nn.Flatten(), TrainModeHead(12))
+
+
+def _side_features(metric: FrechetVideoDistance | KernelVideoDistance, side: str) -> torch.Tensor:
+    if isinstance(metric, KernelVideoDistance):
+        return torch.cat(getattr(metric, f"{side}_features"))
+    return getattr(metric, f"{side}_features_sum")
+
+
+@pytest.mark.parametrize("metric_class", [FrechetVideoDistance, KernelVideoDistance])
+def test_injected_extractor_is_frozen_in_eval_mode_even_after_train(metric_class) -> None:
+    net = _trainable_i3d_standin()
+    assert_trainable(net)
+    metric = metric_class(feature_extractor=net).train()  # e.g. inside a LightningModule in training
+    assert_frozen(metric.feature_extractor)
+    running_mean = net[-1].norm.running_mean.clone()
+    clips = _videos(0, b=4)
+    metric.update(clips, real=True)
+    metric.update(clips, real=False)
+    # eval mode: no dropout, BatchNorm on its running statistics, which do not move
+    torch.testing.assert_close(_side_features(metric, "real"), _side_features(metric, "fake"), rtol=0, atol=0)
+    torch.testing.assert_close(net[-1].norm.running_mean, running_mean, rtol=0, atol=0)
+    assert not _side_features(metric, "real").requires_grad
 
 
 @pytest.mark.skipif(not available("i3d_fvd"), reason=f"weights not found: {expected_path('i3d_fvd')}")

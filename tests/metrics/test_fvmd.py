@@ -22,7 +22,12 @@ from metrics.functional.fvmd import (
 )
 from metrics.fvmd import FrechetVideoMotionDistance
 from metrics.registry import available, expected_path
-from tests.metrics.tester import check_metric_contract
+from tests.metrics.tester import (
+    TrainModeHead,
+    assert_frozen,
+    assert_trainable,
+    check_metric_contract,
+)
 
 # --------------------------------------------------------------------------------------------
 # Reference: the official algorithm written out with plain loops (numpy), independent of ours.
@@ -156,6 +161,25 @@ def test_pipeline_matches_direct_computation() -> None:
     assert metric.real_features_num_samples.item() == 8 and metric.fake_features_num_samples.item() == 6
     expected = _ref_distance(_ref_pipeline_features(tracker, real), _ref_pipeline_features(tracker, fake))
     assert metric.compute().item() == pytest.approx(expected, rel=1e-5)
+
+
+class _DropoutTracker(_RandomTracker):
+    """:class:`_RandomTracker` with BatchNorm and dropout on its offsets, as built: train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Sequential(self.head, TrainModeHead(800))
+
+
+def test_injected_tracker_is_frozen_in_eval_mode_even_after_train() -> None:
+    tracker = _DropoutTracker()
+    assert_trainable(tracker)
+    metric = FrechetVideoMotionDistance(tracker=tracker).train()
+    assert_frozen(metric.tracker)
+    clips = _videos(0, b=1, t=17)  # two windows: one tracker call of two
+    metric.update(clips, real=True)
+    metric.update(clips, real=False)
+    torch.testing.assert_close(metric.real_features_sum, metric.fake_features_sum, rtol=0, atol=0)
 
 
 def test_torchmetrics_contract() -> None:

@@ -19,7 +19,7 @@ from metrics.functional.image_quality import lpips_network, video_lpips
 from metrics.image_quality import VideoLPIPS
 from metrics.registry import available, expected_path
 from tests.metrics._video_pairs import video_pair
-from tests.metrics.tester import check_metric_contract
+from tests.metrics.tester import assert_frozen, check_metric_contract
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +80,14 @@ def test_real_backbone() -> None:
     preds, target = video_pair(2, b=1, t=2, size=64)
     metric.update(preds, target)
     assert 0.0 < metric.compute().item() < 1.0
+
+
+def test_network_stays_in_eval_mode_when_the_metric_is_put_in_train_mode(backbone_file) -> None:
+    net = lpips_network(backbone_weights=backbone_file[0])  # its linear heads hold dropout layers
+    metric = VideoLPIPS(net=net)
+    torch.nn.Sequential(metric).train()  # as a LightningModule holding the metric does in training
+    assert_frozen(metric.net)
+    preds, target = video_pair(3, b=1, t=2, size=48)
+    metric.update(preds, target)
+    expected = video_lpips(preds, target, lpips_network(backbone_weights=backbone_file[0]))
+    assert metric.compute().item() == pytest.approx(expected.item(), rel=1e-6)

@@ -25,7 +25,7 @@ from metrics.functional.lse import (
 from metrics.lse import LipSyncError
 from metrics.registry import available, expected_path
 from metrics.syncnet import SyncNet, load_syncnet
-from tests.metrics.tester import check_metric_contract
+from tests.metrics.tester import assert_frozen, assert_trainable, check_metric_contract
 
 
 def _reference_calc_pdist(feat1: torch.Tensor, feat2: torch.Tensor, vshift: int) -> list[torch.Tensor]:
@@ -214,3 +214,12 @@ def test_real_weights_reproduce_the_reference_demo() -> None:
     score = _lse_update(load_syncnet(), frames, torch.from_numpy(read_audio(_DEMO)))
     assert score.offset == 3
     assert score.lse_d == pytest.approx(5.353, abs=0.05) and score.lse_c == pytest.approx(10.021, abs=0.1)
+
+
+def test_injected_network_is_frozen_in_eval_mode_even_after_train() -> None:
+    net = SyncNet().requires_grad_(True)
+    torch.nn.Module.train(net, True)  # past SyncNet's own eval lock, as any other network would be
+    assert_trainable(net)
+    metric = LipSyncError(net=net)
+    torch.nn.Sequential(metric).train()  # as a LightningModule holding the metric does in training
+    assert_frozen(metric.net)

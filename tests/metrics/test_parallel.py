@@ -52,3 +52,44 @@ def test_pesq_pool_equals_in_process_with_exclusions() -> None:
     local = _pesq_update(preds, target, num_workers=1)
     np.testing.assert_array_equal(pooled[0].numpy(), local[0].numpy())
     assert pooled[1] == local[1] and [i for i, _ in pooled[1]] == [1]
+
+
+# a process that starts the shared pool, prints its workers' pids, then idles until killed
+_POOL_OWNER = ("import os, time\n"
+               "from metrics.functional import parallel\n"
+               "from tests.metrics.test_parallel import _pid_of_square\n"
+               "pids = {pid for _, pid in parallel.map_jobs(_pid_of_square, list(range(8)), num_workers=2)}\n"
+               "print(*sorted(pids), flush=True); time.sleep(60)")
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for a reaper has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/self/stat"), reason="reads process states from /proc (Linux)")
+def test_workers_exit_when_the_owner_is_killed() -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    owner = subprocess.Popen([sys.executable, "-c", _POOL_OWNER], cwd=repo, stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+    workers = [int(pid) for pid in owner.stdout.readline().split()]
+    assert workers and all(_alive(pid) for pid in workers)
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.time() + 5
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"pool workers {left} outlived the killed process that owned them"

@@ -160,3 +160,35 @@ def check_metric_contract(
     clone = pickle.loads(pickle.dumps(whole))
     assert_close(clone.compute(), total, atol, rtol, "unpickled object")
     return total
+
+
+class TrainModeHead(torch.nn.Module):
+    """Last layer of a stand-in feature network whose output depends on train/eval mode.
+
+    ``(N, D) -> (N, D)`` through BatchNorm and Dropout. A network ending in it starts in train
+    mode with gradients on, as a freshly built ``nn.Module`` does, so a metric that forgets to
+    freeze it gives features that change between calls (dropout) and running statistics that
+    move (BatchNorm).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(dim)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.norm(x))
+
+
+def assert_trainable(net: torch.nn.Module) -> None:
+    """``net`` is in train mode with gradients on (the stand-in is not frozen already)."""
+    assert all(m.training for m in net.modules()), "stand-in should start in train mode"
+    assert all(p.requires_grad for p in net.parameters()), "stand-in should start with gradients on"
+
+
+def assert_frozen(net: torch.nn.Module) -> None:
+    """``net`` and all its submodules in eval mode, no parameter requiring gradients."""
+    training = [name or "<root>" for name, m in net.named_modules() if m.training]
+    assert not training, f"modules left in train mode: {training}"
+    grads = [name for name, p in net.named_parameters() if p.requires_grad]
+    assert not grads, f"parameters still requiring gradients: {grads}"

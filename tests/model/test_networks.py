@@ -410,3 +410,75 @@ def test_a_trainable_vae_learns_to_reconstruct_as_part_of_the_pixel_loss() -> No
     total_loss(out).backward()
     assert params_without_grad(trained) == []
     assert trained.appearance_encoder.vae.encoder.conv_in.weight.grad.abs().sum() > 0
+
+
+# each pretrained part, built alone, from SOURCE (a bogus hub id or an empty folder)
+_OFFLINE_PARTS = (
+    "import json, sys\n"
+    "from lightning_modules.networks.encoders import AppearanceEncoder, AudioProfileEncoder\n"
+    "from lightning_modules.networks.layers import PretrainedNotFoundError\n"
+    "from lightning_modules.networks.video_denoiser import VideoDenoiser\n"
+    "parts = {'vae': lambda s: AppearanceEncoder(pretrained=s),\n"
+    "         'unet': lambda s: VideoDenoiser(4, 8, pretrained_unet=s, pretrained_motion_adapter=s),\n"
+    "         'wav2vec': lambda s: AudioProfileEncoder(8, pretrained=s)}\n"
+    "out = {}\n"
+    "for name, build in parts.items():\n"
+    "    try:\n"
+    "        build(sys.argv[1])\n"
+    "    except PretrainedNotFoundError as err:\n"
+    "        out[name] = str(err)\n"
+    "print(json.dumps(out))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def offline_messages(tmp_path_factory) -> dict:
+    """The errors of each part for a bogus hub id and an empty folder, with HF_HUB_OFFLINE=1 and an empty cache."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    base = tmp_path_factory.mktemp("offline")
+    (base / "empty").mkdir()
+    # the hub reads HF_HUB_OFFLINE once, at import: hence a fresh process
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(base / "hub-cache"), "PYTHONPATH": str(repo)}
+    messages = {}
+    for kind, source in (("hub", "nfy-test/no-such-model"), ("folder", str(base / "empty"))):
+        run = subprocess.run([sys.executable, "-c", _OFFLINE_PARTS, source], cwd=repo, env=env, capture_output=True,
+                             text=True, timeout=600, check=False)
+        assert run.returncode == 0, run.stderr[-3000:]
+        messages[kind] = json.loads(run.stdout.strip().splitlines()[-1])
+    return {"cache": str(base / "hub-cache"), "empty": str(base / "empty"), **messages}
+
+
+_PART_FILES = {
+    "vae": ("config.json", "diffusion_pytorch_model.safetensors"),
+    "unet": ("unet/config.json", "unet/diffusion_pytorch_model.safetensors"),
+    "wav2vec": ("config.json", "model.safetensors"),
+}
+
+
+@pytest.mark.slow  # two fresh processes importing diffusers and transformers
+@pytest.mark.parametrize("part", sorted(_PART_FILES))
+def test_offline_unknown_hub_id_says_it_is_not_cached_and_how_to_get_it(offline_messages: dict, part: str) -> None:
+    message = offline_messages["hub"][part]
+    assert "nfy-test/no-such-model" in message
+    assert "not in the local Hugging Face cache" in message and offline_messages["cache"] in message
+    assert "HF_HUB_OFFLINE" in message and "download nfy-test/no-such-model" in message
+    for name in _PART_FILES[part]:
+        assert name in message, (name, message)
+    assert "does not appear to have a file named" not in message  # the library's misleading line
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", sorted(_PART_FILES))
+def test_empty_local_folder_says_which_files_are_missing(offline_messages: dict, part: str) -> None:
+    message = offline_messages["folder"][part]
+    assert f"the folder {offline_messages['empty']}" in message and "is empty" in message
+    for name in _PART_FILES[part]:
+        assert name in message, (name, message)
+    assert "save_pretrained" in message and "--local-dir" in message
+    assert f"hub id {offline_messages['empty']!r}" not in message  # a folder is not to be made a reachable hub id
