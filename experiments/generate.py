@@ -51,6 +51,7 @@ from datamodules.conventions import FPS, PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_P
 from datamodules.media import MediaError, read_audio, write_mp4
 from datamodules.preprocess import PreprocessConfig
 from lightning_modules import NFYLitModule
+from lightning_modules.checkpoint import CheckpointError, check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -446,27 +447,21 @@ def load_checkpoint(checkpoint: PathLike, device: Union[str, torch.device] = "cp
             (empty, truncated, corrupt, another kind of file) or holds no tokenizer.
     """
     path = check_checkpoint_path(checkpoint)
+    try:  # the same file check as `fit --ckpt_path`; the tokenizer is a pickled object, hence weights_only=False
+        check_checkpoint(path, weights_only=False)
+    except CheckpointError as err:
+        raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; {err}") from err
     try:
         module = NFYLitModule.load_from_checkpoint(path, map_location=device, weights_only=False)
-    except Exception as err:  # torch.load and Lightning raise a dozen types for one cause: an unusable file
-        raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; "
-                                   f"{_unreadable_reason(path, err)}") from err
+    except KeyError as err:
+        raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; it lacks "
+                                   f"{err.args[0]!r}, which a training checkpoint holds") from err
     module.eval()
     tokenizer = getattr(module, "tokenizer", None)
     if tokenizer is None:
         raise GenerationInputError("checkpoint", str(path), "a checkpoint written by experiments.fit; it holds no "
                                    "tokenizer: it was not saved by a training run")
     return module, tokenizer
-
-
-def _unreadable_reason(path: Path, err: Exception) -> str:
-    """One line on why ``path`` could not be loaded."""
-    if path.stat().st_size == 0:
-        return "the file is empty"
-    if isinstance(err, KeyError):
-        return f"it lacks {err.args[0]!r}, which a training checkpoint holds"
-    detail = (str(err).strip().splitlines() or [""])[0][:150]
-    return f"it cannot be read: truncated, corrupt or not a PyTorch checkpoint ({type(err).__name__}: {detail})"
 
 
 def _check_steps(module: NFYLitModule, steps: int) -> None:
