@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -29,6 +28,7 @@ from lightning.pytorch import LightningDataModule
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
+from common.files import write_text_atomic
 from datamodules.audio import log_mel
 from datamodules.batch import collate
 from datamodules.conventions import FPS, IMAGE_SIZE, MAX_UTTERANCE_SECONDS, PROFILE_SAMPLES, SAMPLES_PER_FRAME
@@ -311,6 +311,4 @@ class ClipDataModule(LightningDataModule):
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))

@@ -64,10 +64,11 @@ from PIL import Image, ImageDraw
 from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
+from common.files import replace_folder
+from common.workers import exit_with_parent
 from datamodules import wordlist
 from datamodules.conventions import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import write_mp4
-from datamodules.workers import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -836,7 +837,7 @@ def build_demo_corpus(root: PathLike, num_clips: int = 100, seed: int = 0, size:
         info = {"seed": seed, "num_clips": num_clips, "size": size, "fps": FPS, "sample_rate": SAMPLE_RATE,
                 "version": VERSION, "speakers": speakers}
         (tmp / "corpus.json").write_text(json.dumps(info, indent=1))  # written last: marks completion
-        _move_into_place(tmp, root)
+        replace_folder(tmp, root)  # a previous finished corpus there is removed after
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -850,17 +851,6 @@ def _run_jobs(jobs: list[_ClipJob], num_workers: int, progress: bool) -> list[di
         return [_make_clip(job) for job in tqdm(jobs, **bar)]
     with multiprocessing.get_context().Pool(num_workers, initializer=_warm_up, initargs=(os.getpid(),)) as pool:
         return list(tqdm(pool.imap(_make_clip, jobs), **bar))
-
-
-def _move_into_place(tmp: Path, root: Path) -> None:
-    """Rename the finished ``tmp`` to ``root``; a previous finished corpus there is removed after."""
-    old = None
-    if root.exists():
-        old = root.with_name(f".{root.name}.old-{os.getpid()}")
-        os.replace(root, old)
-    os.replace(tmp, root)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure_demo_corpus(root: PathLike, **kwargs: Any) -> Path:

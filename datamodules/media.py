@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Callable, Iterator, Optional, Union
 import av
 import numpy as np
 
+from common.files import AtomicFile
 from datamodules.conventions import FPS, SAMPLE_RATE
 
 PathLike = Union[str, os.PathLike]
@@ -319,8 +319,8 @@ class Mp4Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.sample_rate = sample_rate
         self.num_frames = 0
-        self._tmp = _new_temporary_file(self.path.parent, prefix=f".{self.path.stem}.", suffix=".mp4")
-        tmp = str(self._tmp)
+        self._file = AtomicFile(self.path, suffix=".mp4")  # the muxer reads the format from the extension
+        tmp = str(self._file.tmp)
         self._time_base = Fraction(1, 1) / Fraction(fps).limit_denominator(1001)
         try:
             self._container = av.open(tmp, mode="w", format="mp4")
@@ -364,7 +364,7 @@ class Mp4Writer:
             if self._video is not None:
                 self._container.mux(self._video.encode(None))
             self._container.close()
-            os.replace(self._tmp, self.path)
+            self._file.commit()
         except BaseException:
             self.abort()
             raise
@@ -376,7 +376,7 @@ class Mp4Writer:
         if container is not None:
             with contextlib.suppress(Exception):
                 container.close()
-        self._tmp.unlink(missing_ok=True)
+        self._file.abort()
 
     def __enter__(self) -> Mp4Writer:
         return self
@@ -386,22 +386,6 @@ class Mp4Writer:
             self.close()
         else:
             self.abort()
-
-
-def _new_temporary_file(folder: Path, prefix: str, suffix: str) -> Path:
-    """Create an empty, uniquely named file in ``folder`` with the usual mode (0666 & ~umask).
-
-    Not :func:`tempfile.mkstemp`: its files are 0600, and the rename would keep that mode, so
-    every written clip would be private whatever the user's umask.
-    """
-    for _ in range(100):
-        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the kernel applies the umask
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"no free temporary file name in {folder}")
 
 
 def write_mp4(

@@ -49,6 +49,8 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
+from common.files import replace_folder, write_text_atomic
+from common.workers import exit_with_parent
 from datamodules import face as facelib
 from datamodules.audio import log_mel
 from datamodules.conventions import (
@@ -60,7 +62,6 @@ from datamodules.conventions import (
 )
 from datamodules.media import MediaError, Mp4Writer, iter_frames, probe, read_audio
 from datamodules.sources import ClipSource
-from datamodules.workers import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -232,26 +233,17 @@ def _is_done(cache_dir: PathLike, source: ClipSource) -> bool:
                   source.dataset, source.key, meta.get("cache_version", 1))
         return False
     meta["cache_version"] = CACHE_VERSION
-    tmp = meta_file.with_name(f".meta.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_file)
+    write_text_atomic(meta_file, json.dumps(meta, indent=1))
     return True
 
 
 def _replace_folder(new: Path, final: Path) -> None:
-    """Rename ``new`` to ``final``; an existing ``final`` (an outdated clip) is removed first.
+    """Rename ``new`` to ``final``; an existing ``final`` (an outdated clip) is removed after.
 
     The old folder is moved aside under a ``.tmp-*-<pid>`` name, so a crash in between leaves
     no half-written clip: the next run removes the leftover and makes the clip again.
     """
-    if final.exists():
-        stale = new.with_name(f"{new.name.rsplit('-', 1)[0]}-old-{os.getpid()}")
-        shutil.rmtree(stale, ignore_errors=True)
-        os.rename(final, stale)
-        os.rename(new, final)
-        shutil.rmtree(stale, ignore_errors=True)
-    else:
-        os.rename(new, final)
+    replace_folder(new, final, aside=new.with_name(f"{new.name.rsplit('-', 1)[0]}-old-{os.getpid()}"))
 
 
 def _process_into(source: ClipSource, out: Path, config: PreprocessConfig) -> dict:
@@ -506,11 +498,7 @@ def _alive(pid: int) -> bool:
 
 # ------------------------------------------------------------------------------- manifest
 def _atomic_write_lines(path: Path, records: Iterable[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as handle:
-        for record in records:
-            handle.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def write_manifest(cache_dir: PathLike) -> list[dict]:

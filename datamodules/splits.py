@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from common.files import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -118,9 +120,7 @@ def write_split_files(out_dir: PathLike, dataset: str, clips: Iterable[tuple[str
     for key, speaker in clips:
         lines[splits[key]].append(f"{key}\t{speaker}")
     for split, rows in lines.items():
-        tmp = folder / f".{split}.txt.{os.getpid()}"
-        tmp.write_text("".join(row + "\n" for row in sorted(rows)))
-        os.replace(tmp, folder / f"{split}.txt")
+        write_text_atomic(folder / f"{split}.txt", "".join(row + "\n" for row in sorted(rows)))
     log.info("%s splits in %s: %s", dataset, folder, {s: len(r) for s, r in lines.items()})
     return folder
 

@@ -15,6 +15,8 @@ from typing import Iterable, Union
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from common.files import AtomicFile
+
 log = logging.getLogger(__name__)
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -70,9 +72,8 @@ def save_tokenizer(tokenizer: Tokenizer, path: Union[str, os.PathLike]) -> Path:
     """Write ``tokenizer`` as JSON to ``path`` atomically (temporary file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tokenizer.save(str(tmp))
-    os.replace(tmp, path)
+    with AtomicFile(path) as tmp:
+        tokenizer.save(str(tmp))
     return path
 
 

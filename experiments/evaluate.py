@@ -50,8 +50,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -59,6 +57,7 @@ from typing import Any, NamedTuple
 import torch
 from tqdm import tqdm
 
+from common.files import write_text_atomic
 from datamodules.conventions import FPS, SAMPLE_RATE
 from datamodules.media import MediaError, probe, read_audio, read_video
 from metrics.functional.image_quality import PSNR_CAP_DB
@@ -212,33 +211,8 @@ def load_ratings(path: Path | None) -> tuple[dict[str, float], dict[str, int]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Outputs (written atomically: a crash never leaves half a file)
+# Outputs (written atomically with common.files: a crash never leaves half a file)
 # --------------------------------------------------------------------------------------------
-
-
-def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back (no thread of ours writes files meanwhile)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, with the mode ``open()`` would give (0666 & ~umask).
-
-    ``mkstemp`` creates its file with mode 0600 whatever the umask; the outputs are meant to
-    be shared like any other file the user writes.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 
 ALIGNMENT_COLUMNS = (
     "pred_frames_cut", "gt_frames_cut", "pred_resized_from", "pred_fps_converted", "gt_fps_converted",
@@ -529,11 +503,11 @@ def _our_row(run: _Run, summary: dict[str, Any], name: str, dataset: str | None)
 
 def _write_outputs(out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], ours: OurRow) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / "per_clip.csv", per_clip_csv(rows))
-    _write_atomic(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(out_dir / "per_clip.csv", per_clip_csv(rows))
+    write_text_atomic(out_dir / "summary.json", json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")
     md, tex = render_tables(ours)
-    _write_atomic(out_dir / "tables.md", md)
-    _write_atomic(out_dir / "tables.tex", tex)
+    write_text_atomic(out_dir / "tables.md", md)
+    write_text_atomic(out_dir / "tables.tex", tex)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

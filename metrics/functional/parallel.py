@@ -49,7 +49,7 @@ def _init_worker(owner_pid: int) -> None:
     """
     from threadpoolctl import threadpool_limits
 
-    from datamodules.workers import exit_with_parent
+    from common.workers import exit_with_parent
 
     threadpool_limits(limits=1)
     # the pool lives as long as the process, not as the thread that happened to start it

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # the worker: arms exit_with_parent (Linux's parent-death signal, or the polling fallback), then idles
-WORKER = ("import os, sys, time; import datamodules.workers as w\n"
+WORKER = ("import os, sys, time; import common.workers as w\n"
           "if sys.argv[1] == 'poll': w._set_parent_death_signal = lambda signum: False\n"
           "w.exit_with_parent(os.getppid(), poll_seconds=0.1); print('ready', flush=True); time.sleep(60)")
 # the parent: starts the worker, says its pid once it is armed, then idles until killed
