@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from common.frozen import FrozenModule, freeze
 from metrics.errors import MetricInputError
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,7 @@ def vggish_patches(wav: np.ndarray, sample_rate: int = VGGISH_SAMPLE_RATE) -> Te
     return torch.from_numpy(np.asarray(examples, np.float32))[:, None]  # (P, 1, 96, 64)
 
 
-class VGGishEmbedder(nn.Module):
+class VGGishEmbedder(FrozenModule):
     """VGGish without its final ReLU and without PCA/quantisation: 128-d per 0.96 s patch.
 
     This is what the usual PyTorch FAD tools compute (the final ReLU is dropped so embeddings
@@ -282,12 +283,8 @@ class VGGishEmbedder(nn.Module):
             net.load_state_dict(torch.load(_vggish_file(weights), map_location="cpu", weights_only=True))
         # drop the last ReLU: the FAD tools take the 128-d pre-activation embedding
         net.embeddings = nn.Sequential(*list(net.embeddings.children())[:-1])
-        self.net = net.eval()
-        self.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> VGGishEmbedder:
-        """Stay in eval mode: the extractor is frozen."""
-        return super().train(False)
+        self.net = net
+        freeze(self)
 
     @torch.no_grad()
     def forward(self, patches: Tensor) -> Tensor:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from scipy.signal import medfilt
 
+from common.frozen import freeze
 from metrics.errors import MetricInputError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def load_s3fd(path: str | None = None) -> torch.nn.Module:
     net = s3fd()
     state = torch.load(path or weights_path("s3fd"), map_location="cpu", weights_only=True)
     net.load_state_dict(state)
-    return net.eval().requires_grad_(False)
+    return freeze(net)
 
 
 def s3fd_detector(net: torch.nn.Module, scale: float = S3FD_SCALE, conf: float = CONF_THRESHOLD) -> Detector:

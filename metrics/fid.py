@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from common.frozen import KeepsChildrenFrozen, freeze
 from metrics.features.inception import FIDInceptionV3
 from metrics.functional.video import (
     check_video,
@@ -25,7 +26,7 @@ from metrics.functional.video import (
 )
 
 
-class VideoFID(FrechetInceptionDistance):
+class VideoFID(KeepsChildrenFrozen, FrechetInceptionDistance):
     """Frechet Inception Distance between the frames of real and generated videos.
 
     Inputs to ``update(videos, real)``: ``videos`` (B, T, 3, H, W) RGB, ``uint8`` 0-255 or
@@ -55,6 +56,7 @@ class VideoFID(FrechetInceptionDistance):
     is_differentiable = False
     full_state_update = False
     plot_lower_bound = 0.0
+    frozen_children = ("inception",)  # torchmetrics' name for the feature network
 
     def __init__(
         self,
@@ -67,17 +69,11 @@ class VideoFID(FrechetInceptionDistance):
             raise ValueError(f"extract_batch_size must be >= 1, got {extract_batch_size}")
         extractor = feature_extractor if feature_extractor is not None else FIDInceptionV3()
         # frozen before torchmetrics runs its dummy forward (BatchNorm in train mode needs N > 1)
-        extractor = extractor.eval().requires_grad_(False)
+        extractor = freeze(extractor)
         # normalize=True: a dummy [0, 1] float frame infers D when the net has no num_features.
         super().__init__(feature=extractor, reset_real_features=reset_real_features, normalize=True, **kwargs)
         self.extract_batch_size = extract_batch_size
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> VideoFID:
-        """Switch the metric's mode; the feature extractor stays frozen in eval mode."""
-        super().train(mode)
-        self.inception.eval()
-        return self
 
     def update(self, videos: Tensor, real: bool) -> None:  # type: ignore[override]
         """Add the features of every frame of ``videos`` (B, T, 3, H, W) to the real or fake set."""

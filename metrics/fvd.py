@@ -11,15 +11,16 @@ uses 2048 real and 2048 fake clips; values are only comparable at equal N.
 from __future__ import annotations
 
 import warnings
-from copy import deepcopy
 
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from common.frozen import KeepsChildrenFrozen, freeze
 from metrics.features.i3d import I3D_FRAMES, I3DFeatureExtractor, preprocess_i3d
-from metrics.functional.frechet import _frechet_compute, _frechet_update, _mean_cov
+from metrics.frechet import FrechetDistance, Stats
+from metrics.functional.frechet import _frechet_compute, _mean_cov
 from metrics.functional.kernel import _kernel_distance_compute
 from metrics.functional.video import (
     check_video,
@@ -60,7 +61,7 @@ def _feature_dim(extractor: nn.Module, num_frames: int) -> int:
         return int(extractor(dummy).reshape(1, -1).shape[1])
 
 
-class FrechetVideoDistance(Metric):
+class FrechetVideoDistance(FrechetDistance):
     """FVD: Frechet distance between I3D feature Gaussians of real and generated clips.
 
     Inputs to ``update(videos, real)``: ``videos`` (B, T, 3, H, W) RGB, ``uint8`` 0-255 or float
@@ -86,19 +87,6 @@ class FrechetVideoDistance(Metric):
         True
     """
 
-    real_features_sum: Tensor
-    real_features_cov_sum: Tensor
-    real_features_num_samples: Tensor
-    fake_features_sum: Tensor
-    fake_features_cov_sum: Tensor
-    fake_features_num_samples: Tensor
-    num_excluded: Tensor
-
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-    plot_lower_bound = 0.0
-
     def __init__(
         self,
         feature_extractor: nn.Module | None = None,
@@ -108,58 +96,27 @@ class FrechetVideoDistance(Metric):
         extract_batch_size: int = 8,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
         if num_frames < 1 or ddof not in (0, 1) or extract_batch_size < 1:
             raise ValueError(
                 f"num_frames must be >= 1, ddof 0 or 1, extract_batch_size >= 1; got "
                 f"{num_frames}, {ddof}, {extract_batch_size}"
             )
-        extractor = feature_extractor if feature_extractor is not None else I3DFeatureExtractor()
-        # an injected network is used as a frozen feature extractor: no dropout, BatchNorm on its
-        # running statistics, no gradients (and ``train()`` below keeps it so)
-        self.feature_extractor = extractor.eval().requires_grad_(False)
-        self.num_frames, self.ddof = num_frames, ddof
-        self.reset_real_features, self.extract_batch_size = reset_real_features, extract_batch_size
-        dim = _feature_dim(self.feature_extractor, num_frames)
-        for side in ("real", "fake"):
-            self.add_state(f"{side}_features_sum", torch.zeros(dim, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_features_cov_sum", torch.zeros(dim, dim, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(f"{side}_features_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> FrechetVideoDistance:
-        """Switch the metric's mode; the feature extractor stays frozen in eval mode."""
-        super().train(mode)
-        self.feature_extractor.eval()
-        return self
+        # frozen before the dummy forward that may size its features (BatchNorm in train mode needs N > 1)
+        extractor = freeze(feature_extractor if feature_extractor is not None else I3DFeatureExtractor())
+        super().__init__(extractor, _feature_dim(extractor, num_frames), reset_real_features, **kwargs)
+        self.num_frames, self.ddof, self.extract_batch_size = num_frames, ddof, extract_batch_size
 
     def update(self, videos: Tensor, real: bool) -> None:
         """Add the I3D statistics of ``videos`` (B, T, 3, H, W) to the real or fake set."""
         features = _i3d_features(self, videos, self.feature_extractor, self.num_frames, self.extract_batch_size)
-        if features is None:
-            return
-        total, outer, num = _frechet_update(features)
-        side = "real" if real else "fake"
-        setattr(self, f"{side}_features_sum", getattr(self, f"{side}_features_sum") + total)
-        setattr(self, f"{side}_features_cov_sum", getattr(self, f"{side}_features_cov_sum") + outer)
-        setattr(self, f"{side}_features_num_samples", getattr(self, f"{side}_features_num_samples") + num)
+        if features is not None:
+            self._add_features(features, real)
 
-    def compute(self) -> Tensor:
-        """FVD as a float64 scalar."""
-        mu_r, cov_r = _mean_cov(self.real_features_sum, self.real_features_cov_sum, self.real_features_num_samples, self.ddof)
-        mu_f, cov_f = _mean_cov(self.fake_features_sum, self.fake_features_cov_sum, self.fake_features_num_samples, self.ddof)
-        return _frechet_compute(mu_r, cov_r, mu_f, cov_f)
-
-    def reset(self) -> None:
-        """Reset the states; the real-set statistics survive when ``reset_real_features=False``."""
-        keep = {n: deepcopy(getattr(self, n)) for n in self._defaults if n.startswith("real_")}
-        super().reset()
-        if not self.reset_real_features:
-            for name, value in keep.items():
-                setattr(self, name, value)
+    def _distance(self, real: Stats, fake: Stats) -> Tensor:
+        return _frechet_compute(*_mean_cov(*real, self.ddof), *_mean_cov(*fake, self.ddof))
 
 
-class KernelVideoDistance(Metric):
+class KernelVideoDistance(KeepsChildrenFrozen, Metric):
     """KVD: unbiased MMD^2 (cubic polynomial kernel, gamma = 1/D, coef0 = 1) on I3D features.
 
     Same inputs, preprocessing and exclusions as :class:`FrechetVideoDistance`. Features are
@@ -188,6 +145,7 @@ class KernelVideoDistance(Metric):
     is_differentiable = False
     higher_is_better = False
     full_state_update = False
+    frozen_children = ("feature_extractor",)
 
     def __init__(
         self,
@@ -201,18 +159,12 @@ class KernelVideoDistance(Metric):
         if num_frames < 1 or extract_batch_size < 1:
             raise ValueError(f"num_frames and extract_batch_size must be >= 1, got {num_frames}, {extract_batch_size}")
         extractor = feature_extractor if feature_extractor is not None else I3DFeatureExtractor()
-        self.feature_extractor = extractor.eval().requires_grad_(False)  # frozen, as in FrechetVideoDistance
+        self.feature_extractor = freeze(extractor)
         self.num_frames, self.extract_batch_size = num_frames, extract_batch_size
         self.reset_real_features = reset_real_features
         self.add_state("real_features", [], dist_reduce_fx="cat")
         self.add_state("fake_features", [], dist_reduce_fx="cat")
         self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> KernelVideoDistance:
-        """Switch the metric's mode; the feature extractor stays frozen in eval mode."""
-        super().train(mode)
-        self.feature_extractor.eval()
-        return self
 
     def update(self, videos: Tensor, real: bool) -> None:
         """Store the I3D features of ``videos`` (B, T, 3, H, W) in the real or fake set."""

@@ -11,14 +11,13 @@ device.
 from __future__ import annotations
 
 import warnings
-from copy import deepcopy
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 
 from metrics.features.pips import PIPS_SIZE, PipsTracker
+from metrics.frechet import FrechetDistance, Stats
 from metrics.functional.fvmd import FVMD_FRAMES, _fvmd_compute, _fvmd_update
 from metrics.functional.video import (
     check_video,
@@ -37,7 +36,7 @@ def fvmd_windows(clip: Tensor, window: int = FVMD_FRAMES, stride: int = 1, size:
     return frames.unfold(0, window, stride).permute(0, 4, 1, 2, 3)  # (N_w, window, 3, S, S)
 
 
-class FrechetVideoMotionDistance(Metric):
+class FrechetVideoMotionDistance(FrechetDistance):
     """FVMD between real and generated videos.
 
     Inputs to ``update(videos, real)``: ``videos`` (B, T, 3, H, W) RGB, ``uint8`` 0-255 or float
@@ -55,7 +54,8 @@ class FrechetVideoMotionDistance(Metric):
 
     Example:
         >>> import torch
-        >>> from metrics.features.pips import grid_points
+        >>> from metrics.frechet import FrechetDistance, Stats
+from metrics.features.pips import grid_points
         >>> class Still(torch.nn.Module):  # a tracker that sees brightness as motion
         ...     def forward(self, w):
         ...         shift = w.mean(dim=(2, 3, 4))[..., None, None] / 8  # (W, 16, 1, 1)
@@ -67,19 +67,6 @@ class FrechetVideoMotionDistance(Metric):
         True
     """
 
-    real_features_sum: Tensor
-    real_features_cov_sum: Tensor
-    real_features_num_samples: Tensor
-    fake_features_sum: Tensor
-    fake_features_cov_sum: Tensor
-    fake_features_num_samples: Tensor
-    num_excluded: Tensor
-
-    is_differentiable = False
-    higher_is_better = False
-    full_state_update = False
-    plot_lower_bound = 0.0
-
     def __init__(
         self,
         tracker: nn.Module | None = None,
@@ -89,35 +76,19 @@ class FrechetVideoMotionDistance(Metric):
         track_batch_size: int = 4,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
         if window_stride < 1 or track_batch_size < 1 or acceleration_from not in ("positions", "velocity"):
             raise ValueError(
                 f"window_stride and track_batch_size must be >= 1 and acceleration_from 'positions' or "
                 f"'velocity'; got {window_stride}, {track_batch_size}, {acceleration_from!r}"
             )
-        # frozen: an injected tracker in train mode would apply dropout and move BatchNorm statistics
-        self.tracker = (tracker if tracker is not None else PipsTracker()).eval().requires_grad_(False)
+        super().__init__(tracker if tracker is not None else PipsTracker(), FEATURE_DIM, reset_real_features, **kwargs)
         self.window_stride, self.acceleration_from = window_stride, acceleration_from
-        self.reset_real_features, self.track_batch_size = reset_real_features, track_batch_size
-        for side in ("real", "fake"):
-            self.add_state(f"{side}_features_sum", torch.zeros(FEATURE_DIM, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state(
-                f"{side}_features_cov_sum", torch.zeros(FEATURE_DIM, FEATURE_DIM, dtype=torch.float64), dist_reduce_fx="sum"
-            )
-            self.add_state(f"{side}_features_num_samples", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("num_excluded", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.track_batch_size = track_batch_size
 
-    def train(self, mode: bool = True) -> FrechetVideoMotionDistance:
-        """Switch the metric's mode; the tracker stays frozen in eval mode."""
-        super().train(mode)
-        self.tracker.eval()
-        return self
-
-    def _add(self, side: str, stats: tuple[Tensor, Tensor, int]) -> None:
-        total, outer, num = stats
-        setattr(self, f"{side}_features_sum", getattr(self, f"{side}_features_sum") + total)
-        setattr(self, f"{side}_features_cov_sum", getattr(self, f"{side}_features_cov_sum") + outer)
-        setattr(self, f"{side}_features_num_samples", getattr(self, f"{side}_features_num_samples") + num)
+    @property
+    def tracker(self) -> nn.Module:
+        """The frozen point tracker (the base class's ``feature_extractor``)."""
+        return self.feature_extractor
 
     def update(self, videos: Tensor, real: bool) -> None:
         """Track every 16-frame window of ``videos`` (B, T, 3, H, W) and add its motion features."""
@@ -126,24 +97,12 @@ class FrechetVideoMotionDistance(Metric):
             videos, "FrechetVideoMotionDistance", FVMD_FRAMES, warn=lambda m: warnings.warn(m, UserWarning)
         )
         self.num_excluded += videos.shape[0] - len(keep)
-        side = "real" if real else "fake"
         for index in keep:
             windows = fvmd_windows(to_unit_float(videos[index]), stride=self.window_stride)  # (N_w, 16, 3, 256, 256)
             for part in chunks(windows.shape[0], self.track_batch_size):
                 with torch.no_grad():
                     tracks = self.tracker(windows[part])  # (w, 16, 400, 2)
-                self._add(side, _fvmd_update(tracks, self.acceleration_from))
+                self._add_stats(_fvmd_update(tracks, self.acceleration_from), real)
 
-    def compute(self) -> Tensor:
-        """FVMD as a float64 scalar."""
-        real = (self.real_features_sum, self.real_features_cov_sum, self.real_features_num_samples)
-        fake = (self.fake_features_sum, self.fake_features_cov_sum, self.fake_features_num_samples)
+    def _distance(self, real: Stats, fake: Stats) -> Tensor:
         return _fvmd_compute(real, fake)
-
-    def reset(self) -> None:
-        """Reset the states; the real-set statistics survive when ``reset_real_features=False``."""
-        keep = {n: deepcopy(getattr(self, n)) for n in self._defaults if n.startswith("real_")}
-        super().reset()
-        if not self.reset_real_features:
-            for name, value in keep.items():
-                setattr(self, name, value)

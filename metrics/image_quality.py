@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from common.frozen import KeepsChildrenFrozen, freeze
 from metrics.functional.image_quality import (
     PSNR_CAP_DB,
     _check_pair,
@@ -171,7 +172,7 @@ class VideoSSIM(Metric):
         return dim_zero_cat(self.clip_scores)
 
 
-class VideoLPIPS(Metric):
+class VideoLPIPS(KeepsChildrenFrozen, Metric):
     """Mean over clips of the per-clip mean of per-frame LPIPS (v0.1, AlexNet, inputs [-1, 1]).
 
     Args:
@@ -188,20 +189,15 @@ class VideoLPIPS(Metric):
     higher_is_better = False
     full_state_update = False
     plot_lower_bound = 0.0
+    frozen_children = ("net",)  # dropout in its linear heads
 
     def __init__(self, net: nn.Module | None = None, batch_size: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.net = (net if net is not None else lpips_network()).eval().requires_grad_(False)
+        self.net = freeze(net if net is not None else lpips_network())
         self.batch_size = batch_size
         _add_clip_states(self)
-
-    def train(self, mode: bool = True) -> VideoLPIPS:
-        """Switch the metric's mode; the network (dropout in its linear heads) stays in eval mode."""
-        super().train(mode)
-        self.net.eval()
-        return self
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add the per-clip LPIPS of ``preds`` against ``target`` (B, T, 3, H, W)."""

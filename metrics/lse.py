@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
+from common.frozen import KeepsChildrenFrozen, freeze
 from metrics.errors import MetricInputError
 from metrics.functional.lse import CROP_SIZE, MIN_FRAMES, VSHIFT, _lse_update
 
@@ -18,7 +19,7 @@ VideoInput = Tensor | Sequence[Tensor]
 """``(B, T, 3, H, W)`` RGB uint8 0-255 or float [0, 1], or a list of ``(T_i, 3, H, W)``."""
 
 
-class LipSyncError(Metric):
+class LipSyncError(KeepsChildrenFrozen, Metric):
     """LSE-D (lower is better) and LSE-C (higher is better) of talking-face videos.
 
     ``update(video, wav)``: ``video`` ``(B, T, 3, H, W)`` RGB at 25 fps, uint8 0-255 or float
@@ -52,6 +53,7 @@ class LipSyncError(Metric):
     higher_is_better = False  # for LSE-D; LSE-C is higher-is-better
     full_state_update = False
     plot_lower_bound = 0.0
+    frozen_children = ("net",)  # SyncNet, loaded on first use when not given
     plot_upper_bound = 15.0
 
     def __init__(
@@ -70,7 +72,7 @@ class LipSyncError(Metric):
         if vshift < 1 or min_frames < MIN_FRAMES:
             raise ValueError(f"need vshift >= 1 and min_frames >= {MIN_FRAMES}, got {vshift}, {min_frames}")
         # a feature network: frozen (BatchNorm on its running statistics), and kept so by train()
-        self.net = net.eval().requires_grad_(False) if net is not None else None
+        self.net = freeze(net) if net is not None else None
         self.face_crop = face_crop
         self.detector = detector
         self.detect_every = detect_every
@@ -80,13 +82,6 @@ class LipSyncError(Metric):
         for name in ("lse_d", "lse_c", "offset"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self.add_state("num_excluded", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def train(self, mode: bool = True) -> LipSyncError:
-        """Switch the metric's mode; the SyncNet stays frozen in eval mode."""
-        super().train(mode)
-        if self.net is not None:
-            self.net.eval()
-        return self
 
     def _syncnet(self) -> nn.Module:
         if self.net is None:

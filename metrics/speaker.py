@@ -6,11 +6,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from common.frozen import KeepsChildrenFrozen, freeze
 from metrics.audio_features import AudioInput, PerClipAudioMetric
 from metrics.functional.speaker import _speaker_similarity_update
 
 
-class SpeakerSimilarity(PerClipAudioMetric):
+class SpeakerSimilarity(KeepsChildrenFrozen, PerClipAudioMetric):
     """Mean cosine similarity of resemblyzer speaker embeddings, generated vs reference voice.
 
     Args:
@@ -28,18 +29,12 @@ class SpeakerSimilarity(PerClipAudioMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
     metric_name = "SpeakerSimilarity"
+    frozen_children = ("encoder",)
 
     def __init__(self, sample_rate: int = 16_000, encoder: nn.Module | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.sample_rate = sample_rate
-        self.encoder = encoder.eval().requires_grad_(False) if encoder is not None else None
-
-    def train(self, mode: bool = True) -> SpeakerSimilarity:
-        """Keep the speaker encoder frozen in eval mode."""
-        super().train(mode)
-        if self.encoder is not None:
-            self.encoder.eval()
-        return self
+        self.encoder = freeze(encoder) if encoder is not None else None
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; see the class docstring for shapes."""

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from common.frozen import FrozenModule, freeze
+
 EMBED_DIM = 1024
 
 
@@ -60,7 +62,7 @@ def _lip_cnn() -> nn.Sequential:
     )
 
 
-class SyncNet(nn.Module):
+class SyncNet(FrozenModule):
     """SyncNet v2 with the reference's module names; frozen in eval mode.
 
     Args:
@@ -75,12 +77,7 @@ class SyncNet(nn.Module):
         self.netfcaud = _head(embed_dim)
         self.netcnnlip = _lip_cnn()
         self.netfclip = _head(embed_dim)
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> SyncNet:
-        """Stay in eval mode (BatchNorm uses its running statistics, as the reference does)."""
-        return super().train(False)
+        freeze(self)  # BatchNorm on its running statistics, as the reference runs it
 
     @torch.no_grad()
     def forward_aud(self, mfcc: Tensor) -> Tensor:

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from common.frozen import FrozenModule, freeze
 from metrics.registry import weights_path
 
 I3D_SIZE = 224
@@ -31,7 +32,7 @@ def preprocess_i3d(videos: Tensor, num_frames: int = I3D_FRAMES, size: int = I3D
     return frames.reshape(b, t, 3, size, size).permute(0, 2, 1, 3, 4).contiguous()  # (B, 3, T', S, S)
 
 
-class I3DFeatureExtractor(nn.Module):
+class I3DFeatureExtractor(FrozenModule):
     """Frozen I3D TorchScript model (StyleGAN-V ``i3d_torchscript.pt``) returning 400-d logits.
 
     Args:
@@ -47,12 +48,8 @@ class I3DFeatureExtractor(nn.Module):
     def __init__(self, weights: str | Path | None = None) -> None:
         super().__init__()
         path = Path(weights) if weights is not None else weights_path("i3d_fvd")
-        self.net = torch.jit.load(str(path), map_location="cpu").eval()
-        self.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> I3DFeatureExtractor:
-        """Stay in eval mode (frozen pretrained network)."""
-        return super().train(False)
+        self.net = torch.jit.load(str(path), map_location="cpu")
+        freeze(self)
 
     @torch.no_grad()
     def forward(self, clips: Tensor) -> Tensor:

@@ -11,12 +11,13 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from common.frozen import FrozenModule, freeze
 from metrics.registry import weights_path
 
 
-class FIDInceptionV3(nn.Module):
+class FIDInceptionV3(FrozenModule):
     """Frozen FID Inception-v3 returning 2048-d pool3 features.
 
     Args:
@@ -44,12 +45,7 @@ class FIDInceptionV3(nn.Module):
             self.net = pfid.InceptionV3(
                 [pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True
             )
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> FIDInceptionV3:
-        """Stay in eval mode: FID statistics assume frozen batch-norm statistics."""
-        return super().train(False)
+        freeze(self)
 
     @torch.no_grad()
     def forward(self, frames: Tensor) -> Tensor:

@@ -26,8 +26,9 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from common.frozen import FrozenModule, freeze
 from metrics.registry import weights_path
 
 PIPS_POINTS = 400
@@ -72,7 +73,7 @@ def _import_pips(module: str) -> type:
         ) from error
 
 
-class PipsTracker(nn.Module):
+class PipsTracker(FrozenModule):
     """Frozen PIPs++ tracking a grid of points through windows of frames.
 
     Args:
@@ -99,12 +100,7 @@ class PipsTracker(nn.Module):
         state = torch.load(path, map_location="cpu", weights_only=False)  # pickled by the FVMD release
         self.net.load_state_dict(state.get("model_state_dict", state))
         self.num_points, self.iters = num_points, iters
-        self.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> PipsTracker:
-        """Stay in eval mode (frozen pretrained network)."""
-        return super().train(False)
+        freeze(self)
 
     @torch.no_grad()
     def forward(self, windows: Tensor) -> Tensor:

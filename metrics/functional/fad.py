@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from common.frozen import freeze
 from metrics.audio_features import (
     VGGISH_PATCH_SAMPLES,
     AudioInput,
@@ -107,7 +108,7 @@ def frechet_audio_distance(
         WeightsNotFoundError: the default VGGish weights are not in the cache.
     """
     extractor = feature_extractor if feature_extractor is not None else VGGishEmbedder()
-    extractor.eval().requires_grad_(False)  # a feature network: no dropout, BatchNorm on running statistics
+    freeze(extractor)  # a feature network: no dropout, BatchNorm on running statistics
     fake, fake_excluded = _fad_update(preds, extractor, sample_rate)
     raise_first(METRIC, [(i, f"preds: {reason}") for i, reason in fake_excluded])
     real, real_excluded = _fad_update(target, extractor, sample_rate)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.frozen import freeze
 from metrics.errors import MetricInputError
 from metrics.functional.video import check_video, chunks, clip_problem, to_unit_float
 
@@ -230,4 +231,4 @@ def lpips_network(net_type: str = "alex", backbone_weights: str | Path | None = 
     state = torch.load(path, map_location="cpu", weights_only=True)
     for name, param in net.net.named_parameters():  # "slice1.0.weight" <- "features.0.weight"
         param.data.copy_(state["features." + name.split(".", 1)[1]])
-    return net.eval().requires_grad_(False)
+    return freeze(net)
