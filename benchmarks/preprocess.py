@@ -126,7 +126,7 @@ def time_loader(cache: Path, workers: int, batches: int, num_frames: int = 16) -
     from torch.utils.data import DataLoader
 
     from datamodules.batch import collate, validate_batch
-    from datamodules.demo import CachedClipDataset
+    from datamodules.samples import CachedClipDataset
     from datamodules.tokenizer import train_tokenizer
 
     records = load_manifest(cache)

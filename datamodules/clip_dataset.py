@@ -1,4 +1,4 @@
-"""What the four real-dataset DataModules share: utterance samples over cached clips, and the DataModule.
+"""What the four real-dataset DataModules share: one DataModule over the utterances of cached clips.
 
 Every dataset module (``voxceleb``, ``fakeavceleb``, ``hdtf``, ``celebvhq``) only *discovers*
 clips (a pure ``discover(root, ...) -> list[ClipSource]``); :class:`ClipDataModule` does the rest:
@@ -9,7 +9,7 @@ clips (a pure ``discover(root, ...) -> list[ClipSource]``); :class:`ClipDataModu
    keep English clips (metadata language, else Whisper language ID), cut them into utterances of
    at most ``max_utterance_seconds`` at segment boundaries, split by speaker
    (:mod:`datamodules.splits`, files in ``<cache>/splits/<dataset>/``) and serve
-   :class:`UtteranceDataset` samples collated into :class:`~datamodules.batch.NFYBatch`.
+   :class:`~datamodules.samples.UtteranceDataset` samples collated into :class:`~datamodules.batch.NFYBatch`.
 3. With ``streaming_dir`` set, samples come from LitData chunks instead (:mod:`datamodules.streaming`).
 
 Excluded clips (not English, no language) are written to ``<cache>/splits/<dataset>/excluded.jsonl``.
@@ -20,104 +20,23 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
-import torch
-from lightning.pytorch import LightningDataModule
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, Dataset
 
 from common.files import write_text_atomic
-from datamodules.audio import log_mel
-from datamodules.batch import collate
-from datamodules.conventions import FPS, IMAGE_SIZE, MAX_UTTERANCE_SECONDS, PROFILE_SAMPLES, SAMPLES_PER_FRAME
-from datamodules.demo import CachedClipDataset, _to_unit
-from datamodules.preprocess import PreprocessConfig, load_clip, load_manifest, preprocess_clips
+from datamodules.base import NFYDataModule
+from datamodules.conventions import IMAGE_SIZE, MAX_UTTERANCE_SECONDS
+from datamodules.preprocess import PreprocessConfig, load_manifest, preprocess_clips
+from datamodules.samples import UtteranceDataset
 from datamodules.sources import ClipSource
 from datamodules.splits import SPLITS, SplitConfig, assign_splits, write_split_files
-from datamodules.tokenizer import MIN_VOCAB_SIZE, load_tokenizer, train_tokenizer
 from datamodules.transcribe import is_english, load_transcripts, utterances
 
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------- samples
-def utterance_frames(record: dict) -> tuple[int, int]:
-    """``(first, stop)`` 25 fps frame indices of a record's utterance inside its clip."""
-    start, end = record.get("utterance", (0.0, None))[:2]
-    first = int(round(float(start) * FPS))
-    stop = record["num_frames"] if end is None else min(record["num_frames"], int(round(float(end) * FPS)))
-    return first, max(stop, first + 1)
-
-
-def pick_window(first: int, stop: int, num_frames: Optional[int], motion_frames: int, random_window: bool) -> int:
-    """``frame_start`` (index of the first motion frame) of a window inside frames ``[first, stop)``."""
-    start = first
-    if num_frames is not None and random_window and stop - first > num_frames:
-        start = first + int(torch.randint(0, stop - first - num_frames + 1, ()))
-    return start - motion_frames
-
-
-def build_sample(frames: np.ndarray, frame_start: int, ref: np.ndarray, masks: dict, wav: np.ndarray,
-                 text_ids: Sequence[int], meta: dict) -> dict[str, Any]:
-    """One unbatched sample of the batch contract (see :func:`datamodules.batch.collate`).
-
-    Args:
-        frames: (M + F, H, W, 3) uint8 window (motion frames first).
-        frame_start: clip index of ``frames[0]`` (negative when it repeats the reference).
-        ref: (H, W, 3) uint8 reference image (the clip's first frame).
-        masks: ``face``, ``lip``: (H, W) uint8 {0, 1}.
-        wav: (S,) float32 utterance audio at 16 kHz.
-        text_ids: BPE ids of the utterance text.
-        meta: ``key``, ``speaker``, ``dataset``.
-    """
-    audio = torch.from_numpy(np.ascontiguousarray(wav, np.float32))  # (S,)
-    profile = torch.zeros(PROFILE_SAMPLES)
-    profile[: min(PROFILE_SAMPLES, audio.numel())] = audio[:PROFILE_SAMPLES]  # (32000,) zero-padded
-    return {
-        "text_ids": torch.tensor(list(text_ids), dtype=torch.long),  # (L,)
-        "ref_image": _to_unit(ref),  # (3, H, W)
-        "face_mask": torch.from_numpy(masks["face"]).float()[None],  # (1, H, W)
-        "lip_mask": torch.from_numpy(masks["lip"]).float()[None],  # (1, H, W)
-        "profile_wav": profile,
-        "video": _to_unit(frames),  # (M + F, 3, H, W)
-        "frame_start": int(frame_start),
-        "wav": audio,
-        "mel": log_mel(audio) if audio.numel() > 512 else torch.full((80, 1), -11.5129),  # (80, S // 256 + 1)
-        "key": meta["key"],
-        "speaker": meta["speaker"],
-        "dataset": meta["dataset"],
-    }
-
-
-class UtteranceDataset(CachedClipDataset):
-    """:class:`~datamodules.demo.CachedClipDataset` restricted to utterances inside the clips.
-
-    Each record carries ``utterance = (start_s, end_s, text)`` (seconds in the clip); audio, mel
-    and profile cover the utterance, the video window lies inside it. ``num_frames=None`` gives
-    the whole utterance as the window (then ``T`` frames pair with ``T * 640`` samples).
-    """
-
-    def __init__(self, records: Sequence[dict], cache_dir: Any, text_ids: Sequence[Sequence[int]],
-                 num_frames: Optional[int], motion_frames: int, random_window: bool) -> None:
-        super().__init__(records, cache_dir, text_ids, num_frames or 1, motion_frames, random_window)
-        self.whole = num_frames is None
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        clip = load_clip(self.cache_dir, record)
-        first, stop = utterance_frames(record)
-        self.num_frames = stop - first if self.whole else self.num_frames
-        frame_start = pick_window(first, stop, self.num_frames, self.motion_frames, self.random_window)
-        ref = np.array(clip.ref())  # (H, W, 3), writable
-        frames = self._window(clip, ref, frame_start)  # (M + F, H, W, 3)
-        wav = clip.wav()[first * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]  # (S,)
-        return build_sample(frames, frame_start, ref, clip.masks(), wav, self.text_ids[index], record)
-
-
-# ------------------------------------------------------------------------------- DataModule
-class ClipDataModule(LightningDataModule):
+class ClipDataModule(NFYDataModule):
     """Base of the real-dataset DataModules; subclasses implement :meth:`sources`.
 
     Args:
@@ -156,28 +75,21 @@ class ClipDataModule(LightningDataModule):
                  language_threshold: float = 0.8, seed: int = 0, split_config: Optional[SplitConfig] = None,
                  vocab_size: int = 512, tokenizer_path: Optional[str] = None, streaming_dir: Optional[str] = None,
                  max_clips: Optional[int] = None) -> None:
-        super().__init__()
-        if vocab_size < MIN_VOCAB_SIZE:
-            raise ValueError(f"vocab_size must be >= {MIN_VOCAB_SIZE}, got {vocab_size}")
-        if batch_size < 1 or (num_frames is not None and num_frames < 1) or motion_frames < 0:
-            raise ValueError(f"batch_size and num_frames must be >= 1 and motion_frames >= 0, got "
-                             f"{batch_size}, {num_frames}, {motion_frames}")
+        super().__init__(batch_size, num_workers, seed, vocab_size,
+                         Path(tokenizer_path) if tokenizer_path else Path(cache_dir) / "tokenizer.json")
+        if (num_frames is not None and num_frames < 1) or motion_frames < 0:
+            raise ValueError(f"num_frames must be >= 1 and motion_frames >= 0, got {num_frames}, {motion_frames}")
         self.save_hyperparameters(ignore=["split_config"])
         self.root = Path(root) if root else None
         self.cache_dir = Path(cache_dir)
         self.num_frames, self.motion_frames = num_frames, motion_frames
-        self.batch_size, self.num_workers = batch_size, num_workers
         self.preprocess_workers, self.max_clips = preprocess_workers, max_clips
         self.max_utterance_seconds = max_utterance_seconds
         self.english_only, self.language_threshold = english_only, language_threshold
         self.split_config = split_config or SplitConfig()
         self.split_config.seed = seed
-        self.seed, self.vocab_size = seed, vocab_size
-        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else self.cache_dir / "tokenizer.json"
         self.streaming_dir = streaming_dir
         self.config = PreprocessConfig(image_size=image_size, max_seconds=max_source_seconds)
-        self.tokenizer: Optional[Tokenizer] = None
-        self.datasets: dict[str, Dataset] = {}
         self.excluded: list[dict] = []
 
     # -- discovery -------------------------------------------------------------------------
@@ -218,11 +130,10 @@ class ClipDataModule(LightningDataModule):
                     log.warning("%s: no %s split in %s (%s)", self.dataset_name, split, self.streaming_dir, err)
             return
         items = self.utterance_records()
-        self.tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])
+        self.tokenizer = self.ensure_tokenizer(lambda: train_texts(items))
         for split in SPLITS:
             chosen = [r for r in items if r["split"] == split]
-            texts = [r["utterance"][2] for r in chosen]
-            ids = [[i for i in e.ids if i != 0] for e in self.tokenizer.encode_batch(texts)]
+            ids = self.encode(self.tokenizer, [r["utterance"][2] for r in chosen])
             self.datasets[split] = UtteranceDataset(chosen, self.cache_dir, ids, self.num_frames,
                                                     self.motion_frames, random_window=split == "train")
         log.info("%s splits: %s", self.dataset_name, {s: len(d) for s, d in self.datasets.items()})
@@ -261,9 +172,9 @@ class ClipDataModule(LightningDataModule):
     def streaming_records(self) -> list[dict]:
         """Utterance records with ``text_ids``, ready for :func:`datamodules.streaming.optimize_splits`."""
         items = self.utterance_records()
-        tokenizer = self._tokenizer([r for r in items if r["split"] == "train"])
-        encoded = tokenizer.encode_batch([r["utterance"][2] for r in items])
-        return [{**r, "text_ids": [i for i in e.ids if i != 0]} for r, e in zip(items, encoded)]
+        tokenizer = self.ensure_tokenizer(lambda: train_texts(items))
+        encoded = self.encode(tokenizer, [r["utterance"][2] for r in items])
+        return [{**r, "text_ids": ids} for r, ids in zip(items, encoded)]
 
     def _split_dir(self) -> Path:
         return self.cache_dir / "splits" / self.dataset_name
@@ -271,42 +182,19 @@ class ClipDataModule(LightningDataModule):
     def _streaming_tokenizer(self) -> Optional[Tokenizer]:
         """The tokenizer the chunks were encoded with: ``tokenizer_path``, when that file exists."""
         if self.tokenizer_path.is_file():
-            return load_tokenizer(self.tokenizer_path)
+            return self.read_tokenizer()
         log.warning("%s: streaming from %s without a tokenizer file (tokenizer_path %s does not exist): checkpoints "
                     "will hold no tokenizer and cannot generate; set tokenizer_path to the tokenizer.json of the "
                     "cache the chunks were written from", self.dataset_name, self.streaming_dir, self.tokenizer_path)
         return None
 
-    def _tokenizer(self, train_records: list[dict]) -> Tokenizer:
-        if not self.tokenizer_path.is_file():
-            texts = [r["utterance"][2] for r in train_records if r["utterance"][2]]
-            if not texts:
-                log.warning("no training transcript to train the tokenizer on; run datamodules.transcribe first. "
-                            "Training it on the byte alphabet only")
-                texts = ["".join(chr(c) for c in range(32, 127))]
-            train_tokenizer(texts, self.vocab_size, self.tokenizer_path)
-        return load_tokenizer(self.tokenizer_path)
+    def describe_split(self, split: str) -> str:
+        return f"{self.dataset_name}: the {split} split ({self._split_dir()})"
 
-    # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if split not in self.datasets:
-            raise RuntimeError(f"call setup() before asking for the {split} dataloader")
-        dataset = self.datasets[split]
-        streaming = not isinstance(dataset, UtteranceDataset)  # LitData shuffles chunks itself
-        if len(dataset) == 0:
-            raise RuntimeError(f"{self.dataset_name}: the {split} split is empty ({self._split_dir()})")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle and not streaming,
-                          num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed) if shuffle and not streaming else None)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+def train_texts(records: Sequence[dict]) -> list[str]:
+    """Transcripts of the training utterances among ``records`` (what the tokenizer is trained on)."""
+    return [r["utterance"][2] for r in records if r["split"] == "train" and r["utterance"][2]]
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

@@ -13,14 +13,11 @@ import os
 from pathlib import Path
 from typing import Optional
 
-import torch
-from lightning.pytorch import LightningDataModule
-from tokenizers import Tokenizer
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset
 
-from datamodules.batch import collate
+from datamodules.base import NFYDataModule
 from datamodules.celebvhq import CelebVHQDataModule
-from datamodules.clip_dataset import ClipDataModule
+from datamodules.clip_dataset import ClipDataModule, train_texts
 from datamodules.conventions import IMAGE_SIZE
 from datamodules.fakeavceleb import FakeAVCelebDataModule
 from datamodules.hdtf import HDTFDataModule
@@ -35,7 +32,7 @@ MODULES: dict[str, type] = {"voxceleb": VoxCelebDataModule, "fakeavceleb": FakeA
                             "hdtf": HDTFDataModule, "celebvhq": CelebVHQDataModule}
 
 
-class CombinedDataModule(LightningDataModule):
+class CombinedDataModule(NFYDataModule):
     """All four datasets mixed (paper Sec. 4.1).
 
     Every argument after the roots is given to each dataset's
@@ -79,7 +76,6 @@ class CombinedDataModule(LightningDataModule):
                  english_only: bool = True, language_threshold: float = 0.8, seed: int = 0, vocab_size: int = 512,
                  tokenizer_path: Optional[str] = None, streaming_dir: Optional[str] = None,
                  max_clips: Optional[int] = None) -> None:
-        super().__init__()
         given = {"voxceleb": voxceleb_root, "fakeavceleb": fakeavceleb_root, "hdtf": hdtf_root,
                  "celebvhq": celebvhq_root}
         roots = {name: root or os.environ.get(ENV_VARS[name]) for name, root in given.items()}
@@ -87,10 +83,10 @@ class CombinedDataModule(LightningDataModule):
         if not roots:
             raise ValueError(f"CombinedDataModule: no dataset root given; set one of *_root or the environment "
                              f"variables {sorted(ENV_VARS.values())}")
+        super().__init__(batch_size, num_workers, seed, vocab_size,
+                         Path(tokenizer_path) if tokenizer_path else Path(cache_dir) / "tokenizer.json")
         self.save_hyperparameters()
         self.image_size, self.num_frames, self.motion_frames = image_size, num_frames, motion_frames
-        self.batch_size, self.num_workers, self.seed, self.vocab_size = batch_size, num_workers, seed, vocab_size
-        self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else Path(cache_dir) / "tokenizer.json"
         shared = dict(cache_dir=cache_dir, image_size=image_size, num_frames=num_frames, motion_frames=motion_frames,
                       batch_size=batch_size, num_workers=0, preprocess_workers=preprocess_workers,
                       max_source_seconds=max_source_seconds, english_only=english_only,
@@ -101,8 +97,6 @@ class CombinedDataModule(LightningDataModule):
                                 streaming_dir=f"{streaming_dir.rstrip('/')}/{name}" if streaming_dir else None)
             for name, root in roots.items()}
         self.streaming = streaming_dir is not None
-        self.tokenizer: Optional[Tokenizer] = None
-        self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         """Preprocess every dataset (resumable)."""
@@ -113,10 +107,9 @@ class CombinedDataModule(LightningDataModule):
         """Set up every dataset; the shared tokenizer is first trained on all their training text if absent."""
         if self.datasets:
             return
-        if not self.streaming and not self.tokenizer_path.is_file():
-            # every module shares tokenizer_path: the first trains it on all datasets' training text
-            train = [r for m in self.modules.values() for r in m.utterance_records() if r["split"] == "train"]
-            next(iter(self.modules.values()))._tokenizer(train)
+        if not self.streaming:
+            # every module shares tokenizer_path: trained here on all datasets' training text when absent
+            self.ensure_tokenizer(lambda: [t for m in self.modules.values() for t in train_texts(m.utterance_records())])
         for module in self.modules.values():
             module.setup(stage)
         self.tokenizer = next(iter(self.modules.values())).tokenizer  # all load the shared tokenizer_path
@@ -131,19 +124,5 @@ class CombinedDataModule(LightningDataModule):
                 self.datasets[split] = ConcatDataset(parts) if parts else []
         log.info("combined splits: %s", {s: len(d) for s, d in self.datasets.items()})
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets or not len(self.datasets[split]):
-            raise RuntimeError(f"the combined {split} split is empty or setup() was not called")
-        shuffle = shuffle and not self.streaming  # LitData shuffles chunks itself
-        return DataLoader(self.datasets[split], batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed) if shuffle else None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+    def describe_split(self, split: str) -> str:
+        return f"the combined {split} split"

@@ -17,7 +17,7 @@ leaf            type                          content
 ==============  ============================  =====================================================
 
 :class:`StreamingClipDataset` reads them from local disk or object storage (``s3://``, ``gs://``...)
-and yields the same unbatched samples as :class:`~datamodules.clip_dataset.UtteranceDataset`.
+and yields the same unbatched samples as :class:`~datamodules.samples.UtteranceDataset`.
 LitData gives each DDP rank and each DataLoader worker a disjoint set of chunks
 (``drop_last=True`` under DDP).
 """
@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import numpy as np
-import torch
 from litdata import StreamingDataset, optimize
 
-from datamodules.clip_dataset import build_sample, pick_window, utterance_frames
 from datamodules.conventions import SAMPLES_PER_FRAME
 from datamodules.media import read_video
 from datamodules.preprocess import load_clip
+from datamodules.samples import build_sample, pick_window, utterance_frames
 
 log = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from datamodules.batch import collate, validate_batch
-from datamodules.clip_dataset import UtteranceDataset
+from datamodules.samples import UtteranceDataset
 from datamodules.streaming import StreamingClipDataset, optimize_splits
+from datamodules.tokenizer import load_tokenizer
 
 
 @pytest.mark.parametrize("name", [pytest.param("voxceleb", marks=pytest.mark.slow), "fakeavceleb",
@@ -35,7 +36,7 @@ def test_datamodule_streaming_mode_and_rank_shards(prepared, tmp_path, monkeypat
     optimize_splits(records, prepared.cache, str(tmp_path / "chunks"), num_workers=1, chunk_size=1)
     streaming = prepared("fakeavceleb", english_only=False, streaming_dir=str(tmp_path / "chunks"), num_frames=4)
     streaming.setup("fit")
-    assert streaming.tokenizer.to_str() == module._tokenizer([]).to_str()  # the cache's, the chunks' ids
+    assert streaming.tokenizer.to_str() == load_tokenizer(module.tokenizer_path).to_str()  # the cache's, the chunks' ids
     batch = next(iter(streaming.train_dataloader()))
     validate_batch(batch)
     assert batch["video"].shape[1] == 6  # 2 motion + 4 frames
@@ -49,3 +50,13 @@ def test_datamodule_streaming_mode_and_rank_shards(prepared, tmp_path, monkeypat
         shards.append({sample["key"] for sample in dataset})
     assert shards[0] and shards[1] and not shards[0] & shards[1]
     assert len(shards[0] | shards[1]) >= len(records) - 1  # drop_last under DDP may leave one out
+
+
+def test_reading_whole_utterances_leaves_the_dataset_unchanged(prepared):
+    module = prepared("fakeavceleb", english_only=False)
+    records = module.utterance_records()[:2]
+    dataset = UtteranceDataset(records, prepared.cache, [[1, 2]] * len(records), None, 0, False)
+    before = vars(dataset).copy()
+    frames = [dataset[i]["video"].shape[0] for i in range(len(records))]
+    assert vars(dataset) == before  # a sample is computed, never stored (DataLoader workers share nothing back)
+    assert [dataset[i]["video"].shape[0] for i in reversed(range(len(records)))] == frames[::-1]
