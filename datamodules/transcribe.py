@@ -5,8 +5,8 @@ probability, segment timestamps). :func:`transcribe_cache` runs one over every c
 preprocessing cache and appends to ``<cache>/transcripts.jsonl`` (resumable: clips already in the
 file are skipped). Backends are injectable; two ship here:
 
-* :class:`WhisperTranscriber`: Whisper through ``transformers`` (hub id or local folder, batched,
-  GPU when present). Language ID is the softmax over Whisper's language tokens at the first
+* :class:`WhisperTranscriber`: Whisper through ``transformers`` (hub id or local folder, loaded
+  by :func:`metrics.asr.load_whisper` as for WER; batched, GPU when present). Language ID is the softmax over Whisper's language tokens at the first
   decoder step, as Whisper itself does it.
 * :class:`PocketSphinxTranscriber`: pocketsphinx's bundled US-English model; no language ID
   (it reports ``en`` with probability ``None``). Good for offline tests and English-only data.
@@ -73,17 +73,13 @@ class WhisperTranscriber:
     def __init__(self, model: Any = "openai/whisper-small", processor: Any = None, device: Optional[str] = None,
                  batch_size: int = 8, max_new_tokens: int = 220) -> None:
         import torch
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        from metrics.asr import load_whisper
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if isinstance(model, (str, os.PathLike)):
-            try:
-                processor = processor or WhisperProcessor.from_pretrained(str(model))
-                dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
-                model = WhisperForConditionalGeneration.from_pretrained(str(model), dtype=dtype)
-            except (OSError, ValueError) as err:  # missing folder, bad hub id, no network
-                raise OSError(f"cannot load Whisper from {model!r} (a hub id needs the network; offline, "
-                              f"pass a local folder saved with save_pretrained): {err}") from err
+            dtype = torch.float16 if self.device.startswith("cuda") else torch.float32
+            model, processor = load_whisper(str(model), processor, dtype)
         if processor is None:
             raise ValueError("processor is required when model is a module")
         self.model = model.to(self.device).eval()
@@ -145,6 +141,9 @@ class WhisperTranscriber:
 class PocketSphinxTranscriber:
     """US-English transcripts with pocketsphinx's bundled model (no language ID).
 
+    Decoding is :class:`metrics.asr.PocketSphinxRecognizer`'s (the WER recogniser); this adds the
+    segments.
+
     Args:
         pause_seconds: a silence at least this long ends a segment.
     """
@@ -152,20 +151,17 @@ class PocketSphinxTranscriber:
     FILLERS = ("<s>", "</s>", "<sil>")
 
     def __init__(self, pause_seconds: float = 0.3) -> None:
-        from pocketsphinx import Decoder
+        from metrics.asr import PocketSphinxRecognizer
 
-        self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        self.recognizer = PocketSphinxRecognizer(SAMPLE_RATE)
         self.pause_frames = int(round(pause_seconds * 100))  # pocketsphinx frames are 10 ms
 
     def __call__(self, wavs: Sequence[np.ndarray]) -> list[Transcript]:
         return [self._one(np.asarray(w, np.float32)) for w in wavs]
 
     def _one(self, wav: np.ndarray) -> Transcript:
-        pcm = (np.clip(wav, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        self.decoder.start_utt()
-        self.decoder.process_raw(pcm, full_utt=True)
-        self.decoder.end_utt()
-        words = [(s.word.split("(")[0], s.start_frame, s.end_frame) for s in self.decoder.seg()
+        decoder = self.recognizer.decode(wav)  # no silence gate: a silent clip gives what the decoder gives
+        words = [(s.word.split("(")[0], s.start_frame, s.end_frame) for s in decoder.seg()
                  if s.word not in self.FILLERS and not s.word.startswith("[")]
         segments: list[dict[str, Any]] = []
         for word, start, end in words:

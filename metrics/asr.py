@@ -21,6 +21,10 @@ Both take mono float audio in [-1, 1] at 16 kHz, as ``(S,)``, ``(B, S)`` or a li
 ``(S_i,)`` tensors/arrays, and return one string per clip. Nothing is loaded at import.
 Each recogniser has a ``description`` (source and package version) for the outputs that
 report a WER.
+
+This is nfy's one speech-recognition stack: the transcribers of ``prepare``
+(:mod:`datamodules.transcribe`) load Whisper with :func:`load_whisper` and decode with
+:meth:`PocketSphinxRecognizer.decode`, adding language ID and timestamped segments.
 """
 
 from __future__ import annotations
@@ -90,24 +94,25 @@ class PocketSphinxRecognizer:
         """What transcribes, for the outputs: ``"pocketsphinx (pocketsphinx 5.1.1, en-us model)"``."""
         return f"pocketsphinx (pocketsphinx {_version('pocketsphinx')}, en-us model)"
 
-    def _get_decoder(self):
+    def decode(self, wav: np.ndarray) -> Any:
+        """Run the decoder on one ``(S,)`` float clip in [-1, 1]; returns the pocketsphinx ``Decoder``
+        holding the result (``hyp()`` for the text, ``seg()`` for the timed words)."""
         if self._decoder is None:
             from pocketsphinx import Decoder
 
             # default config = the en-us model in the wheel; logfn silences its C-level log
             self._decoder = Decoder(samprate=self.sample_rate, logfn="/dev/null")
+        pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)  # (S,) the decoder reads int16
+        self._decoder.start_utt()
+        self._decoder.process_raw(pcm.tobytes(), full_utt=True)
+        self._decoder.end_utt()
         return self._decoder
 
     def transcribe_one(self, wav: np.ndarray) -> str:
         """Transcribe one ``(S,)`` float clip in [-1, 1]; lower-case words, ``""`` for silence."""
         if np.abs(wav).max(initial=0.0) < SILENCE_PEAK:
             return ""  # PocketSphinx invents words in digital silence
-        decoder = self._get_decoder()
-        pcm = (np.clip(wav, -1.0, 1.0) * 32767.0).astype(np.int16)  # (S,) the decoder reads int16
-        decoder.start_utt()
-        decoder.process_raw(pcm.tobytes(), full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
+        hyp = self.decode(wav).hyp()
         return "" if hyp is None else hyp.hypstr
 
     def __call__(self, audio: AudioInput) -> list[str]:
@@ -124,6 +129,37 @@ def _import_openai_whisper() -> Any:
     if not hasattr(whisper, "load_model"):  # another PyPI project also installs a `whisper` module
         raise ImportError(f"the installed `whisper` module ({whisper.__file__}) is not openai-whisper: {WHISPER_EXTRA}")
     return whisper
+
+
+def load_whisper(source: str, processor: Any | None = None, dtype: torch.dtype | None = None,
+                 alternatives: str = "a local folder saved with save_pretrained") -> tuple[nn.Module, Any]:
+    """A transformers Whisper model and its processor from a hub id or a ``save_pretrained`` folder.
+
+    The one place Whisper is loaded through transformers: for WER (:class:`WhisperRecognizer`)
+    and for the transcripts of ``prepare`` (:class:`datamodules.transcribe.WhisperTranscriber`).
+
+    Args:
+        source: hub id (``"openai/whisper-base"``) or local folder.
+        processor: a ``WhisperProcessor``; loaded from ``source`` when ``None``.
+        dtype: of the weights (``None``: as stored, float32 for OpenAI's).
+        alternatives: what else the caller accepts, for the error message.
+
+    Raises:
+        FileNotFoundError: the model cannot be loaded (not cached locally and no internet, a
+            missing folder, a malformed id); the message names ``source`` and what to give instead.
+    """
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(source, **({"dtype": dtype} if dtype else {}))
+        processor = processor or WhisperProcessor.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(
+            f"cannot load Whisper from {source!r} ({err}). Give {alternatives}, or a hub id that is in the "
+            f"Hugging Face cache (download it on a machine with internet access, e.g. "
+            f"`huggingface-cli download {source}`)."
+        ) from err
+    return model, processor
 
 
 def whisper_registry_names() -> list[str]:
@@ -179,7 +215,9 @@ class WhisperRecognizer:
         if checkpoint is not None:
             network, self.backend = _import_openai_whisper().load_model(str(checkpoint), device=self.device), "openai-whisper"
         elif isinstance(model, (str, Path)):
-            (network, self.processor), self.backend = self._load_transformers(str(model), processor), "transformers"
+            alternatives = (f"a registry name ({', '.join(whisper_registry_names())}; see `python -m metrics.registry "
+                            f"list`), the path of an OpenAI .pt checkpoint, a local folder saved with save_pretrained")
+            (network, self.processor), self.backend = load_whisper(str(model), processor, None, alternatives), "transformers"
         elif type(model).__module__.split(".")[0] == "whisper":  # a whisper.model.Whisper
             network, self.backend = model, "openai-whisper"
         elif processor is None:
@@ -204,23 +242,6 @@ class WhisperRecognizer:
             return weights_path(name)  # size and sha256 checked here
         path = Path(name).expanduser()
         return path if path.is_file() else None
-
-    @staticmethod
-    def _load_transformers(name: str, processor: Any | None) -> tuple[nn.Module, Any]:
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        try:
-            model = WhisperForConditionalGeneration.from_pretrained(name)
-            processor = processor or WhisperProcessor.from_pretrained(name)
-        except OSError as err:
-            raise FileNotFoundError(
-                f"WhisperRecognizer: cannot load Whisper from {name!r} ({err}). Give a registry name "
-                f"({', '.join(whisper_registry_names())}; see `python -m metrics.registry list`), the path "
-                f"of an OpenAI .pt checkpoint, a local folder saved with save_pretrained, or a hub id that "
-                f"is in the Hugging Face cache (download it on a machine with internet access, e.g. "
-                f"`huggingface-cli download {name}`)."
-            ) from err
-        return model, processor
 
     def _generate_kwargs(self) -> dict:
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False, "num_beams": 1}
