@@ -16,23 +16,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from datamodules.conventions import F_MAX, F_MIN, HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH
-
-MEL_SETTINGS: dict = {
-    "sample_rate": SAMPLE_RATE,
-    "hop_length": HOP_LENGTH,
-    "win_length": WIN_LENGTH,
-    "n_fft": N_FFT,
-    "n_mels": N_MELS,
-    "f_min": F_MIN,
-    "f_max": F_MAX,
-    "power": 1,
-    "normalized": False,
-    "norm": "slaney",
-    "mel_scale": "slaney",
-    "compression": True,
-}
-"""Keyword arguments of speechbrain's ``mel_spectrogram`` (all but ``audio``)."""
+from datamodules.conventions import HOP_LENGTH, MEL_SETTINGS, N_FFT
 
 
 def mel_frames(num_samples: int) -> int:

@@ -6,6 +6,9 @@ here and the CLI, the DataModules and the metric suite follow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 # Video
 FPS: int = 25
 """Frames per second of every preprocessed clip and every generated video."""
@@ -28,6 +31,22 @@ HOP_LENGTH: int = 256
 WIN_LENGTH: int = 1024
 F_MIN: float = 0.0
 F_MAX: float = 8000.0
+MEL_SETTINGS: Mapping[str, object] = MappingProxyType({  # the same numbers as keyword arguments (read-only)
+    "sample_rate": SAMPLE_RATE,
+    "hop_length": HOP_LENGTH,
+    "win_length": WIN_LENGTH,
+    "n_fft": N_FFT,
+    "n_mels": N_MELS,
+    "f_min": F_MIN,
+    "f_max": F_MAX,
+    "power": 1,
+    "normalized": False,
+    "norm": "slaney",
+    "mel_scale": "slaney",
+    "compression": True,
+})
+"""Keyword arguments of speechbrain's ``mel_spectrogram`` (all but ``audio``): the one log-mel of nfy
+(:func:`datamodules.audio.log_mel` for data, the networks' reference mel of the voice profile)."""
 MEL_FRAMES_PER_SECOND: float = SAMPLE_RATE / HOP_LENGTH  # 62.5
 MEL_FRAMES_PER_VIDEO_FRAME: float = MEL_FRAMES_PER_SECOND / FPS  # 2.5
 

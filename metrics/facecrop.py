@@ -19,6 +19,7 @@ are close to, but not the same as, the reference's.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,11 +119,18 @@ def s3fd_detector(net: torch.nn.Module, scale: float = S3FD_SCALE, conf: float =
     return detect
 
 
+@functools.cache
+def _mtcnn():
+    """The process' MTCNN: facenet-pytorch's default stage thresholds (0.6, 0.7, 0.7) and 20 px
+    smallest face, as the preprocessing's; all faces kept, CPU."""
+    from facenet_pytorch import MTCNN  # weights ship in the wheel
+
+    return MTCNN(keep_all=True, thresholds=[0.6, 0.7, 0.7], min_face_size=20, device="cpu")
+
+
 def mtcnn_detector(conf: float = CONF_THRESHOLD) -> Detector:
     """facenet-pytorch's MTCNN (weights in the wheel), faces with probability >= ``conf``."""
-    from datamodules.face import get_detector
-
-    mtcnn = get_detector()
+    mtcnn = _mtcnn()
 
     def detect(frames: np.ndarray) -> list[np.ndarray]:
         boxes, probs = mtcnn.detect(list(frames))

@@ -13,16 +13,7 @@ import torch
 from speechbrain.lobes.models.HifiGAN import mel_spectrogram
 from torch import nn
 
-from datamodules.conventions import (
-    F_MAX,
-    F_MIN,
-    HOP_LENGTH,
-    MEL_FRAMES_PER_VIDEO_FRAME,
-    N_FFT,
-    N_MELS,
-    SAMPLE_RATE,
-    WIN_LENGTH,
-)
+from datamodules.conventions import MEL_FRAMES_PER_VIDEO_FRAME, MEL_SETTINGS
 
 log = logging.getLogger(__name__)
 
@@ -180,11 +171,7 @@ def reference_mel(wav: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 80, S // 256 + 1) float32 log-mel.
     """
-    return mel_spectrogram(
-        sample_rate=SAMPLE_RATE, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, n_fft=N_FFT, n_mels=N_MELS,
-        f_min=F_MIN, f_max=F_MAX, power=1, normalized=False, norm="slaney", mel_scale="slaney",
-        compression=True, audio=wav,
-    )
+    return mel_spectrogram(audio=wav, **MEL_SETTINGS)  # the settings of datamodules.audio.log_mel
 
 
 FRAME_WINDOW: int = math.ceil(MEL_FRAMES_PER_VIDEO_FRAME)  # 3 mel frames cover one video frame (2.5)

@@ -60,3 +60,10 @@ def test_rejects_too_short_or_badly_shaped() -> None:
         log_mel(np.zeros(100, np.float32))
     with pytest.raises(ValueError, match="shape"):
         log_mel(np.zeros((1, 1, 4000), np.float32))
+
+
+def test_the_networks_reference_mel_is_the_data_log_mel() -> None:
+    from lightning_modules.networks.layers import reference_mel
+
+    wav = _speechlike(0.5)[None]  # (1, S)
+    torch.testing.assert_close(reference_mel(torch.as_tensor(wav)), log_mel(wav), rtol=0, atol=0)
