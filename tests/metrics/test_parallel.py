@@ -11,7 +11,7 @@ import torch
 from metrics.functional import parallel
 from metrics.functional.intelligibility import _stoi_update
 from metrics.functional.pesq import _pesq_update
-from tests.metrics.test_stoi import _speechlike
+from tests.metrics._audio_pairs import speechlike_pair
 
 
 def _pid_of_square(x: int) -> tuple[int, int]:
@@ -34,7 +34,7 @@ def test_one_worker_or_one_job_stays_in_process() -> None:
 
 @pytest.mark.parametrize("extended", [False, True])
 def test_stoi_pool_equals_in_process_with_exclusions(extended: bool) -> None:
-    preds, target = _speechlike(4, 16_000, seed=3)
+    preds, target = speechlike_pair(4, 16_000, seed=3)
     target[1] = 0.0  # silent: excluded before scoring
     preds[2, 1_600:], target[2, 1_600:] = 0.0, 0.0  # 0.1 s of sound: pystoi finds too few frames
     pooled = _stoi_update(preds, target, 16_000, extended, num_workers=2)
@@ -46,7 +46,7 @@ def test_stoi_pool_equals_in_process_with_exclusions(extended: bool) -> None:
 
 
 def test_pesq_pool_equals_in_process_with_exclusions() -> None:
-    preds, target = _speechlike(3, 16_000, seed=4)
+    preds, target = speechlike_pair(3, 16_000, seed=4)
     preds[1] = torch.zeros(16_000)
     pooled = _pesq_update(preds, target, num_workers=2)
     local = _pesq_update(preds, target, num_workers=1)

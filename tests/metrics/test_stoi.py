@@ -13,19 +13,10 @@ from metrics.functional.intelligibility import (
     short_time_objective_intelligibility,
 )
 from metrics.intelligibility import ESTOI, STOI
+from tests.metrics._audio_pairs import speechlike_pair
 from tests.metrics.tester import check_metric_contract
 
 ATOL = 1e-10  # same pystoi call on the same float64 samples: equal up to rounding
-
-
-def _speechlike(batch: int, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Amplitude-modulated noise (speech-like envelope) and a noisier copy of it."""
-    gen = torch.Generator().manual_seed(seed)
-    t = torch.arange(samples) / 16_000
-    envelope = 0.5 * (1 + torch.sin(2 * torch.pi * 3.0 * t)) + 0.05  # (S,)
-    clean = 0.3 * envelope * torch.randn(batch, samples, generator=gen)  # (B, S)
-    noisy = clean + 0.05 * torch.randn(batch, samples, generator=gen)  # (B, S)
-    return noisy.clamp(-1, 1), clean.clamp(-1, 1)
 
 
 def _reference(preds: torch.Tensor, target: torch.Tensor, extended: bool) -> list[float]:
@@ -37,7 +28,7 @@ def _reference(preds: torch.Tensor, target: torch.Tensor, extended: bool) -> lis
 
 @pytest.mark.parametrize("extended", [False, True])
 def test_per_clip_equals_pystoi(extended: bool) -> None:
-    preds, target = _speechlike(3, 24_000, seed=1)
+    preds, target = speechlike_pair(3, 24_000, seed=1)
     ours = short_time_objective_intelligibility(preds, target, 16_000, extended=extended)
     np.testing.assert_allclose(ours.numpy(), _reference(preds, target, extended), atol=ATOL)
     # the scores are informative, not a constant: clean vs itself is 1, noisy is below
@@ -47,7 +38,7 @@ def test_per_clip_equals_pystoi(extended: bool) -> None:
 
 
 def test_other_sample_rate_equals_pystoi() -> None:
-    preds, target = _speechlike(1, 16_000, seed=2)
+    preds, target = speechlike_pair(1, 16_000, seed=2)
     ours = short_time_objective_intelligibility(preds, target, sample_rate=8_000)
     expected = reference_stoi(target[0].double().numpy(), preds[0].double().numpy(), 8_000)
     np.testing.assert_allclose(ours.numpy(), [expected], atol=ATOL)
@@ -55,21 +46,21 @@ def test_other_sample_rate_equals_pystoi() -> None:
 
 @pytest.mark.parametrize("metric_class,extended", [(STOI, False), (ESTOI, True)])
 def test_metric_contract_and_mean_of_reference(metric_class, extended: bool) -> None:
-    batches = [_speechlike(2, 16_000, seed) for seed in (3, 4, 5)]
+    batches = [speechlike_pair(2, 16_000, seed) for seed in (3, 4, 5)]
     expected = np.mean([v for p, t in batches for v in _reference(p, t, extended)])
     total = check_metric_contract(lambda: metric_class(), batches, atol=ATOL, expected=expected)
     assert 0.0 < float(total) < 1.0
 
 
 def test_variable_length_list_input() -> None:
-    (p1, t1), (p2, t2) = _speechlike(1, 16_000, 6), _speechlike(1, 20_000, 7)
+    (p1, t1), (p2, t2) = speechlike_pair(1, 16_000, 6), speechlike_pair(1, 20_000, 7)
     ours = short_time_objective_intelligibility([p1[0], p2[0]], [t1[0], t2[0]])
     expected = _reference(p1, t1, False) + _reference(p2, t2, False)
     np.testing.assert_allclose(ours.numpy(), expected, atol=ATOL)
 
 
 def test_bad_clips_are_excluded_and_counted() -> None:
-    preds, target = _speechlike(4, 16_000, seed=8)
+    preds, target = speechlike_pair(4, 16_000, seed=8)
     target[1] = 0.0  # silent reference: pystoi would warn and return 1e-5
     preds[2, 10] = float("nan")
     metric = STOI()
@@ -85,7 +76,7 @@ def test_bad_clips_are_excluded_and_counted() -> None:
 
 
 def test_functional_raises_naming_the_clip() -> None:
-    preds, target = _speechlike(2, 16_000, seed=9)
+    preds, target = speechlike_pair(2, 16_000, seed=9)
     with pytest.raises(MetricInputError, match="clip 1: preds has 16000 samples but target has 15000"):
         short_time_objective_intelligibility([preds[0], preds[1]], [target[0], target[1, :15_000]])
     # under 30 non-silent frames pystoi returns 1e-5; we refuse instead
@@ -104,7 +95,7 @@ def test_all_excluded_gives_nan_with_warning() -> None:
 def test_library_failure_on_one_clip_excludes_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import metrics.functional.intelligibility as functional
 
-    preds, target = _speechlike(3, 16_000, seed=10)
+    preds, target = speechlike_pair(3, 16_000, seed=10)
 
     def flaky(x, y, fs, extended=False):  # fails on the second clip only
         if np.allclose(x, target[1].double().numpy()):

@@ -1,27 +1,11 @@
-"""Session-wide fixture trees of the four datasets, and a face detector stand-in for drawn faces."""
+"""Session-wide fixture trees of the four datasets, preprocessed once (helpers.py holds what tests import)."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 
-from datamodules import face as facelib
 from tests.datamodules import fixtures
-
-IMAGE_SIZE = 32
-"""Small crops keep the tests fast; the code path is the one used at 512."""
-
-
-@contextlib.contextmanager
-def fake_detection():
-    """MTCNN replaced by :func:`fixtures.fake_detect_face` for the drawn faces, inside the block only.
-
-    Never session-wide: other tests in the same worker (generation, real photos) need the real detector.
-    """
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(facelib, "detect_face", fixtures.fake_detect_face)
-        yield
+from tests.datamodules.datasets.helpers import IMAGE_SIZE, fake_detection
 
 
 @pytest.fixture(scope="session")

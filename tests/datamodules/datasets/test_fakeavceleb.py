@@ -7,8 +7,7 @@ import pytest
 from datamodules import fakeavceleb
 from datamodules.preprocess import PreprocessConfig, load_rejects, preprocess_clip
 from tests.datamodules import fixtures
-from tests.datamodules.datasets.conftest import IMAGE_SIZE
-from tests.datamodules.datasets.helpers import check_whole_utterance_batch
+from tests.datamodules.datasets.helpers import IMAGE_SIZE, check_whole_utterance_batch
 
 
 

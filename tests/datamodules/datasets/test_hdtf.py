@@ -6,8 +6,7 @@ import pytest
 
 from datamodules import hdtf
 from datamodules.preprocess import load_manifest, load_rejects
-from tests.datamodules.datasets.conftest import IMAGE_SIZE
-from tests.datamodules.datasets.helpers import check_whole_utterance_batch
+from tests.datamodules.datasets.helpers import IMAGE_SIZE, check_whole_utterance_batch
 
 
 def test_discover(trees):

@@ -9,7 +9,7 @@ from datamodules.combined import ENV_VARS
 from experiments import fit
 from experiments import generate as gen
 from tests.datamodules import fixtures
-from tests.datamodules.datasets.conftest import IMAGE_SIZE, fake_detection
+from tests.datamodules.datasets.helpers import IMAGE_SIZE, fake_detection
 
 DATA = {
     "hdtf": ["--data=datamodules.hdtf.HDTFDataModule", "--data.root={root}"],
