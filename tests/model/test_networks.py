@@ -1,8 +1,8 @@
 """The NFY networks on the tiny configuration: shapes of every component, losses and gradients of the
-training pass, speech stopping, video windows, offline loading errors and the paper's parameter counts.
+training objective, speech stopping, video windows, offline loading errors and the paper's parameter counts.
 
-The helpers at the top (synthetic batch, tiny network) are shared with test_ablations.py and
-test_regression.py.
+The helpers at the top (synthetic batch, tiny network, its objective and pipeline) are shared with
+test_ablations.py, test_learning_choices.py and test_regression.py.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from lightning_modules.networks import (
 )
 from lightning_modules.networks.layers import frame_windows
 from lightning_modules.networks.presets import parameter_counts, preset
+from lightning_modules.nfy_module import NFYLitModule
+from lightning_modules.pipeline import NFYPipeline
 from lightning_modules.networks.vocoder import hifigan_generator
 
 VOCAB = 64
@@ -64,13 +66,29 @@ def batch(n: int = 2) -> dict:
 
 
 def tiny_net(seed: int = 0, **overrides) -> NFYNetwork:
-    """The tiny preset, seeded; no guidance dropout unless asked (gradient checks need every path on)."""
+    """The tiny preset, seeded."""
     torch.manual_seed(seed)
-    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **{"guidance_dropout": 0.0, **overrides}))
+    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **overrides))
+
+
+def objective(net: NFYNetwork, **kwargs) -> NFYLitModule:
+    """The training objective around ``net`` (in ``net``'s mode); no guidance dropout unless asked
+    (gradient checks need every path on)."""
+    return NFYLitModule(net, **{"guidance_dropout": 0.0, **kwargs}).train(net.training)
+
+
+def losses(net: NFYNetwork, b: dict, **kwargs) -> dict:
+    """The unweighted loss terms of ``net`` on batch ``b`` (:meth:`NFYLitModule.forward`)."""
+    return objective(net, **kwargs)(b)
+
+
+def pipeline(net: NFYNetwork, prediction_type: str = "epsilon") -> NFYPipeline:
+    """The sampling pipeline of ``net`` trained with the default schedule and ``prediction_type``."""
+    return NFYPipeline.from_training_scheduler(net, training_scheduler(prediction_type=prediction_type))
 
 
 def conditions(b: dict) -> tuple:
-    """Positional conditioning arguments of ``generate_speech`` from a batch."""
+    """Positional conditioning arguments of :meth:`NFYPipeline.speech` from a batch."""
     return b["text_ids"], b["text_mask"], b["ref_image"], b["face_mask"], b["lip_mask"], b["profile_wav"]
 
 
@@ -200,7 +218,7 @@ def test_vocoders_shapes_and_local_hifigan_weights(tmp_path) -> None:
 # ---------------------------------------------------------------------------------------- the network
 def test_forward_returns_finite_losses_and_gradients_reach_every_trainable_part() -> None:
     net, b = tiny_net(), batch()
-    out = net(b)
+    out = losses(net, b)
     for name in ("video_l1", "audio_mse", "denoise", "stop"):
         assert out[name].dim() == 0 and torch.isfinite(out[name]), name
     assert out["pred_frames"].shape == (2, FRAMES, 3, SIZE, SIZE)
@@ -213,7 +231,7 @@ def test_forward_returns_finite_losses_and_gradients_reach_every_trainable_part(
 
 def test_each_loss_term_trains_its_own_parts() -> None:
     net, b = tiny_net(), batch()
-    out = net(b)
+    out = losses(net, b)
     out["audio_mse"].backward(retain_graph=True)
     assert net.audio_decoder.mel_head.weight.grad.abs().sum() > 0
     assert net.video_denoiser.unet.conv_in.weight.grad is None  # the mel loss does not reach the UNet
@@ -227,22 +245,22 @@ def test_forward_rejects_a_window_without_frames() -> None:
     net, b = tiny_net(), batch()
     b["video"] = b["video"][:, :MOTION]
     with pytest.raises(ValueError, match="motion_frames=2"):
-        net(b)
+        losses(net, b)
 
 
 @pytest.mark.parametrize("bias, frames", [(50.0, 1), (-50.0, 9)])
-def test_generate_speech_stops_when_the_stop_head_fires_or_at_max_frames(bias: float, frames: int) -> None:
+def test_speech_stops_when_the_stop_head_fires_or_at_max_frames(bias: float, frames: int) -> None:
     net, b = tiny_net().eval(), batch()
     with torch.no_grad():
         net.audio_decoder.stop_head.weight.zero_()
         net.audio_decoder.stop_head.bias.fill_(bias)
-    out = net.generate_speech(*conditions(b), max_mel_frames=9)
+    out = pipeline(net).speech(*conditions(b), max_mel_frames=9)
     assert out["mel"].shape == (2, 80, frames) and out["mel_lengths"].tolist() == [frames, frames]
     assert out["wav"].shape == (2, frames * 256) and out["wav_lengths"].tolist() == [frames * 256] * 2
     assert out["audio_hidden"].shape == (2, frames, 16)
 
 
-def test_generate_speech_pads_rows_that_stopped_early() -> None:
+def test_speech_pads_rows_that_stopped_early() -> None:
     net, b = tiny_net().eval(), batch()
     calls = {"n": 0}
 
@@ -254,23 +272,24 @@ def test_generate_speech_pads_rows_that_stopped_early() -> None:
         return logits
 
     net.audio_decoder.stop_head.register_forward_hook(stop_first_row_at_step_3)
-    out = net.generate_speech(*conditions(b), max_mel_frames=6)
+    out = pipeline(net).speech(*conditions(b), max_mel_frames=6)
     assert out["mel_lengths"].tolist() == [3, 6] and out["mel"].shape == (2, 80, 6)
     assert bool((out["mel"][0, :, 3:] == MEL_PAD_VALUE).all()) and bool((out["mel"][1] != MEL_PAD_VALUE).all())
     assert bool((out["wav"][0, 3 * 256 :] == 0).all())
 
 
-def test_generate_video_window_shapes_seed_and_motion_context() -> None:
+def test_video_window_shapes_seed_and_motion_context() -> None:
     net, b = tiny_net().eval(), batch()
+    sampler = pipeline(net)
     hidden = torch.randn(2, math.ceil(2.5 * FRAMES), 16)
     args = (b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"], b["profile_wav"], hidden)
-    first = net.generate_video(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
+    first = sampler.video_window(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
                                generator=torch.Generator().manual_seed(1))
     assert first.shape == (2, FRAMES, 3, SIZE, SIZE) and first.abs().max() <= 1
-    again = net.generate_video(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
+    again = sampler.video_window(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
                                generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(again, first)
-    follow = net.generate_video(*args, num_frames=FRAMES, motion_frames=first[:, -MOTION:], num_inference_steps=2,
+    follow = sampler.video_window(*args, num_frames=FRAMES, motion_frames=first[:, -MOTION:], num_inference_steps=2,
                                 guidance_scale=3.0, generator=torch.Generator().manual_seed(1))
     assert follow.shape == first.shape and not torch.allclose(follow, first)
 
@@ -349,7 +368,7 @@ def test_pretrained_parts_load_from_local_folders(tmp_path) -> None:
     torch.testing.assert_close(conv_in[:, :4], unet.conv_in.weight)  # pretrained channels kept
     assert bool((conv_in[:, 4:] == 0).all())  # the condition channels start with no effect
     assert net.audio_decoder.gpt.h[0].crossattention is not None  # added for DC (video -> audio)
-    out = net(batch())
+    out = losses(net, batch())
     total_loss(out).backward()
     assert torch.isfinite(total_loss(out)) and params_without_grad(net) == []
 
@@ -359,10 +378,10 @@ def test_decoder_positions_limit_caps_generation_and_is_named_in_training(caplog
     with torch.no_grad():
         net.audio_decoder.stop_head.bias.fill_(-50.0)
     prefix = 10 + b["text_ids"].shape[1]  # audio tokens + text
-    out = net.generate_speech(*conditions(b), max_mel_frames=100)
+    out = pipeline(net).speech(*conditions(b), max_mel_frames=100)
     assert out["mel"].shape[2] == 40 - prefix and "capped" in caplog.text
     with pytest.raises(ValueError, match="max_decoder_positions"):
-        net(b)  # 31 teacher-forced frames do not fit
+        losses(net, b)  # 31 teacher-forced frames do not fit
 
 
 def test_padded_text_in_raw_video_tokens_is_ignored_by_both_cross_attentions() -> None:
@@ -379,33 +398,31 @@ def test_padded_text_in_raw_video_tokens_is_ignored_by_both_cross_attentions() -
     sample_ = torch.randn(2, 4, FRAMES, SIZE // 2, SIZE // 2)
     outs = []
     for c in (cond, changed):
-        maps, cross = net._unet_inputs(c, motion, windows, FRAMES)
-        video = net.video_denoiser(torch.cat([sample_, maps], 1), torch.tensor([3, 300]), **cross)
-        speech = net.audio_decoder(c["prefix"], c["prefix_mask"], b["mel"], *net._decoder_video(c))["mel"]
+        maps, cross = net.denoiser_inputs(c, motion, windows, FRAMES)
+        video = net.denoise(sample_, torch.tensor([3, 300]), maps, cross)
+        speech = net.decode_speech(c, b["mel"])["mel"]
         outs.append((video, speech))
     torch.testing.assert_close(outs[0][0], outs[1][0])
     torch.testing.assert_close(outs[0][1], outs[1][1])
 
 
 def test_guidance_dropout_zeroes_the_cross_attention_tokens_in_training_only() -> None:
-    net, b = tiny_net(guidance_dropout=0.999), batch()
+    module, b = objective(tiny_net(), guidance_dropout=0.999), batch()
     changed = {**b, "mel": b["mel"] + 1.0}  # reaches the UNet only through the DC tokens
-    losses = []
+    denoise = []
     for mode in (True, False):
-        net.train(mode)
+        module.train(mode)
         for x in (b, changed):
             torch.manual_seed(1)
-            losses.append(net(x)["denoise"])
-    assert losses[0] == losses[1]  # training: tokens dropped, the mel does not matter
-    assert losses[2] != losses[3]  # eval: tokens kept
-    with pytest.raises(ValueError, match="guidance_dropout"):
-        tiny_net(guidance_dropout=1.0)
+            denoise.append(module(x)["denoise"])
+    assert denoise[0] == denoise[1]  # training: tokens dropped, the mel does not matter
+    assert denoise[2] != denoise[3]  # eval: tokens kept
 
 
 def test_a_trainable_vae_learns_to_reconstruct_as_part_of_the_pixel_loss() -> None:
     frozen, trained = tiny_net(), tiny_net(train_vae=True)
-    assert "vae_recon" not in frozen(batch())
-    out = trained(batch())
+    assert "vae_recon" not in losses(frozen, batch())
+    out = losses(trained, batch())
     assert 0 < float(out["vae_recon"].detach()) < float(out["video_l1"].detach())
     total_loss(out).backward()
     assert params_without_grad(trained) == []
