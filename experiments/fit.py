@@ -46,6 +46,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.checkpoint import ResumeLimitsCallback
 from lightning_modules import NFYLitModule
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
+from lightning_modules.networks.presets import LINKED_FROM_DATA  # DataModule attributes copied into model.net
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ CONFIG_DIR: Path = Path(__file__).resolve().parent / "configs"
 """Folder of the shipped configs; ``--config`` resolves bare names against it."""
 LIGHTNING_CKPT_NAMES: tuple[str, ...] = ("last", "best", "hpc")
 """``--ckpt_path`` values that Lightning resolves itself (not files checked up front)."""
-LINKED_FROM_DATA: tuple[str, ...] = ("vocab_size", "image_size", "num_frames", "motion_frames")
-"""DataModule attributes copied into ``model.net`` after the DataModule is built."""
 
 
 class ConfigError(ValueError):

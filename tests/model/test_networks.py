@@ -326,8 +326,19 @@ def test_missing_pretrained_files_offline_raise_one_clear_error(kwargs: dict, tm
     assert missing in str(info.value) and "pass None" in str(info.value)
 
 
-def test_paper_preset_parameter_counts() -> None:
+def test_paper_preset_is_ete_yaml_and_the_readme_quotes_its_parameter_counts() -> None:
+    from pathlib import Path
+
+    from experiments.fit import merged_config
+
+    config = merged_config("ete.yaml")
+    expected = {**config["model"]["init_args"]["net"]["init_args"],
+                **{k: config["data"]["init_args"][k] for k in ("vocab_size", "image_size", "num_frames", "motion_frames")}}
+    assert preset("paper") == expected
     counts = parameter_counts("paper")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"{counts['total'] / 1e6:,.1f} million" in readme
+    assert f"{counts['trainable'] / 1e6:,.1f} million are trained" in readme
     assert counts["appearance_encoder"] == 83_653_863  # the published size of the SD VAE (sd-vae-ft-mse)
     assert counts["total"] == sum(v for k, v in counts.items() if k not in ("total", "trainable"))
     # frozen: the VAE, the vocoder and Wav2Vec2's convolutional feature encoder
