@@ -510,3 +510,35 @@ def test_empty_local_folder_says_which_files_are_missing(offline_messages: dict,
         assert name in message, (name, message)
     assert "save_pretrained" in message and "--local-dir" in message
     assert f"hub id {offline_messages['empty']!r}" not in message  # a folder is not to be made a reachable hub id
+
+
+def test_pixel_loss_frames_decodes_only_k_random_frames_and_none_keeps_all() -> None:
+    net, b = tiny_net(train_vae=True), batch()
+    decoded: list[int] = []  # frames per call of the VAE decoder
+    net.appearance_encoder.vae.decoder.register_forward_hook(lambda m, args, out: decoded.append(out.shape[0]))
+    torch.manual_seed(3)
+    full = losses(net, b)
+    assert decoded == [2 * FRAMES, 2 * FRAMES]  # x0 estimate and the VAE's reconstruction, every frame
+    decoded.clear()
+    torch.manual_seed(3)  # same noise and timesteps: the chosen frames' estimates are frames of ``full``
+    part = losses(net, b, pixel_loss_frames=2)
+    assert decoded == [2 * 2, 2 * 2] and part["pred_frames"].shape == (2, 2, 3, SIZE, SIZE)
+    torch.testing.assert_close(part["denoise"], full["denoise"])
+    target = b["video"][:, MOTION:]
+    chosen = [_match(full, part, row) for row in range(2)]
+    for row in range(2):
+        assert len(set(chosen[row])) == 2  # two different frames
+        torch.testing.assert_close(part["pred_frames"][row], full["pred_frames"][row, chosen[row]], atol=1e-5, rtol=0)
+    # the VAE term, like the pixel L1, is taken on the chosen frames' targets only
+    with torch.no_grad():
+        picked = torch.stack([target[row, chosen[row]] for row in range(2)])  # (B, 2, 3, H, W)
+        recon = net.decode_latents(net.encode_frames(picked))
+    torch.testing.assert_close(part["vae_recon"], (recon - picked).abs().mean(), atol=1e-5, rtol=0)
+    assert losses(net, b, pixel_loss_frames=FRAMES)["pred_frames"].shape[1] == FRAMES  # k >= F: all frames
+
+
+def _match(full: dict, part: dict, row: int) -> list[int]:
+    """Indices of ``full``'s frames that ``part``'s frames of ``row`` are."""
+    return [min(range(full["pred_frames"].shape[1]),
+                key=lambda f: float((full["pred_frames"][row, f] - frame).abs().max()))
+            for frame in part["pred_frames"][row]]
