@@ -46,7 +46,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.checkpoint import ResumeLimitsCallback
 from lightning_modules import NFYLitModule
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
-from lightning_modules.networks.presets import LINKED_FROM_DATA  # DataModule attributes copied into model.net
+from lightning_modules.networks.presets import LINKED_FROM_DATA
 
 log = logging.getLogger(__name__)
 

@@ -432,4 +432,4 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-__all__: list[str] = ["LOSS_TERMS", "NFYLitModule", "OBJECTIVE_INTERFACE"]
+__all__: list[str] = ["LOSS_TERMS", "OBJECTIVE_INTERFACE", "NFYLitModule"]

@@ -24,7 +24,12 @@ import torch
 from diffusers import DDIMScheduler
 from tqdm.auto import tqdm
 
-from datamodules.conventions import HOP_LENGTH, MEL_FRAMES_PER_VIDEO_FRAME, MEL_PAD_VALUE, SAMPLES_PER_FRAME
+from datamodules.conventions import (
+    HOP_LENGTH,
+    MEL_FRAMES_PER_VIDEO_FRAME,
+    MEL_PAD_VALUE,
+    SAMPLES_PER_FRAME,
+)
 from lightning_modules.diffusion import sampling_scheduler
 
 NETWORK_INTERFACE: tuple[str, ...] = (
@@ -235,7 +240,7 @@ class _eval:
     def __enter__(self) -> None:
         self.module.eval()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.module.train(self.was_training)
 
 

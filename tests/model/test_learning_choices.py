@@ -10,7 +10,16 @@ import torch
 from lightning_modules.diffusion import sampling_scheduler, training_scheduler
 from lightning_modules.networks import AudioDecoder
 from lightning_modules.networks.speech_decoder import MEL_MEAN, MEL_STD, MIN_MEL_STD
-from tests.model.test_networks import FRAMES, MOTION, VOCAB, batch, conditions, losses, pipeline, tiny_net
+from tests.model.test_networks import (
+    FRAMES,
+    MOTION,
+    VOCAB,
+    batch,
+    conditions,
+    losses,
+    pipeline,
+    tiny_net,
+)
 
 RESIDUAL = {"reference_residual": True}
 """The network side of the reference residual; it is trained with x0 prediction (:data:`X0`)."""

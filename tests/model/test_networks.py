@@ -30,9 +30,9 @@ from lightning_modules.networks import (
 )
 from lightning_modules.networks.layers import frame_windows
 from lightning_modules.networks.presets import parameter_counts, preset
+from lightning_modules.networks.vocoder import hifigan_generator
 from lightning_modules.nfy_module import NFYLitModule
 from lightning_modules.pipeline import NFYPipeline
-from lightning_modules.networks.vocoder import hifigan_generator
 
 VOCAB = 64
 SIZE = 32  # image side of the tiny preset
