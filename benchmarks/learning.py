@@ -110,7 +110,7 @@ def heldout(module: Any, datamodule: Any, mel_mean: torch.Tensor) -> list[dict[s
     context = int(net.motion_frames)
     for batch in datamodule.test_dataloader():
         out = module.generate_batch(batch, max_frames=batch["video"].shape[1] - context)  # the frames scored
-        forced = net(batch)  # teacher-forced pass, eval mode (no guidance dropout)
+        forced = module(batch)  # the training objective's teacher-forced pass, eval mode (no guidance dropout)
         truth = batch["video"][:, context:]  # (B, F, 3, H, W) in [-1, 1]
         target = (truth + 1) / 2  # (B, F, 3, H, W) in [0, 1]
         frames = min(target.shape[1], out["video"].shape[1])

@@ -89,13 +89,13 @@ def make_batch(batch_size: int, image_size: int, frames: int, seconds: float, vo
 
 def build_module(configs: tuple[str, ...], net_overrides: dict[str, Any]):
     """The LitModule of ``configs`` with its network (``net_overrides`` on its init args)."""
-    from experiments.fit import build_network, merged_config
+    from experiments.fit import build_network, build_part, merged_config
     from lightning_modules import NFYLitModule
 
     model = merged_config(*configs)["model"]["init_args"]
-    weights = {k: model[k] for k in ("video_weight", "audio_weight", "denoise_weight", "stop_weight") if k in model}
+    objective = {k: v for k, v in model.items() if not isinstance(v, dict)}  # weights and options of the objective
     net = build_network(*configs, **net_overrides)
-    return NFYLitModule(net, **weights)
+    return NFYLitModule(net, train_scheduler=build_part("train_scheduler", *configs), **objective)
 
 
 def _peak_rss_gib() -> float:
@@ -132,11 +132,11 @@ def _generation_job(configs, overrides, seconds, steps, threads, queue) -> None:
         net = module.net
         batch = make_batch(1, int(net.image_size), int(net.motion_frames) + int(net.num_frames), seconds, _vocab(net))
         mel_frames = int(seconds * MEL_FRAMES_PER_SECOND)
-        module.hparams.max_mel_frames = mel_frames
         _mute_stop_head(net)  # a random-init stop head fires at random: every run makes exactly ``seconds``
         start = time.perf_counter()
-        out = module.generate(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
-                              batch["lip_mask"], batch["profile_wav"], num_inference_steps=steps)
+        out = module.pipeline()(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
+                                batch["lip_mask"], batch["profile_wav"], num_inference_steps=steps,
+                                max_mel_frames=mel_frames)
         elapsed = time.perf_counter() - start
         produced = float(out["num_frames"][0]) / 25.0
         queue.put({"ok": True, "seconds": elapsed, "media_s": produced, "rtf": elapsed / produced,

@@ -39,9 +39,8 @@ from typing import Any, Mapping, Sequence, TypedDict
 
 import torch
 
-from datamodules.conventions import N_MELS, PROFILE_SAMPLES
+from datamodules.conventions import MEL_PAD_VALUE, N_MELS, PROFILE_SAMPLES
 
-MEL_PAD_VALUE: float = -11.5129  # log(1e-5): the floor of the mel's dynamic range compression
 
 
 class NFYBatch(TypedDict):

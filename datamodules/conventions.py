@@ -49,6 +49,8 @@ MEL_SETTINGS: Mapping[str, object] = MappingProxyType({  # the same numbers as k
 (:func:`datamodules.audio.log_mel` for data, the networks' reference mel of the voice profile)."""
 MEL_FRAMES_PER_SECOND: float = SAMPLE_RATE / HOP_LENGTH  # 62.5
 MEL_FRAMES_PER_VIDEO_FRAME: float = MEL_FRAMES_PER_SECOND / FPS  # 2.5
+MEL_PAD_VALUE: float = -11.5129  # log(1e-5): the floor of the mel's dynamic range compression
+"""Value of mel frames past an utterance's length (batch padding, generated speech after the stop)."""
 
 # Clips
 MAX_SOURCE_SECONDS: float = 20.0

@@ -29,6 +29,7 @@ with ``run=False`` so this script owns the call to ``trainer.fit`` and its ``--c
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import warnings
@@ -45,6 +46,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from callbacks.checkpoint import ResumeLimitsCallback
 from lightning_modules import NFYLitModule
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
+from lightning_modules.networks.presets import LINKED_FROM_DATA
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ CONFIG_DIR: Path = Path(__file__).resolve().parent / "configs"
 """Folder of the shipped configs; ``--config`` resolves bare names against it."""
 LIGHTNING_CKPT_NAMES: tuple[str, ...] = ("last", "best", "hpc")
 """``--ckpt_path`` values that Lightning resolves itself (not files checked up front)."""
-LINKED_FROM_DATA: tuple[str, ...] = ("vocab_size", "image_size", "num_frames", "motion_frames")
-"""DataModule attributes copied into ``model.net`` after the DataModule is built."""
 
 
 class ConfigError(ValueError):
@@ -219,11 +219,18 @@ def merged_config(*configs: str) -> dict[str, Any]:
 
 def build_network(*configs: str, **overrides: Any) -> torch.nn.Module:
     """Instantiate ``model.init_args.net`` of the merged ``configs``, init args updated by ``overrides``."""
-    net = merged_config(*configs)["model"]["init_args"]["net"]
-    net = {"class_path": net["class_path"], "init_args": {**net.get("init_args", {}), **overrides}}
+    return build_part("net", *configs, **overrides)
+
+
+def build_part(name: str, *configs: str, **overrides: Any) -> Any:
+    """Instantiate the ``class_path`` argument ``model.init_args.<name>`` of the merged ``configs``
+    (``net``, ``train_scheduler`` ...), its init args updated by ``overrides``."""
+    part = merged_config(*configs)["model"]["init_args"][name]
+    part = {"class_path": part["class_path"], "init_args": {**part.get("init_args", {}), **overrides}}
+    module, _, cls = part["class_path"].rpartition(".")
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_argument("--net", type=torch.nn.Module)
-    return parser.instantiate_classes(parser.parse_object({"net": net})).net
+    parser.add_argument("--part", type=getattr(importlib.import_module(module), cls))
+    return parser.instantiate_classes(parser.parse_object({"part": part})).part
 
 
 def _deep_merge(into: dict[str, Any], update: dict[str, Any]) -> None:

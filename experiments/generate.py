@@ -466,11 +466,10 @@ def load_checkpoint(checkpoint: PathLike, device: Union[str, torch.device] = "cp
 
 def _check_steps(module: NFYLitModule, steps: int) -> None:
     """The DDIM sampler takes at most as many steps as the model was trained with timesteps."""
-    scheduler = getattr(module.net, "sample_scheduler", None)  # the stand-in networks of the tests have none
-    limit = getattr(getattr(scheduler, "config", None), "num_train_timesteps", None)
-    if limit is not None and steps > int(limit):
+    limit = int(module.train_scheduler.config.num_train_timesteps)
+    if steps > limit:
         raise GenerationInputError("num_inference_steps", steps,
-                                   f"at most {int(limit)} DDIM steps (the model's num_train_timesteps)")
+                                   f"at most {limit} DDIM steps (the model's num_train_timesteps)")
 
 
 def generate(
@@ -530,7 +529,7 @@ def generate(
     face = _crop_like_preprocessing(*photo, int(module.net.image_size))
     # 3. Speech then video, sentence by sentence, carrying the motion frames across
     generator = torch.Generator(device=module.device).manual_seed(seed)
-    frames, audio = _generate_sentences(module, ids, face, profile, steps, guidance, generator, progress)
+    frames, audio = _generate_sentences(module, ids, face, profile, (steps, guidance), generator, progress)
     result = GenerationResult(video=frames, wav=audio, sentences=sentences)
     # 4. Mux (write_mp4 writes a temporary file and renames it: nothing partial on failure)
     if out is not None:
@@ -551,19 +550,29 @@ def _model_and_tokenizer(checkpoint: Union[PathLike, NFYLitModule], tokenizer: A
     return module, tokenizer or stored
 
 
-def _generate_sentences(module, ids, face, profile, steps, guidance, generator, progress) -> tuple[np.ndarray, np.ndarray]:
-    """Generate every sentence; returns (T, H, W, 3) uint8 frames and (T * 640,) float32 speech."""
-    device = module.device
+def _generate_sentences(module: NFYLitModule, ids: list[torch.Tensor], face: dict[str, torch.Tensor],
+                        profile: torch.Tensor, sampling: tuple[int, float], generator: torch.Generator,
+                        progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Generate every sentence with the module's :class:`~lightning_modules.pipeline.NFYPipeline`.
+
+    Args:
+        sampling: DDIM steps per window and the guidance scale.
+
+    Returns:
+        (T, H, W, 3) uint8 frames and (T * 640,) float32 speech.
+    """
+    device, (steps, guidance) = module.device, sampling
+    pipeline = module.pipeline()
     cond = {k: v[None].to(device) for k, v in face.items()}  # (1, ...) each
     profile_wav = profile[None].to(device)  # (1, 32000)
     motion: Optional[torch.Tensor] = None
     videos, wavs = [], []
     for text_ids in tqdm(ids, desc="sentences", unit="sentence", disable=not progress):
         text_ids = text_ids[None].to(device)  # (1, L)
-        out = module.generate(
+        out = pipeline(
             text_ids, torch.ones_like(text_ids, dtype=torch.bool), cond["ref_image"], cond["face_mask"],
             cond["lip_mask"], profile_wav, num_inference_steps=steps, guidance_scale=guidance,
-            generator=generator, motion_frames=motion,
+            generator=generator, motion_frames=motion, max_mel_frames=module.hparams.max_mel_frames,
         )
         frames = int(out["num_frames"][0])
         video = out["video"][0, :frames]  # (T, 3, H, W) in [0, 1]

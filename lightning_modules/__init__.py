@@ -1,5 +1,23 @@
-"""LightningModules of nfy; the plain networks live in :mod:`lightning_modules.networks`."""
+"""LightningModules of nfy; the plain networks live in :mod:`lightning_modules.networks`.
 
-from lightning_modules.nfy_module import NFYLitModule
+``NFYLitModule`` is imported on first use, so that importing the networks (or the pipeline)
+does not load Lightning.
+"""
 
-__all__ = ["NFYLitModule"]
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["NFYLitModule", "NFYPipeline"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NFYLitModule":
+        from lightning_modules.nfy_module import NFYLitModule
+
+        return NFYLitModule
+    if name == "NFYPipeline":
+        from lightning_modules.pipeline import NFYPipeline
+
+        return NFYPipeline
+    raise AttributeError(f"module 'lightning_modules' has no attribute {name!r}")

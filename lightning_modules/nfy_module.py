@@ -1,62 +1,77 @@
 """Training logic of the NFY model (paper Sec. 3.4 and 4.1) around an injected :class:`NFYNetwork`.
 
-The network (``lightning_modules/networks/nfy.py``) computes the unweighted loss terms of one
-teacher-forced pass; this module weights them, logs each on its own, owns the optimiser and the
-schedule, and turns the network's two generation calls (speech, then video window by window)
-into whole talking-face clips for the sample/metric callbacks and the generation API.
+The network (``lightning_modules/networks/nfy.py``) only computes; this module owns the training
+objective of one teacher-forced pass (the diffusion noise and timesteps from the injected DDPM
+scheduler, guidance dropout, every loss term), weights the terms, logs each on its own and owns the
+optimiser and the LR schedule. Sampling is :class:`lightning_modules.pipeline.NFYPipeline`'s
+(:meth:`NFYLitModule.pipeline`, :meth:`NFYLitModule.generate_batch`).
 
 Loss (Sec. 3.4 plus the two terms a diffusion model and a stop head need)::
 
     L = w_video * L1(frames) + w_audio * MSE(mel) + w_denoise * L_denoise + w_stop * BCE(stop)
 
-with the paper's L_video + 0.1 * L_audio as the defaults of the first two weights.
+with the paper's L_video + 0.1 * L_audio as the defaults of the first two weights. A trainable VAE
+adds its own reconstruction L1 to the pixel term (``vae_recon``, also logged on its own).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import random
 from typing import Any
 
 import numpy as np
 import torch
+from diffusers import DDPMScheduler
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import MeanMetric
-from tqdm.auto import tqdm
 
 from datamodules.batch import NFYBatch, validate_batch
-from datamodules.conventions import (
-    MEL_FRAMES_PER_VIDEO_FRAME,
-    N_MELS,
-    SAMPLES_PER_FRAME,
-)
+from datamodules.conventions import MEL_FRAMES_PER_VIDEO_FRAME, N_MELS
+from lightning_modules.diffusion import PREDICTION_TYPES, training_scheduler
+from lightning_modules.pipeline import NETWORK_INTERFACE, NFYPipeline
 
 log = logging.getLogger(__name__)
 
 LOSS_TERMS: tuple[str, ...] = ("video_l1", "audio_mse", "denoise", "stop")
-"""Unweighted loss terms every :class:`NFYNetwork` forward returns."""
+"""Unweighted loss terms :meth:`NFYLitModule.forward` returns."""
 STAGES: tuple[str, ...] = ("train", "val", "test")
+OBJECTIVE_INTERFACE: tuple[str, ...] = (
+    "encode_conditions", "decode_speech", "audio_windows", "encode_frames", "diffusion_target", "motion_latents",
+    "denoiser_inputs", "denoise", "decode_diffused", "decode_latents", "trains_vae", "motion_frames",
+)
+"""What the training objective uses of a network, besides the pipeline's ``NETWORK_INTERFACE``."""
 
 
 class NFYLitModule(LightningModule):
-    """Weights, logs and optimises the NFY network; generates whole clips from a batch.
+    """The training objective of the NFY network; weights, logs and optimises it; samples through the pipeline.
 
     Args:
-        net: the network (``lightning_modules.networks.NFYNetwork`` or anything with its
-            interface: ``forward(batch) -> dict`` of loss terms, ``generate_speech``,
-            ``generate_video`` and the ``image_size``/``num_frames``/``motion_frames`` attributes).
+        net: the network (``lightning_modules.networks.NFYNetwork`` or anything with its compute
+            interface: :data:`OBJECTIVE_INTERFACE` and ``pipeline.NETWORK_INTERFACE``).
         optimizer: partial optimiser, called with the trainable parameters (AdamW by default).
         scheduler: partial LR scheduler, called with the optimiser; stepped every training step
             (the paper's StepLR(1000, 0.5) counts steps). ``None`` keeps the LR constant.
+        train_scheduler: the diffusion noise schedule of training, a diffusers ``DDPMScheduler``
+            (``class_path: diffusers.DDPMScheduler`` in the configs); its ``prediction_type`` says what the
+            denoiser predicts: the noise (``"epsilon"``), the velocity (``"v_prediction"``) or the clean
+            latent (``"sample"``). ``None``: ``diffusion.training_scheduler()`` (SD-1.5's, epsilon). Sampling
+            uses DDIM on the same schedule.
         video_weight: weight of the pixel L1 between decoded x0 estimate and ground truth frames.
         audio_weight: weight of the mel MSE (0.1 in the paper).
         denoise_weight: weight of the diffusion denoising objective.
         stop_weight: weight of the stop-head binary cross-entropy.
+        stop_pos_weight: weight of the one positive (last) frame per utterance in the stop-head BCE
+            (ESPnet's TTS decoders use 5), against the class imbalance of one stop in hundreds of frames.
+        guidance_dropout: probability that a training row's cross-attention tokens are zeroed, so that the
+            unconditional branch of classifier-free guidance is learned.
+        pixel_loss_frames: frames per window whose x0 estimate is decoded for the pixel L1 (and the VAE's
+            reconstruction term): ``None`` all of them; k picks k frames at random per row, which bounds the
+            VAE decoder's activation memory at large image sizes.
         num_inference_steps: DDIM steps used by :meth:`generate_batch` (samples and metrics).
         guidance_scale: classifier-free guidance scale used by :meth:`generate_batch`.
         max_mel_frames: cap on autoregressive mel frames per utterance at generation
@@ -66,7 +81,7 @@ class NFYLitModule(LightningModule):
             once: a checkpoint keeps them). 0 keeps the decoder's constants.
 
     Raises:
-        ValueError: a negative loss weight, or ``net`` lacking part of the interface.
+        ValueError: a bad loss weight or option (named), or ``net`` lacking part of the interface.
     """
 
     def __init__(
@@ -74,10 +89,14 @@ class NFYLitModule(LightningModule):
         net: nn.Module,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         scheduler: LRSchedulerCallable | None = None,
+        train_scheduler: DDPMScheduler | None = None,
         video_weight: float = 1.0,
         audio_weight: float = 0.1,
         denoise_weight: float = 1.0,
         stop_weight: float = 1.0,
+        stop_pos_weight: float = 5.0,
+        guidance_dropout: float = 0.1,
+        pixel_loss_frames: int | None = None,
         num_inference_steps: int = 25,
         guidance_scale: float = 1.0,
         max_mel_frames: int = 625,
@@ -88,25 +107,30 @@ class NFYLitModule(LightningModule):
         for name, value in weights.items():
             if value < 0:
                 raise ValueError(f"loss weight for {name!r} must be >= 0, got {value}")
-        for attr in ("generate_speech", "generate_video", "image_size", "num_frames", "motion_frames"):
-            if not hasattr(net, attr):
-                raise ValueError(f"net ({type(net).__name__}) lacks {attr!r} of the NFYNetwork interface")
+        missing = [attr for attr in (*OBJECTIVE_INTERFACE, *NETWORK_INTERFACE) if not hasattr(net, attr)]
+        if missing:
+            raise ValueError(f"net ({type(net).__name__}) lacks {sorted(set(missing))} of the NFYNetwork interface")
+        train_scheduler = training_scheduler() if train_scheduler is None else train_scheduler
+        _check_objective(train_scheduler, stop_pos_weight, guidance_dropout, pixel_loss_frames)
         if mel_statistics_batches < 0:
             raise ValueError(f"mel_statistics_batches must be >= 0, got {mel_statistics_batches}")
         if num_inference_steps < 1 or max_mel_frames < 1:
             raise ValueError(
                 f"num_inference_steps and max_mel_frames must be >= 1, got {num_inference_steps}, {max_mel_frames}"
             )
-        # Under LightningCLI the hyperparameters are the parsed class_path configs (of the network
-        # and the optimiser too), so load_from_checkpoint rebuilds everything. Built by hand, the
-        # network is an object whose weights the checkpoint holds anyway, and the optimiser
-        # partials may be lambdas that cannot be pickled: keep only the primitive arguments.
+        # Under LightningCLI the hyperparameters are the parsed class_path configs (of the network,
+        # the noise schedule and the optimiser too), so load_from_checkpoint rebuilds everything.
+        # Built by hand, the network is an object whose weights the checkpoint holds anyway, and the
+        # optimiser partials may be lambdas that cannot be pickled: keep only the primitive arguments.
         by_cli = _given_hyperparameters.get() is not None
-        self.save_hyperparameters(ignore=[] if by_cli else ["net", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=[] if by_cli else ["net", "optimizer", "scheduler", "train_scheduler"])
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.train_scheduler = train_scheduler
         self.loss_weights = weights
+        self.stop_pos_weight, self.guidance_dropout = stop_pos_weight, guidance_dropout
+        self.pixel_loss_frames = pixel_loss_frames
         self._batch_checked = False
         self.tokenizer: Any = None  # from the DataModule (setup) or the checkpoint; used by generation
         # One MeanMetric per stage and term (plus the weighted total): epoch means sync over DDP.
@@ -115,20 +139,105 @@ class NFYLitModule(LightningModule):
             {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in (*LOSS_TERMS, "loss")}
         )
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ objective
     def forward(self, batch: NFYBatch) -> dict[str, torch.Tensor]:
-        """One teacher-forced pass; see :meth:`NFYNetwork.forward` for the returned keys."""
-        return self.net(batch)
+        """The training objective of one batch: a teacher-forced pass and its unweighted loss terms.
 
+        The random draws come in a fixed order (pre-net dropout, guidance dropout, noise, timesteps, the
+        pixel-loss frames) from the global RNG, so that a seeded run and a resumed one are reproducible.
+
+        Returns:
+            ``video_l1`` (pixel L1 of the decoded one-step x0 estimate), ``audio_mse`` (mel MSE over valid
+            frames), ``denoise`` (noise / v / x0 MSE), ``stop`` (stop-head BCE), and ``pred_frames``
+            (B, F', 3, H, W) in [-1, 1] (F' = ``pixel_loss_frames`` or F), ``pred_mel`` (B, 80, T),
+            ``audio_hidden`` (B, T, W). With a trainable VAE, ``vae_recon`` (L1 of the VAE's own
+            reconstruction of the target frames) too, already included in ``video_l1``.
+
+        Raises:
+            ValueError: ``batch["video"]`` without a frame after the motion frames.
+        """
+        net, m = self.net, int(self.net.motion_frames)
+        f = batch["video"].shape[1] - m
+        if f < 1:
+            raise ValueError(f"batch['video'] has {batch['video'].shape[1]} frames, need motion_frames={m} + >= 1")
+        cond = net.encode_conditions(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
+                                     batch["lip_mask"], batch["profile_wav"])
+        out = self._speech_losses(net.decode_speech(cond, batch["mel"]), batch["mel"], batch["mel_lengths"])
+        first_mel = torch.floor((batch["frame_start"] + m).clamp(min=0) * MEL_FRAMES_PER_VIDEO_FRAME).long()
+        windows = net.audio_windows(out["audio_hidden"], first_mel, f, batch["mel_lengths"])
+        return {**out, **self._video_losses(cond, batch["video"], batch["ref_image"], windows)}
+
+    def _speech_losses(self, speech: dict[str, torch.Tensor], mel: torch.Tensor,
+                       lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Mel MSE and stop BCE over each row's valid frames, from :meth:`NFYNetwork.decode_speech`."""
+        valid = torch.arange(mel.shape[2], device=mel.device)[None] < lengths[:, None]  # (B, T)
+        squared = ((speech["mel"] - mel) ** 2).mean(1)  # (B, T)
+        audio_mse = (squared * valid).sum() / valid.sum().clamp(min=1)
+        stop_target = (torch.arange(mel.shape[2], device=mel.device)[None] == lengths[:, None] - 1).float()
+        pos_weight = speech["stop_logits"].new_tensor(self.stop_pos_weight)
+        bce = nn.functional.binary_cross_entropy_with_logits(speech["stop_logits"], stop_target, reduction="none",
+                                                             pos_weight=pos_weight)
+        stop = (bce * valid).sum() / valid.sum().clamp(min=1)
+        return {"audio_mse": audio_mse, "stop": stop, "pred_mel": speech["mel"], "audio_hidden": speech["hidden"]}
+
+    def _video_losses(self, cond: dict[str, torch.Tensor], video: torch.Tensor, ref_image: torch.Tensor,
+                      windows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Denoising loss at a random timestep per row, then the pixel losses of its one-step x0 estimate."""
+        net, m, sched = self.net, int(self.net.motion_frames), self.train_scheduler
+        target = video[:, m:]  # (B, F, 3, H, W)
+        b, f = target.shape[:2]
+        # 1. What the denoiser diffuses, and its conditions
+        latents = net.encode_frames(target)  # (B, 4, F, h, w)
+        diffused = net.diffusion_target(latents, cond["ref_latent"])  # (B, 4, F, h, w)
+        maps, cross = net.denoiser_inputs(cond, net.motion_latents(video[:, :m], ref_image), windows, f)
+        if self.training and self.guidance_dropout > 0:  # learn the unconditional branch of guidance
+            keep = (torch.rand(b, device=latents.device) >= self.guidance_dropout).to(latents.dtype)  # (B,)
+            cross["tokens"] = cross["tokens"] * keep.repeat_interleave(f)[:, None, None]
+        # 2. Noise at a random timestep, and the denoising objective
+        noise = torch.randn_like(diffused)
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), device=latents.device)
+        noisy = sched.add_noise(diffused, noise, t)  # (B, 4, F, h, w)
+        pred = net.denoise(noisy, t, maps, cross)
+        kind = sched.config.prediction_type
+        if kind == "epsilon":
+            goal = noise
+        elif kind == "sample":
+            goal = diffused
+        else:
+            goal = sched.get_velocity(diffused, noise, t)
+        # 3. One-step x0 estimate per row (the scheduler takes one timestep per call) for the pixel losses
+        x0 = torch.cat([sched.step(pred[i : i + 1], int(t[i]), noisy[i : i + 1]).pred_original_sample
+                        for i in range(b)])  # (B, 4, F, h, w)
+        pixel = self._pixel_losses(x0, latents, target, cond["ref_latent"], ref_image)
+        return {"denoise": nn.functional.mse_loss(pred, goal), **pixel}
+
+    def _pixel_losses(self, x0: torch.Tensor, latents: torch.Tensor, target: torch.Tensor,
+                      ref_latent: torch.Tensor, ref_image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pixel L1 of the decoded x0 (B, 4, F, h, w) against ``target`` (B, F, 3, H, W), on
+        ``pixel_loss_frames`` random frames per row when set (only those are decoded)."""
+        b, f = target.shape[:2]
+        if self.pixel_loss_frames is not None and self.pixel_loss_frames < f:
+            rows = torch.arange(b, device=x0.device)[:, None]  # (B, 1)
+            chosen = torch.rand(b, f, device=x0.device).argsort(dim=1)[:, : self.pixel_loss_frames]  # (B, k)
+            x0 = x0.transpose(1, 2)[rows, chosen].transpose(1, 2)  # (B, 4, k, h, w)
+            latents = latents.transpose(1, 2)[rows, chosen].transpose(1, 2)  # (B, 4, k, h, w)
+            target = target[rows, chosen]  # (B, k, 3, H, W)
+        frames = self.net.decode_diffused(x0, ref_latent, ref_image)  # (B, F', 3, H, W)
+        out = {"video_l1": (frames - target).abs().mean(), "pred_frames": frames.clamp(-1, 1)}
+        if self.net.trains_vae:
+            # A fine-tuned (or random) VAE also learns to reconstruct, or its latent space could collapse
+            # into one the denoiser finds trivial; the term joins the pixel loss and is logged on its own.
+            out["vae_recon"] = (self.net.decode_latents(latents) - target).abs().mean()
+            out["video_l1"] = out["video_l1"] + out["vae_recon"]
+        return out
+
+    # ------------------------------------------------------------------ training
     def _step(self, batch: NFYBatch, stage: str) -> dict[str, torch.Tensor]:
         """Shared by every stage: forward, weight the terms, log each term and the total."""
         if not self._batch_checked:
             validate_batch(batch)  # cheap, once: a DataModule breaking the contract fails at step 0
             self._batch_checked = True
         out = self(batch)
-        missing = [name for name in LOSS_TERMS if name not in out]
-        if missing:
-            raise KeyError(f"{type(self.net).__name__}.forward returned no {missing}; expected {list(LOSS_TERMS)}")
         loss = sum(self.loss_weights[name] * out[name] for name in LOSS_TERMS)
         batch_size = batch["text_ids"].shape[0]
         values = {**{name: out[name] for name in LOSS_TERMS}, "loss": loss}
@@ -253,6 +362,10 @@ class NFYLitModule(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ generation
+    def pipeline(self) -> NFYPipeline:
+        """The sampling pipeline of this model: its network and DDIM on the training noise schedule."""
+        return NFYPipeline.from_training_scheduler(self.net, self.train_scheduler)
+
     @torch.no_grad()
     def generate_batch(self, batch: NFYBatch, max_frames: int | None = None) -> dict[str, torch.Tensor]:
         """Generate speech and video for the conditioning of ``batch`` (used by the callbacks).
@@ -262,105 +375,30 @@ class NFYLitModule(LightningModule):
             max_frames: generate at most this many video frames (all the speech covers when ``None``).
 
         Returns:
-            ``video`` (B, T, 3, H, W) float in [0, 1] at 25 fps and ``wav`` (B, S) float at
-            16 kHz, plus ``wav_lengths`` (B,) and ``mel`` (B, 80, T_mel).
+            What :meth:`NFYPipeline.__call__` returns: ``video`` (B, T, 3, H, W) float in [0, 1] at
+            25 fps, ``wav`` (B, S) float at 16 kHz, ``wav_lengths`` (B,), ``mel`` (B, 80, T_mel) ...
         """
-        return self.generate(
-            text_ids=batch["text_ids"],
-            text_mask=batch["text_mask"],
-            ref_image=batch["ref_image"],
-            face_mask=batch["face_mask"],
-            lip_mask=batch["lip_mask"],
-            profile_wav=batch["profile_wav"],
-            num_inference_steps=self.hparams.num_inference_steps,
-            guidance_scale=self.hparams.guidance_scale,
-            max_frames=max_frames,
+        return self.pipeline()(
+            batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"], batch["lip_mask"],
+            batch["profile_wav"], num_inference_steps=self.hparams.num_inference_steps,
+            guidance_scale=self.hparams.guidance_scale, max_frames=max_frames,
+            max_mel_frames=self.hparams.max_mel_frames,
         )
 
-    @torch.no_grad()
-    def generate(
-        self,
-        text_ids: torch.Tensor,
-        text_mask: torch.Tensor,
-        ref_image: torch.Tensor,
-        face_mask: torch.Tensor,
-        lip_mask: torch.Tensor,
-        profile_wav: torch.Tensor,
-        num_inference_steps: int = 25,
-        guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        motion_frames: torch.Tensor | None = None,
-        max_frames: int | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Speech first (autoregressive until the stop head fires, then the vocoder), then video.
 
-        Args:
-            text_ids: (B, L) int64 token ids; ``text_mask`` (B, L) bool.
-            ref_image: (B, 3, H, W) float in [-1, 1], the face photo.
-            face_mask: (B, 1, H, W) float {0, 1}; ``lip_mask`` likewise.
-            profile_wav: (B, 32000) float in [-1, 1], 2 s of the target voice at 16 kHz.
-            num_inference_steps: DDIM steps per video window.
-            guidance_scale: classifier-free guidance scale.
-            generator: seeds the diffusion noise.
-            progress: show a tqdm bar over video windows.
-            motion_frames: (B, 2, 3, H, W) in [-1, 1], the last frames of a preceding clip the
-                first window continues (``None``: start from the reference image).
-            max_frames: generate at most this many video frames, e.g. the ones a metric scores
-                (``None``: every frame the speech covers).
-
-        Returns:
-            ``video`` (B, T, 3, H, W) float in [0, 1], T = ceil(longest speech / 640 samples)
-            (at most ``max_frames``);
-            ``wav`` (B, S) float in [-1, 1]; ``wav_lengths`` (B,); ``mel`` (B, 80, T_mel);
-            ``mel_lengths`` (B,); ``num_frames`` (B,) int64 frames covering each row's speech.
-        """
-        if max_frames is not None and max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            speech = self.net.generate_speech(
-                text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav,
-                max_mel_frames=self.hparams.max_mel_frames,
-            )
-            num_frames = _frames_for_samples(speech["wav_lengths"])  # (B,)
-            total = int(num_frames.max()) if max_frames is None else min(int(num_frames.max()), max_frames)
-            video = self._generate_windows(
-                ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav,
-                speech["audio_hidden"], total, num_inference_steps, guidance_scale,
-                generator, progress, motion_frames,
-            )  # (B, T, 3, H, W) in [-1, 1]
-        finally:
-            self.net.train(was_training)
-        return {
-            "video": ((video + 1.0) / 2.0).clamp(0.0, 1.0),
-            "wav": speech["wav"].clamp(-1.0, 1.0),
-            "wav_lengths": speech["wav_lengths"],
-            "mel": speech["mel"],
-            "mel_lengths": speech["mel_lengths"],
-            "num_frames": num_frames,
-        }
-
-    def _generate_windows(
-        self, ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, audio_hidden,
-        total_frames: int, num_inference_steps: int, guidance_scale: float,
-        generator: torch.Generator | None, progress: bool, motion: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Video window by window, each conditioned on the previous window's last frames."""
-        window, context = int(self.net.num_frames), int(self.net.motion_frames)
-        windows = max(1, math.ceil(total_frames / window))
-        frames: list[torch.Tensor] = []
-        for index in tqdm(range(windows), desc="video windows", unit="window", disable=not progress):
-            hidden = _window_hidden(audio_hidden, index * window, window)  # (B, ceil(2.5 F), D)
-            clip = self.net.generate_video(
-                ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, hidden,
-                num_frames=window, motion_frames=motion, num_inference_steps=num_inference_steps,
-                guidance_scale=guidance_scale, generator=generator,
-            )  # (B, F, 3, H, W)
-            frames.append(clip)
-            motion = clip[:, -context:] if context > 0 else None
-        return torch.cat(frames, dim=1)[:, :total_frames]  # (B, T, 3, H, W)
+def _check_objective(train_scheduler: Any, stop_pos_weight: float, guidance_dropout: float,
+                     pixel_loss_frames: int | None) -> None:
+    """Raise a ValueError naming the first objective option out of range."""
+    kind = getattr(getattr(train_scheduler, "config", None), "prediction_type", None)
+    if not hasattr(train_scheduler, "add_noise") or kind not in PREDICTION_TYPES:
+        raise ValueError(f"train_scheduler must be a diffusers DDPMScheduler with prediction_type in "
+                         f"{PREDICTION_TYPES}, got {type(train_scheduler).__name__} with {kind!r}")
+    if stop_pos_weight <= 0:
+        raise ValueError(f"stop_pos_weight must be > 0, got {stop_pos_weight}")
+    if not 0.0 <= guidance_dropout < 1.0:
+        raise ValueError(f"guidance_dropout must lie in [0, 1), got {guidance_dropout}")
+    if pixel_loss_frames is not None and pixel_loss_frames < 1:
+        raise ValueError(f"pixel_loss_frames must be >= 1 or None, got {pixel_loss_frames}")
 
 
 def _tokenizer_json(tokenizer: Any) -> str:
@@ -394,27 +432,4 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _frames_for_samples(wav_lengths: torch.Tensor) -> torch.Tensor:
-    """Video frames (25 fps) that cover ``wav_lengths`` samples (16 kHz), at least one."""
-    return torch.clamp((wav_lengths + SAMPLES_PER_FRAME - 1) // SAMPLES_PER_FRAME, min=1).long()
-
-
-def _window_hidden(audio_hidden: torch.Tensor, first_frame: int, num_frames: int) -> torch.Tensor:
-    """Decoder states (B, T_mel, D) of video frames ``first_frame`` .. + ``num_frames`` - 1.
-
-    2.5 mel frames per video frame; a window that runs past the speech is padded with the last
-    state (the face keeps its final mouth shape rather than attending to zeros).
-    """
-    start = math.floor(first_frame * MEL_FRAMES_PER_VIDEO_FRAME)
-    length = math.ceil(num_frames * MEL_FRAMES_PER_VIDEO_FRAME)
-    part = audio_hidden[:, start : start + length]  # (B, <= length, D)
-    if part.shape[1] < length:
-        if audio_hidden.shape[1]:
-            fill = audio_hidden[:, -1:]  # (B, 1, D)
-        else:
-            fill = audio_hidden.new_zeros(audio_hidden.shape[0], 1, audio_hidden.shape[2])
-        part = torch.cat([part, fill.expand(-1, length - part.shape[1], -1)], dim=1)
-    return part  # (B, length, D)
-
-
-__all__: list[str] = ["LOSS_TERMS", "NFYLitModule"]
+__all__: list[str] = ["LOSS_TERMS", "OBJECTIVE_INTERFACE", "NFYLitModule"]

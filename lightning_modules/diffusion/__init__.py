@@ -1,6 +1,7 @@
 """Diffusion schedulers of the video denoiser: diffusers' DDPM for training, DDIM for sampling.
 
-Small factories so that the network and the configs name a schedule, never its internals.
+Small factories: the default training schedule of ``NFYLitModule`` (the configs spell it out as
+``class_path: diffusers.DDPMScheduler``) and the DDIM sampler ``NFYPipeline`` derives from it.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ side, N_v visual tokens = (h / patch)^2, T mel frames, F video frames, M motion 
                    cross-attending per frame to [video_tokens (EC) ; its window (DC, lip-mask gated)]
     -> latents (B, 4, F, h, w) -> AutoencoderKL.decode -> frames (B, F, 3, H, W)
 
-Training extras: with probability ``guidance_dropout`` a row's cross-attention tokens are zeroed,
-so that classifier-free guidance in :meth:`NFYNetwork.generate_video` has a trained unconditional
-branch; a trainable VAE adds its own reconstruction L1 to the pixel loss (``vae_recon``).
+The network only computes: the training objective (noise, timesteps, losses, guidance dropout) is
+:class:`lightning_modules.nfy_module.NFYLitModule`'s, sampling (the speech loop, the DDIM loop and
+classifier-free guidance) is :class:`lightning_modules.pipeline.NFYPipeline`'s. Both reach the network
+through the public methods below (``encode_conditions``, ``decode_speech``/``generate_mel``,
+``encode_frames``, ``denoiser_inputs``, ``denoise``, ``decode_diffused`` ...).
 
 Reference residual (``reference_residual``, off in the paper's configuration): the denoiser diffuses
 the change of each frame's latent from the reference latent, r = z - z_ref, and a frame is the
@@ -52,9 +54,6 @@ import logging
 import torch
 from torch import nn
 
-from datamodules.batch import MEL_PAD_VALUE, NFYBatch
-from datamodules.conventions import HOP_LENGTH, MEL_FRAMES_PER_VIDEO_FRAME
-from lightning_modules.diffusion import sampling_scheduler, training_scheduler
 from lightning_modules.networks.encoders import (
     AppearanceEncoder,
     AudioProfileEncoder,
@@ -77,7 +76,7 @@ AUDIO, VIDEO = 0, 1  # modality indices of the shared STE encoder
 
 
 class NFYNetwork(nn.Module):
-    """All NFY components; ``forward`` is the teacher-forced training pass (see the module docstring).
+    """All NFY components as plain compute (see the module docstring); no training or sampling logic.
 
     Args:
         vocab_size: BPE vocabulary size (linked from the DataModule).
@@ -101,17 +100,11 @@ class NFYNetwork(nn.Module):
             random ``UNetMotionModel`` (``unet_width``/``unet_levels``).
         unet_cross_dim: cross-attention width of the random UNet (768 for SD-1.5).
         vocoder: folder/hub id of speechbrain's LibriTTS 16 kHz HiFi-GAN, or ``None`` for Griffin-Lim.
-        num_train_timesteps, prediction_type: DDPM training schedule; the denoiser predicts the noise
-            (``"epsilon"``), the velocity (``"v_prediction"``) or the clean latent (``"sample"``).
         reference_residual: diffuse the latent's change from the reference latent and add the decoded
             change to the reference photo (module docstring); a random UNet then starts with a zero output
-            layer (with ``prediction_type="sample"`` the untrained network returns the photo unchanged).
+            layer (trained with ``prediction_type="sample"``, the untrained network returns the photo unchanged).
         prenet_dropout: dropout on the decoder's pre-net in training (Tacotron 2 uses 0.5): the decoder
             cannot lean on the previous frame alone, which keeps free-running generation on track.
-        stop_pos_weight: weight of the one positive (last) frame per utterance in the stop-head BCE
-            (ESPnet's TTS decoders use 5), against the class imbalance of one stop in hundreds of frames.
-        guidance_dropout: probability that a training row's cross-attention tokens are zeroed, so that the
-            unconditional branch of classifier-free guidance is learned.
         entanglement, diffusion_cross_attention, embedding_cross_attention, attended_tokens,
         use_audio_sequence_encoder, use_audio_profile_encoder, use_visual_tokens: ablation flags (above).
 
@@ -152,12 +145,8 @@ class NFYNetwork(nn.Module):
         unet_levels: int = 2,
         unet_cross_dim: int = 32,
         vocoder: str | None = None,
-        num_train_timesteps: int = 1000,
-        prediction_type: str = "epsilon",
         reference_residual: bool = False,
         prenet_dropout: float = 0.5,
-        stop_pos_weight: float = 5.0,
-        guidance_dropout: float = 0.1,
         entanglement: str = "ete",
         diffusion_cross_attention: bool = True,
         embedding_cross_attention: bool = True,
@@ -177,12 +166,6 @@ class NFYNetwork(nn.Module):
         self.entanglement, self.attended_tokens = entanglement, attended_tokens
         self.dc, self.ec = diffusion_cross_attention, embedding_cross_attention
         self.audio_tokens = audio_tokens
-        if not 0.0 <= guidance_dropout < 1.0:
-            raise ValueError(f"guidance_dropout must lie in [0, 1), got {guidance_dropout}")
-        self.guidance_dropout = guidance_dropout
-        if stop_pos_weight <= 0:
-            raise ValueError(f"stop_pos_weight must be > 0, got {stop_pos_weight}")
-        self.stop_pos_weight = stop_pos_weight
         self.reference_residual = reference_residual
 
         # Encoders (Sec. 3.1-3.2)
@@ -218,8 +201,6 @@ class NFYNetwork(nn.Module):
         self.ec_proj = nn.Linear(dim, cross) if self.ec else None
         self.dc_proj = nn.Linear(self.audio_decoder.width, cross) if self.dc else None
         self.dc_slots = nn.Parameter(torch.zeros(1, FRAME_WINDOW, cross)) if self.dc else None
-        self.train_scheduler = training_scheduler(num_train_timesteps, prediction_type)
-        self.sample_scheduler = sampling_scheduler(self.train_scheduler)
 
     def _build_visual_encoders(self, dim: int, vae: str | None, width: int, levels: int, train_vae: bool,
                                patch_size: int, use_visual_tokens: bool) -> None:
@@ -297,12 +278,52 @@ class NFYNetwork(nn.Module):
         return {"prefix": prefix, "prefix_mask": prefix_mask, "video_tokens": video_tokens,
                 "video_mask": video_mask, "ref_latent": ref_latent, "mask_maps": mask_maps}
 
-    def _unet_inputs(self, cond: dict[str, torch.Tensor], motion_latents: torch.Tensor,
-                     windows: torch.Tensor | None, num_frames: int) -> tuple[torch.Tensor, dict]:
+    @property
+    def trains_vae(self) -> bool:
+        """Whether the VAE is fine-tuned (then the objective adds its reconstruction loss)."""
+        return bool(self.appearance_encoder.trainable)
+
+    # ------------------------------------------------------------------ speech
+    def decoder_memory(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Video-side tokens (B, Nv, D) and their mask (B, Nv) the decoder cross-attends to (DC video ->
+        audio), or ``(None, None)`` without DC."""
+        return (cond["video_tokens"], cond["video_mask"]) if self.dc else (None, None)
+
+    def decode_speech(self, cond: dict[str, torch.Tensor], mel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Teacher-forced speech decoder on ``mel`` (B, 80, T) given :meth:`encode_conditions`' ``cond``.
+
+        Returns:
+            ``mel`` (B, 80, T) predicted frames, ``stop_logits`` (B, T), ``hidden`` (B, T, W) states.
+        """
+        return self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, *self.decoder_memory(cond))
+
+    def generate_mel(self, cond: dict[str, torch.Tensor], max_mel_frames: int) -> dict[str, torch.Tensor]:
+        """Free-running speech decoder (its own key/value-cached loop) until every stop head fires.
+
+        Returns:
+            ``mel`` (B, 80, T), ``lengths`` (B,), ``hidden`` (B, T, W); see :meth:`AudioDecoder.generate`.
+        """
+        return self.audio_decoder.generate(cond["prefix"], cond["prefix_mask"], max_mel_frames,
+                                           *self.decoder_memory(cond))
+
+    def audio_windows(self, audio_hidden: torch.Tensor, first_mel: torch.Tensor, num_frames: int,
+                      lengths: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per-video-frame windows (B, F, 3, W) of decoder states for DC, or ``None`` without DC.
+
+        Args:
+            audio_hidden: (B, T, W) decoder states; ``first_mel`` (B,) mel index of the first frame;
+            lengths: (B,) valid mel frames (``None``: all); see :func:`layers.frame_windows`.
+        """
+        return frame_windows(audio_hidden, first_mel, num_frames, lengths) if self.dc else None
+
+    # ------------------------------------------------------------------ video
+    def denoiser_inputs(self, cond: dict[str, torch.Tensor], motion_latents: torch.Tensor,
+                        windows: torch.Tensor | None, num_frames: int) -> tuple[torch.Tensor, dict]:
         """Condition channels (B, 4 + 4M + 2, F, h, w) and the denoiser's cross-attention arguments.
 
-        The arguments: ``tokens`` (B F, N, C) per frame, EC first then DC; ``ec_tokens`` their EC count;
-        ``ec_mask`` (B F, ec_tokens) real EC tokens; ``lip_gate`` (B F, 1, h, w).
+        The arguments: ``tokens`` (B F, N, C) per frame, EC first then DC (zeroing them gives the
+        unconditional branch of classifier-free guidance); ``ec_tokens`` their EC count; ``ec_mask``
+        (B F, ec_tokens) real EC tokens; ``lip_gate`` (B F, 1, h, w).
         """
         b = motion_latents.shape[0]
         maps = torch.cat([cond["ref_latent"], motion_latents, cond["mask_maps"]], dim=1)  # (B, Cc, h, w)
@@ -321,31 +342,36 @@ class NFYNetwork(nn.Module):
         gate = cond["mask_maps"][:, 1:2].repeat_interleave(num_frames, dim=0)  # (B F, 1, h, w)
         return maps, {"tokens": per_frame, "ec_tokens": ec_count, "ec_mask": ec_mask, "lip_gate": gate}
 
-    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, F, 3, H, W) -> (B, 4, F, h, w) scaled latents."""
+    def denoise(self, noisy: torch.Tensor, timesteps: torch.Tensor, maps: torch.Tensor, cross: dict) -> torch.Tensor:
+        """The denoiser's prediction (B, 4, F, h, w) for ``noisy`` latents (B, 4, F, h, w) at ``timesteps``
+        ((B,) or a scalar), with the condition ``maps`` and ``cross`` of :meth:`denoiser_inputs`."""
+        return self.video_denoiser(torch.cat([noisy, maps], 1), timesteps, **cross)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, 3, H, W) in [-1, 1] -> (B, 4, F, h, w) scaled latents."""
         b, f = frames.shape[:2]
         latents = self.appearance_encoder.encode(frames.flatten(0, 1))  # (B F, 4, h, w)
         return latents.unflatten(0, (b, f)).transpose(1, 2)  # (B, 4, F, h, w)
 
-    def _decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, 4, F, h, w) -> (B, F, 3, H, W) frames."""
         b, _, f = latents.shape[:3]
         frames = self.appearance_encoder.decode(latents.transpose(1, 2).flatten(0, 1))  # (B F, 3, H, W)
         return frames.unflatten(0, (b, f))
 
-    def _diffused(self, latents: torch.Tensor, ref_latent: torch.Tensor) -> torch.Tensor:
+    def diffusion_target(self, latents: torch.Tensor, ref_latent: torch.Tensor) -> torch.Tensor:
         """(B, 4, F, h, w) frame latents -> what the denoiser diffuses (their change from ``ref_latent``
         (B, 4, h, w) with ``reference_residual``)."""
         return latents - ref_latent[:, :, None] if self.reference_residual else latents
 
-    def _frames(self, diffused: torch.Tensor, ref_latent: torch.Tensor, ref_image: torch.Tensor) -> torch.Tensor:
-        """Inverse of :meth:`_diffused` then decoding: (B, 4, F, h, w) -> (B, F, 3, H, W) frames.
+    def decode_diffused(self, diffused: torch.Tensor, ref_latent: torch.Tensor, ref_image: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`diffusion_target` then decoding: (B, 4, F, h, w) -> (B, F, 3, H, W) frames.
 
         With ``reference_residual``: ``ref_image + D(ref_latent + r) - D(ref_latent)`` per frame.
         """
         if not self.reference_residual:
-            return self._decode_latents(diffused)
-        frames = self._decode_latents(diffused + ref_latent[:, :, None])  # (B, F, 3, H, W)
+            return self.decode_latents(diffused)
+        frames = self.decode_latents(diffused + ref_latent[:, :, None])  # (B, F, 3, H, W)
         return ref_image[:, None] + frames - self.appearance_encoder.decode(ref_latent)[:, None]
 
     def reconstruct(self, frames: torch.Tensor, ref_image: torch.Tensor) -> torch.Tensor:
@@ -360,9 +386,9 @@ class NFYNetwork(nn.Module):
             (B, F, 3, H, W).
         """
         ref_latent = self.appearance_encoder.encode(ref_image)  # (B, 4, h, w)
-        return self._frames(self._diffused(self._encode_frames(frames), ref_latent), ref_latent, ref_image)
+        return self.decode_diffused(self.diffusion_target(self.encode_frames(frames), ref_latent), ref_latent, ref_image)
 
-    def _motion_latents(self, motion: torch.Tensor | None, ref_image: torch.Tensor) -> torch.Tensor:
+    def motion_latents(self, motion: torch.Tensor | None, ref_image: torch.Tensor) -> torch.Tensor:
         """(B, M, 3, H, W) context frames (the reference repeated when None) -> (B, 4 M, h, w)."""
         if self.motion_frames == 0:
             return ref_image.new_zeros(ref_image.shape[0], 0, self.latent_size, self.latent_size)
@@ -370,150 +396,7 @@ class NFYNetwork(nn.Module):
             motion = ref_image[:, None].expand(-1, self.motion_frames, -1, -1, -1)  # as the batch contract does
         if motion.shape[1] != self.motion_frames:
             raise ValueError(f"motion_frames tensor has {motion.shape[1]} frames, the network uses {self.motion_frames}")
-        return self._encode_frames(motion).flatten(1, 2)  # (B, 4 M, h, w)
+        return self.encode_frames(motion).flatten(1, 2)  # (B, 4 M, h, w)
 
-    # ------------------------------------------------------------------ training
-    def forward(self, batch: NFYBatch) -> dict[str, torch.Tensor]:
-        """Teacher-forced training pass over one batch of the contract.
-
-        Returns:
-            Unweighted losses ``video_l1`` (pixel L1 of the decoded one-step x0 estimate), ``audio_mse``
-            (mel MSE over valid frames), ``denoise`` (noise / v MSE), ``stop`` (stop-head BCE), and
-            ``pred_frames`` (B, F, 3, H, W) in [-1, 1], ``pred_mel`` (B, 80, T), ``audio_hidden`` (B, T, W).
-            With a trainable VAE, ``vae_recon`` (L1 of the VAE's own reconstruction of the target frames)
-            is returned too and already included in ``video_l1``.
-        """
-        m, f = self.motion_frames, batch["video"].shape[1] - self.motion_frames
-        if f < 1:
-            raise ValueError(f"batch['video'] has {batch['video'].shape[1]} frames, need motion_frames={m} + >= 1")
-        cond = self.encode_conditions(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
-                                      batch["lip_mask"], batch["profile_wav"])
-        audio = self._audio_losses(cond, batch["mel"], batch["mel_lengths"])
-        first_mel = torch.floor((batch["frame_start"] + m).clamp(min=0) * MEL_FRAMES_PER_VIDEO_FRAME).long()
-        windows = frame_windows(audio["audio_hidden"], first_mel, f, batch["mel_lengths"]) if self.dc else None
-        video = self._video_losses(cond, batch["video"], batch["ref_image"], windows)
-        return {**audio, **video}
-
-    def _decoder_video(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Video-side tokens and their mask for the decoder's cross-attention (DC video -> audio), if any."""
-        return (cond["video_tokens"], cond["video_mask"]) if self.dc else (None, None)
-
-    def _audio_losses(self, cond: dict[str, torch.Tensor], mel: torch.Tensor,
-                      lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, *self._decoder_video(cond))
-        valid = torch.arange(mel.shape[2], device=mel.device)[None] < lengths[:, None]  # (B, T)
-        squared = ((out["mel"] - mel) ** 2).mean(1)  # (B, T)
-        audio_mse = (squared * valid).sum() / valid.sum().clamp(min=1)
-        stop_target = (torch.arange(mel.shape[2], device=mel.device)[None] == lengths[:, None] - 1).float()
-        pos_weight = out["stop_logits"].new_tensor(self.stop_pos_weight)
-        bce = nn.functional.binary_cross_entropy_with_logits(out["stop_logits"], stop_target, reduction="none",
-                                                             pos_weight=pos_weight)
-        stop = (bce * valid).sum() / valid.sum().clamp(min=1)
-        return {"audio_mse": audio_mse, "stop": stop, "pred_mel": out["mel"], "audio_hidden": out["hidden"]}
-
-    def _video_losses(self, cond: dict[str, torch.Tensor], video: torch.Tensor, ref_image: torch.Tensor,
-                      windows: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        m = self.motion_frames
-        target = video[:, m:]  # (B, F, 3, H, W)
-        b, f = target.shape[:2]
-        latents = self._encode_frames(target)  # (B, 4, F, h, w)
-        diffused = self._diffused(latents, cond["ref_latent"])  # (B, 4, F, h, w)
-        maps, cross = self._unet_inputs(cond, self._motion_latents(video[:, :m], ref_image), windows, f)
-        if self.training and self.guidance_dropout > 0:  # learn the unconditional branch of guidance
-            keep = (torch.rand(b, device=latents.device) >= self.guidance_dropout).to(latents.dtype)  # (B,)
-            cross["tokens"] = cross["tokens"] * keep.repeat_interleave(f)[:, None, None]
-        noise = torch.randn_like(diffused)
-        steps = self.train_scheduler.config.num_train_timesteps
-        t = torch.randint(0, steps, (b,), device=latents.device)
-        noisy = self.train_scheduler.add_noise(diffused, noise, t)  # (B, 4, F, h, w)
-        pred = self.video_denoiser(torch.cat([noisy, maps], 1), t, **cross)
-        kind = self.train_scheduler.config.prediction_type
-        if kind == "epsilon":
-            goal = noise
-        elif kind == "sample":
-            goal = diffused
-        else:
-            goal = self.train_scheduler.get_velocity(diffused, noise, t)
-        denoise = nn.functional.mse_loss(pred, goal)
-        x0 = torch.cat([  # one-step x0 estimate per row (the scheduler takes one timestep per call)
-            self.train_scheduler.step(pred[i : i + 1], int(t[i]), noisy[i : i + 1]).pred_original_sample
-            for i in range(b)
-        ])  # (B, 4, F, h, w)
-        frames = self._frames(x0, cond["ref_latent"], ref_image)  # (B, F, 3, H, W)
-        out = {"denoise": denoise, "video_l1": (frames - target).abs().mean(), "pred_frames": frames.clamp(-1, 1)}
-        if self.appearance_encoder.trainable:
-            # A fine-tuned (or random) VAE also learns to reconstruct, or its latent space could collapse
-            # into one the denoiser finds trivial; the term joins the pixel loss and is logged on its own.
-            recon = self._decode_latents(latents)  # (B, F, 3, H, W)
-            out["vae_recon"] = (recon - target).abs().mean()
-            out["video_l1"] = out["video_l1"] + out["vae_recon"]
-        return out
-
-    # ------------------------------------------------------------------ generation
-    @torch.no_grad()
-    def generate_speech(self, text_ids: torch.Tensor, text_mask: torch.Tensor, ref_image: torch.Tensor,
-                        face_mask: torch.Tensor, lip_mask: torch.Tensor, profile_wav: torch.Tensor,
-                        max_mel_frames: int = 625) -> dict[str, torch.Tensor]:
-        """Autoregressive speech until the stop head fires (or ``max_mel_frames``), then the vocoder.
-
-        Returns:
-            ``mel`` (B, 80, T) (pad value after each length), ``mel_lengths`` (B,), ``wav`` (B, 256 T)
-            16 kHz in [-1, 1] (0 after each length), ``wav_lengths`` (B,), ``audio_hidden`` (B, T, W).
-        """
-        if max_mel_frames < 1:
-            raise ValueError(f"max_mel_frames must be >= 1, got {max_mel_frames}")
-        cond = self.encode_conditions(text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav)
-        out = self.audio_decoder.generate(cond["prefix"], cond["prefix_mask"], max_mel_frames,
-                                          *self._decoder_video(cond))
-        valid = torch.arange(out["mel"].shape[2], device=text_ids.device)[None] < out["lengths"][:, None]  # (B, T)
-        mel = torch.where(valid[:, None], out["mel"], torch.full_like(out["mel"], MEL_PAD_VALUE))
-        wav = self.vocoder(mel)  # (B, 256 T)
-        wav_lengths = out["lengths"] * HOP_LENGTH
-        wav = wav * (torch.arange(wav.shape[1], device=wav.device)[None] < wav_lengths[:, None])
-        return {"mel": mel, "mel_lengths": out["lengths"], "wav": wav, "wav_lengths": wav_lengths,
-                "audio_hidden": out["hidden"]}
-
-    @torch.no_grad()
-    def generate_video(self, ref_image: torch.Tensor, face_mask: torch.Tensor, lip_mask: torch.Tensor,
-                       text_ids: torch.Tensor, text_mask: torch.Tensor, profile_wav: torch.Tensor,
-                       audio_hidden: torch.Tensor, num_frames: int, motion_frames: torch.Tensor | None = None,
-                       num_inference_steps: int = 25, guidance_scale: float = 1.0,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """One window of ``num_frames`` frames by DDIM, conditioned on the previous window's last frames.
-
-        Args:
-            audio_hidden: (B, >= 1, W) decoder states of this window's time span (2.5 per frame, the
-                window starting at index 0); shorter spans repeat their last state.
-            motion_frames: (B, M, 3, H, W) in [-1, 1], or ``None`` at the start of a clip.
-            guidance_scale: classifier-free guidance on the cross-attention tokens (1 = off).
-
-        Returns:
-            (B, num_frames, 3, H, W) in [-1, 1].
-        """
-        if num_inference_steps < 1 or num_frames < 1:
-            raise ValueError(f"num_inference_steps and num_frames must be >= 1, got {num_inference_steps}, {num_frames}")
-        b, device = ref_image.shape[0], ref_image.device
-        cond = self.encode_conditions(text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav)
-        windows = None
-        if self.dc:
-            windows = frame_windows(audio_hidden, torch.zeros(b, dtype=torch.long, device=device), num_frames)
-        maps, cross = self._unet_inputs(cond, self._motion_latents(motion_frames, ref_image), windows, num_frames)
-        scheduler = self.sample_scheduler
-        scheduler.set_timesteps(num_inference_steps, device=device)
-        shape = (b, 4, num_frames, self.latent_size, self.latent_size)
-        latents = torch.randn(shape, generator=generator, device=device) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            pred = self._guided(torch.cat([latents, maps], 1), t, cross, guidance_scale)
-            latents = scheduler.step(pred, t, latents).prev_sample
-        return self._frames(latents, cond["ref_latent"], ref_image).clamp(-1, 1)  # (B, F, 3, H, W)
-
-    def _guided(self, sample: torch.Tensor, t: torch.Tensor, cross: dict, scale: float) -> torch.Tensor:
-        """Classifier-free guidance: the unconditional branch sees zeroed cross-attention tokens, as the
-        ``guidance_dropout`` rows of training do."""
-        cond = self.video_denoiser(sample, t, **cross)
-        if scale == 1.0 or cross["tokens"].shape[1] == 0:
-            return cond
-        uncond = self.video_denoiser(sample, t, **{**cross, "tokens": torch.zeros_like(cross["tokens"])})
-        return uncond + scale * (cond - uncond)
 
 __all__ = ["ATTENDED", "ENTANGLEMENTS", "NFYNetwork"]

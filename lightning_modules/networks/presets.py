@@ -1,8 +1,9 @@
 """Named sizes of :class:`NFYNetwork`: ``tiny`` (CPU tests, random init) and ``paper`` (pretrained parts).
 
-``paper`` follows Sec. 3-4 of the paper: 512 x 512 frames in 16-frame windows with 2 motion frames,
-512-wide entangled tokens (the K/V channel length of Eq. 1), Wav2Vec2-base, the SD VAE (ft-MSE),
-GPT-2 small, SD-1.5 UNet + AnimateDiff motion adapter, speechbrain's LibriTTS 16 kHz HiFi-GAN.
+``paper`` is the network of ``experiments/configs/ete.yaml`` (read from that file, with the values
+the DataModule links into the network), the configuration that is trained: 512 x 512 frames in
+16-frame windows with 2 motion frames, 768-wide tokens, Wav2Vec2-base, the SD VAE (ft-MSE), GPT-2
+small, SD-1.5 UNet + AnimateDiff motion adapter, speechbrain's LibriTTS 16 kHz HiFi-GAN.
 
 :func:`parameter_counts` reports the size of each component without any download: the pretrained
 parts are built from the library default configurations that equal those checkpoints' architectures,
@@ -11,9 +12,11 @@ on the meta device (no memory is allocated).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from diffusers import (
     AutoencoderKL,
     MotionAdapter,
@@ -35,14 +38,22 @@ TINY: dict[str, Any] = {
 }
 """Random-init CPU configuration: 1-2 layers, 2 heads, widths 8-16, 4 frames of 32 x 32."""
 
-PAPER: dict[str, Any] = {
-    "image_size": 512, "num_frames": 16, "motion_frames": 2, "dim": 512, "heads": 8, "entangled_layers": 1, "max_text_len": 512,
-    "audio_sequence_channels": 512, "audio_sequence_stages": 2, "wav2vec": "facebook/wav2vec2-base",
-    "vae": "stabilityai/sd-vae-ft-mse", "patch_size": 4, "gpt2": "gpt2", "max_decoder_positions": 1024,
-    "unet": "runwayml/stable-diffusion-v1-5", "motion_adapter": "guoyww/animatediff-motion-adapter-v1-5-2",
-    "unet_cross_dim": 768, "vocoder": "speechbrain/tts-hifigan-libritts-16kHz",
-}
-"""The paper's configuration; the hub ids may be replaced by local folders holding the same files."""
+PAPER_CONFIG: Path = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "ete.yaml"
+"""The paper's run configuration, the one source of :data:`PAPER`."""
+LINKED_FROM_DATA: tuple[str, ...] = ("vocab_size", "image_size", "num_frames", "motion_frames")
+"""Network arguments that a run takes from its DataModule (``experiments.fit`` links them)."""
+
+
+def _config_network(path: Path) -> dict[str, Any]:
+    """The network's init args in the run config at ``path``, with the values linked from its ``data``."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    data = config["data"]["init_args"]
+    return {**config["model"]["init_args"]["net"]["init_args"], **{k: data[k] for k in LINKED_FROM_DATA}}
+
+
+PAPER: dict[str, Any] = _config_network(PAPER_CONFIG)
+"""ete.yaml's network; the hub ids may be replaced by local folders holding the same files."""
 
 PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "paper": PAPER}
 

@@ -14,7 +14,9 @@ from lightning_modules.networks import video_denoiser
 from tests.model.test_networks import (
     batch,
     conditions,
+    losses,
     params_without_grad,
+    pipeline,
     tiny_net,
     total_loss,
 )
@@ -66,7 +68,7 @@ def called_modules(net: torch.nn.Module, names: list[str]) -> dict[str, int]:
     for name in names:
         module = net.get_submodule(name)
         handles.append(module.register_forward_hook(lambda *_, key=name: calls.__setitem__(key, calls[key] + 1)))
-    total_loss(net(batch())).backward()
+    total_loss(losses(net, batch())).backward()
     for handle in handles:
         handle.remove()
     return calls
@@ -80,7 +82,7 @@ def test_flag_removes_its_modules_and_the_rest_still_trains(name: str) -> None:
         assert has_module(full, module) and not has_module(ablated, module), module
     present = [m for m in REMOVED[name] if m != "structure_encoder.tokens"]
     assert all(count > 0 for count in called_modules(full, present).values())
-    out = ablated(batch())
+    out = losses(ablated, batch())
     total_loss(out).backward()
     assert torch.isfinite(total_loss(out))
     assert params_without_grad(ablated) == []
@@ -106,9 +108,9 @@ def test_dc_off_removes_both_directions() -> None:
     changed = {**b, "mel": b["mel"] + 1.0}
     for net, depends in ((full, True), (ablated, False)):
         torch.manual_seed(1)
-        first = net(b)["denoise"]
+        first = losses(net, b)["denoise"]
         torch.manual_seed(1)
-        second = net(changed)["denoise"]
+        second = losses(net, changed)["denoise"]
         assert bool(first != second) == depends
 
 
@@ -127,7 +129,7 @@ def test_ec_flag_decides_whether_the_unet_attends_to_video_side_tokens(flags: di
         return original(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, ec_tokens, lip_gate)
 
     monkeypatch.setattr(video_denoiser.GatedCrossAttnProcessor, "__call__", spy)
-    tiny_net(**flags)(batch())
+    losses(tiny_net(**flags), batch())
     assert seen, "the UNet's cross-attention was never called"
     assert all(n > 0 for n in seen) if ec_counts == "positive" else all(n == 0 for n in seen)
 
@@ -138,12 +140,12 @@ def test_without_ec_and_dc_the_unet_cross_attention_is_frozen_and_inert() -> Non
     assert cross and not any(p.requires_grad for m in cross for p in m.parameters())
     b = batch()
     torch.manual_seed(1)
-    first = net(b)["denoise"]
+    first = losses(net, b)["denoise"]
     with torch.no_grad():
         for module in cross:
             module.to_v.weight.normal_()  # changing them changes nothing
     torch.manual_seed(1)
-    assert net(b)["denoise"] == first
+    assert losses(net, b)["denoise"] == first
 
 
 def test_the_face_reaches_the_speech_only_through_visual_tokens_or_dc() -> None:
@@ -155,8 +157,8 @@ def test_the_face_reaches_the_speech_only_through_visual_tokens_or_dc() -> None:
         net = tiny_net(**flags).eval()
         with torch.no_grad():
             net.audio_decoder.stop_head.bias.fill_(-50.0)
-        first = net.generate_speech(*conditions(b), max_mel_frames=3)["mel"]
-        second = net.generate_speech(*conditions(other_face), max_mel_frames=3)["mel"]
+        first = pipeline(net).speech(*conditions(b), max_mel_frames=3)["mel"]
+        second = pipeline(net).speech(*conditions(other_face), max_mel_frames=3)["mel"]
         assert (not torch.allclose(first, second)) == depends
 
 
@@ -167,9 +169,9 @@ def test_removed_audio_encoders_are_not_called_in_generation(flag: str, module: 
     full = tiny_net().eval()
     calls = {"n": 0}
     full.get_submodule(module).register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
-    full.generate_speech(*conditions(batch()), max_mel_frames=2)
+    pipeline(full).speech(*conditions(batch()), max_mel_frames=2)
     assert calls["n"] == 1
     ablated = tiny_net(**{flag: False}).eval()
     assert getattr(ablated, module) is None
-    out = ablated.generate_speech(*conditions(batch()), max_mel_frames=2)
+    out = pipeline(ablated).speech(*conditions(batch()), max_mel_frames=2)
     assert torch.isfinite(out["mel"]).all()

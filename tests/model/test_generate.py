@@ -14,6 +14,7 @@ from datamodules.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import probe, read_audio, read_video, write_mp4
 from experiments import generate as gen
 from experiments.fit import NFYCLI
+from lightning_modules.pipeline import NFYPipeline
 from tests.model.test_resume import STAND_IN
 
 
@@ -174,7 +175,7 @@ def no_model_work(monkeypatch):
         raise AssertionError("the model was loaded or run before the bad input was refused")
 
     monkeypatch.setattr(gen.NFYLitModule, "load_from_checkpoint", refuse)
-    monkeypatch.setattr(gen.NFYLitModule, "generate", refuse)
+    monkeypatch.setattr(NFYPipeline, "__call__", refuse)
 
 
 def _read_only_folder(tmp_path: Path) -> Path:
@@ -323,7 +324,7 @@ def no_generation(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("generation started before the bad input was refused")
 
-    monkeypatch.setattr(gen.NFYLitModule, "generate", refuse)
+    monkeypatch.setattr(NFYPipeline, "__call__", refuse)
 
 
 def _big_tokenizer():

@@ -10,16 +10,27 @@ import torch
 from lightning_modules.diffusion import sampling_scheduler, training_scheduler
 from lightning_modules.networks import AudioDecoder
 from lightning_modules.networks.speech_decoder import MEL_MEAN, MEL_STD, MIN_MEL_STD
-from tests.model.test_networks import FRAMES, MOTION, VOCAB, batch, conditions, tiny_net
+from tests.model.test_networks import (
+    FRAMES,
+    MOTION,
+    VOCAB,
+    batch,
+    conditions,
+    losses,
+    pipeline,
+    tiny_net,
+)
 
-RESIDUAL = {"reference_residual": True, "prediction_type": "sample"}
+RESIDUAL = {"reference_residual": True}
+"""The network side of the reference residual; it is trained with x0 prediction (:data:`X0`)."""
+X0 = "sample"
 
 
 def test_untrained_residual_network_predicts_the_reference_exactly() -> None:
     net = tiny_net(seed=0, **RESIDUAL)
     assert not net.video_denoiser.unet.conv_out.weight.any()  # zero output layer: no change predicted
     b = batch()
-    out = net(b)
+    out = losses(net, b, train_scheduler=training_scheduler(prediction_type=X0))
     target = b["video"][:, MOTION:]  # (B, F, 3, H, W)
     reference = b["ref_image"][:, None].expand_as(target)
     # one-step x0 = zero change -> the reference photo itself, whatever the VAE reconstructs
@@ -27,13 +38,14 @@ def test_untrained_residual_network_predicts_the_reference_exactly() -> None:
     torch.testing.assert_close(out["video_l1"], (reference - target).abs().mean(), atol=1e-4, rtol=0)
     # x0 prediction of the latent change: the denoising loss is the change's mean square
     with torch.no_grad():
-        latents = net._encode_frames(target)  # (B, 4, F, h, w)
+        latents = net.encode_frames(target)  # (B, 4, F, h, w)
         change = latents - net.appearance_encoder.encode(b["ref_image"])[:, :, None]
     torch.testing.assert_close(out["denoise"], (change**2).mean(), atol=1e-6, rtol=1e-4)
     # free sampling ends on the predicted x0 (no noise re-added): the photo again
     net.eval()
-    speech = net.generate_speech(*conditions(b), max_mel_frames=3)
-    frames = net.generate_video(b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"],
+    sampler = pipeline(net, prediction_type=X0)
+    speech = sampler.speech(*conditions(b), max_mel_frames=3)
+    frames = sampler.video_window(b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"],
                                 b["profile_wav"], speech["audio_hidden"], num_frames=4, num_inference_steps=3,
                                 generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(frames, b["ref_image"][:, None].expand_as(frames).clamp(-1, 1), atol=1e-4, rtol=0)
@@ -74,9 +86,9 @@ def test_stop_loss_weights_the_last_frame() -> None:
         logits["stop"] = output.squeeze(-1)
 
     for weight in (1.0, 7.0):
-        net = tiny_net(seed=0, stop_pos_weight=weight).eval()
+        net = tiny_net(seed=0).eval()
         handle = net.audio_decoder.stop_head.register_forward_hook(keep)
-        stop = net(b)["stop"]
+        stop = losses(net, b, stop_pos_weight=weight)["stop"]
         handle.remove()
         x = logits["stop"]  # (B, T) stop logits of the mel frames
         lengths = b["mel_lengths"]
@@ -86,8 +98,6 @@ def test_stop_loss_weights_the_last_frame() -> None:
         p = torch.sigmoid(x)
         bce = -(weight * last * torch.log(p) + (1 - last) * torch.log(1 - p))
         torch.testing.assert_close(stop, (bce * valid).sum() / valid.sum(), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="stop_pos_weight"):
-        tiny_net(seed=0, stop_pos_weight=0.0)
 
 
 def test_prenet_dropout_only_in_training_and_standardised_mel_units() -> None:

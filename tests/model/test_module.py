@@ -18,66 +18,80 @@ from torch.utils.data import DataLoader
 from datamodules.batch import collate
 from datamodules.conventions import PROFILE_SAMPLES, SAMPLES_PER_FRAME
 from lightning_modules import NFYLitModule
-from lightning_modules.nfy_module import _window_hidden
+from lightning_modules.pipeline import window_states
 
 
 class StandInNetwork(nn.Module):
-    """The NFYNetwork interface with linear internals: learns, generates, costs nothing."""
+    """The NFYNetwork compute interface with linear internals: learns, generates, costs nothing.
+
+    Its "VAE" is the identity on pixels padded to 4 channels (latent side = image side), its
+    denoiser a linear map of the pooled text, its vocoder noise. It records what generation passes
+    to it: ``video_calls`` (per window: the audio states and the motion frames), ``denoise_calls``.
+    """
 
     def __init__(self, vocab_size: int = 32, image_size: int = 16, num_frames: int = 4, motion_frames: int = 2,
                  hidden: int = 8, speech_frames: int = 13) -> None:
         super().__init__()
         self.image_size, self.num_frames, self.motion_frames = image_size, num_frames, motion_frames
+        self.latent_size, self.trains_vae = image_size, False
         self.speech_frames, self.hidden = speech_frames, hidden
         self.embed = nn.Embedding(vocab_size, hidden)
-        self.to_frame = nn.Linear(hidden, 3)
+        self.to_latent = nn.Linear(hidden, 4)
         self.to_mel = nn.Linear(hidden, 80)
         self.to_stop = nn.Linear(hidden, 1)
         self.video_calls: list[dict] = []
+        self.denoise_calls = 0
 
-    def _text(self, text_ids: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+    def vocoder(self, mel: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(torch.randn(mel.shape[0], mel.shape[2] * 256)) * 0.1  # (B, 256 T)
+
+    def encode_conditions(self, text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav) -> dict:
         emb = self.embed(text_ids) * text_mask[..., None]  # (B, L, D)
-        return emb.sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        text = emb.sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+        return {"text": text, "ref_latent": self.encode_frames(ref_image[:, None])[:, :, 0]}
 
-    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
-        text = self._text(batch["text_ids"], batch["text_mask"])  # (B, D)
-        target = batch["video"][:, self.motion_frames:]  # (B, F, 3, H, W)
-        pred = torch.tanh(self.to_frame(text))[:, None, :, None, None].expand_as(target)
-        mel = self.to_mel(text)[:, :, None].expand_as(batch["mel"])  # (B, 80, T)
-        stop = self.to_stop(text).squeeze(-1)  # (B,)
-        noise = torch.randn_like(pred) * 0.1  # random draws as a diffusion objective makes them
-        return {
-            "video_l1": (pred - target).abs().mean(),
-            "audio_mse": ((mel - batch["mel"]) ** 2).mean(),
-            "denoise": (pred + noise - target).pow(2).mean(),
-            "stop": nn.functional.binary_cross_entropy_with_logits(stop, torch.ones_like(stop)),
-            "pred_frames": pred,
-            "pred_mel": mel,
-        }
+    def decode_speech(self, cond: dict, mel: torch.Tensor) -> dict:
+        b, _, t = mel.shape
+        return {"mel": self.to_mel(cond["text"])[:, :, None].expand_as(mel),
+                "stop_logits": self.to_stop(cond["text"]).expand(b, t),
+                "hidden": torch.arange(t, dtype=torch.float)[None, :, None].expand(b, t, self.hidden)}
 
-    @torch.no_grad()
-    def generate_speech(self, text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav,
-                        max_mel_frames: int = 625) -> dict:
-        b, t = text_ids.shape[0], min(self.speech_frames, max_mel_frames)
-        text = self._text(text_ids, text_mask)  # (B, D)
-        wav_lengths = torch.full((b,), t * 256, dtype=torch.long)
-        return {
-            "mel": self.to_mel(text)[:, :, None].expand(b, 80, t),
-            "mel_lengths": torch.full((b,), t, dtype=torch.long),
-            "wav": torch.tanh(torch.randn(b, t * 256)) * 0.1,
-            "wav_lengths": wav_lengths,
-            "audio_hidden": torch.arange(t, dtype=torch.float)[None, :, None].expand(b, t, self.hidden),
-        }
+    def generate_mel(self, cond: dict, max_mel_frames: int) -> dict:
+        b, t = cond["text"].shape[0], min(self.speech_frames, max_mel_frames)
+        return {"mel": self.to_mel(cond["text"])[:, :, None].expand(b, 80, t),
+                "lengths": torch.full((b,), t, dtype=torch.long),
+                "hidden": torch.arange(t, dtype=torch.float)[None, :, None].expand(b, t, self.hidden)}
 
-    @torch.no_grad()
-    def generate_video(self, ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav, audio_hidden,
-                       num_frames: int, motion_frames=None, num_inference_steps: int = 25,
-                       guidance_scale: float = 1.0, generator=None) -> torch.Tensor:
-        self.video_calls.append({"hidden": audio_hidden.clone(), "motion": motion_frames,
-                                 "steps": num_inference_steps})
-        base = ref_image[:, None].expand(-1, num_frames, -1, -1, -1)  # (B, F, 3, H, W)
-        shift = 0.02 if motion_frames is not None else 0.01  # marks windows that continue a previous one
-        return (base + shift).clamp(-1, 1)
+    def audio_windows(self, audio_hidden, first_mel, num_frames, lengths=None) -> None:
+        self.video_calls.append({"hidden": audio_hidden.clone()})
+
+    def motion_latents(self, motion, ref_image) -> torch.Tensor:
+        self.video_calls[-1]["motion"] = motion
+        return ref_image.new_zeros(ref_image.shape[0], 0, self.image_size, self.image_size)
+
+    def denoiser_inputs(self, cond: dict, motion_latents, windows, num_frames: int) -> tuple[torch.Tensor, dict]:
+        b = cond["text"].shape[0]
+        maps = cond["ref_latent"].new_zeros(b, 0, num_frames, self.image_size, self.image_size)
+        return maps, {"tokens": cond["text"][:, None].repeat_interleave(num_frames, dim=0)}  # (B F, 1, D)
+
+    def denoise(self, noisy: torch.Tensor, timesteps, maps, cross: dict) -> torch.Tensor:
+        self.denoise_calls += 1
+        b, _, f = noisy.shape[:3]
+        bias = self.to_latent(cross["tokens"].mean(1)).unflatten(0, (b, f)).transpose(1, 2)  # (B, 4, F)
+        return 0.1 * noisy + bias[..., None, None]
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        pad = frames.new_zeros(*frames.shape[:2], 1, *frames.shape[3:])
+        return torch.cat([frames, pad], dim=2).transpose(1, 2)  # (B, 4, F, H, W)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents[:, :3].transpose(1, 2)  # (B, F, 3, H, W)
+
+    def diffusion_target(self, latents: torch.Tensor, ref_latent: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def decode_diffused(self, diffused: torch.Tensor, ref_latent: torch.Tensor, ref_image: torch.Tensor) -> torch.Tensor:
+        return self.decode_latents(diffused)
 
 
 def synthetic_sample(index: int, vocab_size: int = 32, image_size: int = 16, frames: int = 6) -> dict:
@@ -133,12 +147,11 @@ def _trainer(**kwargs) -> Trainer:
 def test_step_weights_and_logs_every_term() -> None:
     module = NFYLitModule(StandInNetwork(), video_weight=2.0, audio_weight=0.5, denoise_weight=0.0, stop_weight=3.0)
     batch = next(iter(SyntheticDataModule().train_dataloader()))
-    out = module._step(batch, "train")
-    expected = 2.0 * out["video_l1"] + 0.5 * out["audio_mse"] + 3.0 * out["stop"]
-    torch.testing.assert_close(out["loss"], expected)
     step_out = module.training_step(batch, 0)  # what callbacks see as ``outputs``
     assert set(step_out) == {"loss", "video_l1", "audio_mse", "denoise", "stop"} and step_out["loss"].requires_grad
     assert not step_out["video_l1"].requires_grad
+    expected = 2.0 * step_out["video_l1"] + 0.5 * step_out["audio_mse"] + 3.0 * step_out["stop"]
+    torch.testing.assert_close(step_out["loss"].detach(), expected)
     trainer = _trainer(max_steps=2, limit_val_batches=1)
     trainer.fit(module, datamodule=SyntheticDataModule())
     for key in ("train/video_l1", "train/audio_mse", "train/denoise", "train/stop", "train/loss",
@@ -166,25 +179,33 @@ def test_optimizer_and_step_scheduler() -> None:
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-2 / 8)
 
 
-def test_bad_arguments_and_bad_batches() -> None:
-    with pytest.raises(ValueError, match="audio_mse"):
-        NFYLitModule(StandInNetwork(), audio_weight=-1.0)
-    with pytest.raises(ValueError, match="generate_speech"):
+@pytest.mark.parametrize("kwargs, match", [
+    ({"audio_weight": -1.0}, "audio_mse"), ({"stop_pos_weight": 0.0}, "stop_pos_weight"),
+    ({"guidance_dropout": 1.0}, "guidance_dropout"), ({"pixel_loss_frames": 0}, "pixel_loss_frames"),
+    ({"train_scheduler": object()}, "train_scheduler"),
+])
+def test_bad_arguments_are_named(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        NFYLitModule(StandInNetwork(), **kwargs)
+
+
+def test_bad_networks_and_bad_batches() -> None:
+    with pytest.raises(ValueError, match="encode_conditions"):
         NFYLitModule(nn.Linear(2, 2))
     module = NFYLitModule(StandInNetwork())
     batch = next(iter(SyntheticDataModule().train_dataloader()))
     batch["ref_image"] = batch["ref_image"] * 3  # outside [-1, 1]
     with pytest.raises(ValueError, match="ref_image"):
-        module._step(batch, "train")
+        module.training_step(batch, 0)
 
 
-def test_window_hidden_slices_and_pads() -> None:
+def test_window_states_slice_and_pad() -> None:
     hidden = torch.arange(10, dtype=torch.float)[None, :, None].expand(2, 10, 3)  # (B, T, D)
-    first = _window_hidden(hidden, 0, 2)  # frames 0-1 -> mel frames 0..4
+    first = window_states(hidden, 0, 2)  # frames 0-1 -> mel frames 0..4
     assert first.shape == (2, 5, 3) and first[0, :, 0].tolist() == [0, 1, 2, 3, 4]
-    last = _window_hidden(hidden, 2, 2)  # frames 2-3 -> mel 5..9
+    last = window_states(hidden, 2, 2)  # frames 2-3 -> mel 5..9
     assert last[0, :, 0].tolist() == [5, 6, 7, 8, 9]
-    past = _window_hidden(hidden, 4, 2)  # beyond the speech -> last state repeated
+    past = window_states(hidden, 4, 2)  # beyond the speech -> last state repeated
     assert past.shape == (2, 5, 3) and past[0, :, 0].tolist() == [9] * 5
 
 
@@ -197,18 +218,16 @@ def test_generate_batch_covers_the_speech_window_by_window() -> None:
     assert out["video"].shape == (2, frames, 3, 16, 16)
     assert 0.0 <= float(out["video"].min()) and float(out["video"].max()) <= 1.0
     assert out["wav"].shape == (2, 25 * 256) and out["num_frames"].tolist() == [frames, frames]
-    assert len(net.video_calls) == math.ceil(frames / 4)
-    assert net.video_calls[0]["motion"] is None and net.video_calls[0]["steps"] == 3
+    assert len(net.video_calls) == math.ceil(frames / 4) and net.denoise_calls == 3 * len(net.video_calls)
+    assert net.video_calls[0]["motion"] is None
     # each later window is conditioned on the last 2 frames the previous window produced
-    torch.testing.assert_close(net.video_calls[1]["motion"], ((batch["ref_image"] + 0.01).clamp(-1, 1))[:, None]
-                               .expand(-1, 2, -1, -1, -1))
+    torch.testing.assert_close(net.video_calls[1]["motion"], out["video"][:, 2:4] * 2 - 1, atol=1e-6, rtol=0)
     assert net.video_calls[1]["hidden"][0, 0, 0].item() == 10.0  # frame 4 starts at mel frame 10
     assert module.net.training  # generation restores the mode
     # a metric scoring the first frames only generates the windows that hold them
     net.video_calls.clear()
     first = module.generate_batch(batch, max_frames=5)
     assert first["video"].shape == (2, 5, 3, 16, 16) and len(net.video_calls) == 2
-    torch.testing.assert_close(first["video"], out["video"][:, :5])
     assert first["num_frames"].tolist() == [frames, frames]  # what the speech covers, as before
     with pytest.raises(ValueError, match="max_frames"):
         module.generate_batch(batch, max_frames=0)

@@ -1,8 +1,8 @@
 """The NFY networks on the tiny configuration: shapes of every component, losses and gradients of the
-training pass, speech stopping, video windows, offline loading errors and the paper's parameter counts.
+training objective, speech stopping, video windows, offline loading errors and the paper's parameter counts.
 
-The helpers at the top (synthetic batch, tiny network) are shared with test_ablations.py and
-test_regression.py.
+The helpers at the top (synthetic batch, tiny network, its objective and pipeline) are shared with
+test_ablations.py, test_learning_choices.py and test_regression.py.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from lightning_modules.networks import (
 from lightning_modules.networks.layers import frame_windows
 from lightning_modules.networks.presets import parameter_counts, preset
 from lightning_modules.networks.vocoder import hifigan_generator
+from lightning_modules.nfy_module import NFYLitModule
+from lightning_modules.pipeline import NFYPipeline
 
 VOCAB = 64
 SIZE = 32  # image side of the tiny preset
@@ -64,13 +66,29 @@ def batch(n: int = 2) -> dict:
 
 
 def tiny_net(seed: int = 0, **overrides) -> NFYNetwork:
-    """The tiny preset, seeded; no guidance dropout unless asked (gradient checks need every path on)."""
+    """The tiny preset, seeded."""
     torch.manual_seed(seed)
-    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **{"guidance_dropout": 0.0, **overrides}))
+    return NFYNetwork(**preset("tiny", vocab_size=VOCAB, **overrides))
+
+
+def objective(net: NFYNetwork, **kwargs) -> NFYLitModule:
+    """The training objective around ``net`` (in ``net``'s mode); no guidance dropout unless asked
+    (gradient checks need every path on)."""
+    return NFYLitModule(net, **{"guidance_dropout": 0.0, **kwargs}).train(net.training)
+
+
+def losses(net: NFYNetwork, b: dict, **kwargs) -> dict:
+    """The unweighted loss terms of ``net`` on batch ``b`` (:meth:`NFYLitModule.forward`)."""
+    return objective(net, **kwargs)(b)
+
+
+def pipeline(net: NFYNetwork, prediction_type: str = "epsilon") -> NFYPipeline:
+    """The sampling pipeline of ``net`` trained with the default schedule and ``prediction_type``."""
+    return NFYPipeline.from_training_scheduler(net, training_scheduler(prediction_type=prediction_type))
 
 
 def conditions(b: dict) -> tuple:
-    """Positional conditioning arguments of ``generate_speech`` from a batch."""
+    """Positional conditioning arguments of :meth:`NFYPipeline.speech` from a batch."""
     return b["text_ids"], b["text_mask"], b["ref_image"], b["face_mask"], b["lip_mask"], b["profile_wav"]
 
 
@@ -200,7 +218,7 @@ def test_vocoders_shapes_and_local_hifigan_weights(tmp_path) -> None:
 # ---------------------------------------------------------------------------------------- the network
 def test_forward_returns_finite_losses_and_gradients_reach_every_trainable_part() -> None:
     net, b = tiny_net(), batch()
-    out = net(b)
+    out = losses(net, b)
     for name in ("video_l1", "audio_mse", "denoise", "stop"):
         assert out[name].dim() == 0 and torch.isfinite(out[name]), name
     assert out["pred_frames"].shape == (2, FRAMES, 3, SIZE, SIZE)
@@ -213,7 +231,7 @@ def test_forward_returns_finite_losses_and_gradients_reach_every_trainable_part(
 
 def test_each_loss_term_trains_its_own_parts() -> None:
     net, b = tiny_net(), batch()
-    out = net(b)
+    out = losses(net, b)
     out["audio_mse"].backward(retain_graph=True)
     assert net.audio_decoder.mel_head.weight.grad.abs().sum() > 0
     assert net.video_denoiser.unet.conv_in.weight.grad is None  # the mel loss does not reach the UNet
@@ -227,22 +245,22 @@ def test_forward_rejects_a_window_without_frames() -> None:
     net, b = tiny_net(), batch()
     b["video"] = b["video"][:, :MOTION]
     with pytest.raises(ValueError, match="motion_frames=2"):
-        net(b)
+        losses(net, b)
 
 
 @pytest.mark.parametrize("bias, frames", [(50.0, 1), (-50.0, 9)])
-def test_generate_speech_stops_when_the_stop_head_fires_or_at_max_frames(bias: float, frames: int) -> None:
+def test_speech_stops_when_the_stop_head_fires_or_at_max_frames(bias: float, frames: int) -> None:
     net, b = tiny_net().eval(), batch()
     with torch.no_grad():
         net.audio_decoder.stop_head.weight.zero_()
         net.audio_decoder.stop_head.bias.fill_(bias)
-    out = net.generate_speech(*conditions(b), max_mel_frames=9)
+    out = pipeline(net).speech(*conditions(b), max_mel_frames=9)
     assert out["mel"].shape == (2, 80, frames) and out["mel_lengths"].tolist() == [frames, frames]
     assert out["wav"].shape == (2, frames * 256) and out["wav_lengths"].tolist() == [frames * 256] * 2
     assert out["audio_hidden"].shape == (2, frames, 16)
 
 
-def test_generate_speech_pads_rows_that_stopped_early() -> None:
+def test_speech_pads_rows_that_stopped_early() -> None:
     net, b = tiny_net().eval(), batch()
     calls = {"n": 0}
 
@@ -254,23 +272,24 @@ def test_generate_speech_pads_rows_that_stopped_early() -> None:
         return logits
 
     net.audio_decoder.stop_head.register_forward_hook(stop_first_row_at_step_3)
-    out = net.generate_speech(*conditions(b), max_mel_frames=6)
+    out = pipeline(net).speech(*conditions(b), max_mel_frames=6)
     assert out["mel_lengths"].tolist() == [3, 6] and out["mel"].shape == (2, 80, 6)
     assert bool((out["mel"][0, :, 3:] == MEL_PAD_VALUE).all()) and bool((out["mel"][1] != MEL_PAD_VALUE).all())
     assert bool((out["wav"][0, 3 * 256 :] == 0).all())
 
 
-def test_generate_video_window_shapes_seed_and_motion_context() -> None:
+def test_video_window_shapes_seed_and_motion_context() -> None:
     net, b = tiny_net().eval(), batch()
+    sampler = pipeline(net)
     hidden = torch.randn(2, math.ceil(2.5 * FRAMES), 16)
     args = (b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"], b["profile_wav"], hidden)
-    first = net.generate_video(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
+    first = sampler.video_window(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
                                generator=torch.Generator().manual_seed(1))
     assert first.shape == (2, FRAMES, 3, SIZE, SIZE) and first.abs().max() <= 1
-    again = net.generate_video(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
+    again = sampler.video_window(*args, num_frames=FRAMES, motion_frames=None, num_inference_steps=2,
                                generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(again, first)
-    follow = net.generate_video(*args, num_frames=FRAMES, motion_frames=first[:, -MOTION:], num_inference_steps=2,
+    follow = sampler.video_window(*args, num_frames=FRAMES, motion_frames=first[:, -MOTION:], num_inference_steps=2,
                                 guidance_scale=3.0, generator=torch.Generator().manual_seed(1))
     assert follow.shape == first.shape and not torch.allclose(follow, first)
 
@@ -307,8 +326,19 @@ def test_missing_pretrained_files_offline_raise_one_clear_error(kwargs: dict, tm
     assert missing in str(info.value) and "pass None" in str(info.value)
 
 
-def test_paper_preset_parameter_counts() -> None:
+def test_paper_preset_is_ete_yaml_and_the_readme_quotes_its_parameter_counts() -> None:
+    from pathlib import Path
+
+    from experiments.fit import merged_config
+
+    config = merged_config("ete.yaml")
+    expected = {**config["model"]["init_args"]["net"]["init_args"],
+                **{k: config["data"]["init_args"][k] for k in ("vocab_size", "image_size", "num_frames", "motion_frames")}}
+    assert preset("paper") == expected
     counts = parameter_counts("paper")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"{counts['total'] / 1e6:,.1f} million" in readme
+    assert f"{counts['trainable'] / 1e6:,.1f} million are trained" in readme
     assert counts["appearance_encoder"] == 83_653_863  # the published size of the SD VAE (sd-vae-ft-mse)
     assert counts["total"] == sum(v for k, v in counts.items() if k not in ("total", "trainable"))
     # frozen: the VAE, the vocoder and Wav2Vec2's convolutional feature encoder
@@ -349,7 +379,7 @@ def test_pretrained_parts_load_from_local_folders(tmp_path) -> None:
     torch.testing.assert_close(conv_in[:, :4], unet.conv_in.weight)  # pretrained channels kept
     assert bool((conv_in[:, 4:] == 0).all())  # the condition channels start with no effect
     assert net.audio_decoder.gpt.h[0].crossattention is not None  # added for DC (video -> audio)
-    out = net(batch())
+    out = losses(net, batch())
     total_loss(out).backward()
     assert torch.isfinite(total_loss(out)) and params_without_grad(net) == []
 
@@ -359,10 +389,10 @@ def test_decoder_positions_limit_caps_generation_and_is_named_in_training(caplog
     with torch.no_grad():
         net.audio_decoder.stop_head.bias.fill_(-50.0)
     prefix = 10 + b["text_ids"].shape[1]  # audio tokens + text
-    out = net.generate_speech(*conditions(b), max_mel_frames=100)
+    out = pipeline(net).speech(*conditions(b), max_mel_frames=100)
     assert out["mel"].shape[2] == 40 - prefix and "capped" in caplog.text
     with pytest.raises(ValueError, match="max_decoder_positions"):
-        net(b)  # 31 teacher-forced frames do not fit
+        losses(net, b)  # 31 teacher-forced frames do not fit
 
 
 def test_padded_text_in_raw_video_tokens_is_ignored_by_both_cross_attentions() -> None:
@@ -379,33 +409,31 @@ def test_padded_text_in_raw_video_tokens_is_ignored_by_both_cross_attentions() -
     sample_ = torch.randn(2, 4, FRAMES, SIZE // 2, SIZE // 2)
     outs = []
     for c in (cond, changed):
-        maps, cross = net._unet_inputs(c, motion, windows, FRAMES)
-        video = net.video_denoiser(torch.cat([sample_, maps], 1), torch.tensor([3, 300]), **cross)
-        speech = net.audio_decoder(c["prefix"], c["prefix_mask"], b["mel"], *net._decoder_video(c))["mel"]
+        maps, cross = net.denoiser_inputs(c, motion, windows, FRAMES)
+        video = net.denoise(sample_, torch.tensor([3, 300]), maps, cross)
+        speech = net.decode_speech(c, b["mel"])["mel"]
         outs.append((video, speech))
     torch.testing.assert_close(outs[0][0], outs[1][0])
     torch.testing.assert_close(outs[0][1], outs[1][1])
 
 
 def test_guidance_dropout_zeroes_the_cross_attention_tokens_in_training_only() -> None:
-    net, b = tiny_net(guidance_dropout=0.999), batch()
+    module, b = objective(tiny_net(), guidance_dropout=0.999), batch()
     changed = {**b, "mel": b["mel"] + 1.0}  # reaches the UNet only through the DC tokens
-    losses = []
+    denoise = []
     for mode in (True, False):
-        net.train(mode)
+        module.train(mode)
         for x in (b, changed):
             torch.manual_seed(1)
-            losses.append(net(x)["denoise"])
-    assert losses[0] == losses[1]  # training: tokens dropped, the mel does not matter
-    assert losses[2] != losses[3]  # eval: tokens kept
-    with pytest.raises(ValueError, match="guidance_dropout"):
-        tiny_net(guidance_dropout=1.0)
+            denoise.append(module(x)["denoise"])
+    assert denoise[0] == denoise[1]  # training: tokens dropped, the mel does not matter
+    assert denoise[2] != denoise[3]  # eval: tokens kept
 
 
 def test_a_trainable_vae_learns_to_reconstruct_as_part_of_the_pixel_loss() -> None:
     frozen, trained = tiny_net(), tiny_net(train_vae=True)
-    assert "vae_recon" not in frozen(batch())
-    out = trained(batch())
+    assert "vae_recon" not in losses(frozen, batch())
+    out = losses(trained, batch())
     assert 0 < float(out["vae_recon"].detach()) < float(out["video_l1"].detach())
     total_loss(out).backward()
     assert params_without_grad(trained) == []
@@ -482,3 +510,35 @@ def test_empty_local_folder_says_which_files_are_missing(offline_messages: dict,
         assert name in message, (name, message)
     assert "save_pretrained" in message and "--local-dir" in message
     assert f"hub id {offline_messages['empty']!r}" not in message  # a folder is not to be made a reachable hub id
+
+
+def test_pixel_loss_frames_decodes_only_k_random_frames_and_none_keeps_all() -> None:
+    net, b = tiny_net(train_vae=True), batch()
+    decoded: list[int] = []  # frames per call of the VAE decoder
+    net.appearance_encoder.vae.decoder.register_forward_hook(lambda m, args, out: decoded.append(out.shape[0]))
+    torch.manual_seed(3)
+    full = losses(net, b)
+    assert decoded == [2 * FRAMES, 2 * FRAMES]  # x0 estimate and the VAE's reconstruction, every frame
+    decoded.clear()
+    torch.manual_seed(3)  # same noise and timesteps: the chosen frames' estimates are frames of ``full``
+    part = losses(net, b, pixel_loss_frames=2)
+    assert decoded == [2 * 2, 2 * 2] and part["pred_frames"].shape == (2, 2, 3, SIZE, SIZE)
+    torch.testing.assert_close(part["denoise"], full["denoise"])
+    target = b["video"][:, MOTION:]
+    chosen = [_match(full, part, row) for row in range(2)]
+    for row in range(2):
+        assert len(set(chosen[row])) == 2  # two different frames
+        torch.testing.assert_close(part["pred_frames"][row], full["pred_frames"][row, chosen[row]], atol=1e-5, rtol=0)
+    # the VAE term, like the pixel L1, is taken on the chosen frames' targets only
+    with torch.no_grad():
+        picked = torch.stack([target[row, chosen[row]] for row in range(2)])  # (B, 2, 3, H, W)
+        recon = net.decode_latents(net.encode_frames(picked))
+    torch.testing.assert_close(part["vae_recon"], (recon - picked).abs().mean(), atol=1e-5, rtol=0)
+    assert losses(net, b, pixel_loss_frames=FRAMES)["pred_frames"].shape[1] == FRAMES  # k >= F: all frames
+
+
+def _match(full: dict, part: dict, row: int) -> list[int]:
+    """Indices of ``full``'s frames that ``part``'s frames of ``row`` are."""
+    return [min(range(full["pred_frames"].shape[1]),
+                key=lambda f: float((full["pred_frames"][row, f] - frame).abs().max()))
+            for frame in part["pred_frames"][row]]

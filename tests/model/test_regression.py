@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.model.test_networks import batch, conditions, tiny_net
+from tests.model.test_networks import batch, conditions, objective, pipeline, tiny_net
 
 ATOL = 1e-3
 
@@ -28,22 +28,23 @@ EXPECTED_MEL: list[float] = [
     -6.550579, -2.785609, -4.960479, -7.371837, -1.001987, -1.739864,
     -4.761174, -2.593961, -3.442282, -4.36955, -3.348387, -1.502455,
 ]
-"""``generate_speech`` mel[0, :4, :3] (flattened), stop head disabled."""
+"""``NFYPipeline.speech`` mel[0, :4, :3] (flattened), stop head disabled."""
 EXPECTED_FRAMES: list[float] = [
     -0.016016, 0.167001, -0.058931, -0.387054, 0.157996, 0.069449,
 ]
-"""``generate_video`` (2 DDIM steps, guidance 2) frame 0, channel 0, row 16, columns 0..5 of clip 0."""
+"""``NFYPipeline.video_window`` (2 DDIM steps, guidance 2) frame 0, channel 0, row 16, columns 0..5 of clip 0."""
 
 
 def run_training() -> tuple[list[list[float]], list[float]]:
     """Two AdamW steps (lr 1e-3) on one synthetic batch from seed 0."""
     net = tiny_net(seed=0)
+    module = objective(net)
     b = batch()
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3, weight_decay=1e-2)
     torch.manual_seed(0)
     losses = []
     for _ in range(2):
-        out = net(b)
+        out = module(b)
         terms = [out[k] for k in ("video_l1", "audio_mse", "denoise", "stop")]
         losses.append([float(t.detach()) for t in terms])
         optimizer.zero_grad()
@@ -59,8 +60,9 @@ def run_sampling() -> tuple[list[float], list[float]]:
     b = batch()
     with torch.no_grad():
         net.audio_decoder.stop_head.bias.fill_(-50.0)
-    speech = net.generate_speech(*conditions(b), max_mel_frames=3)
-    frames = net.generate_video(
+    sampler = pipeline(net)
+    speech = sampler.speech(*conditions(b), max_mel_frames=3)
+    frames = sampler.video_window(
         b["ref_image"], b["face_mask"], b["lip_mask"], b["text_ids"], b["text_mask"], b["profile_wav"],
         speech["audio_hidden"], num_frames=4, motion_frames=None, num_inference_steps=2, guidance_scale=2.0,
         generator=torch.Generator().manual_seed(0),
