@@ -1,9 +1,11 @@
 """Imports point one way: experiments -> callbacks -> lightning_modules -> networks, with no cycle.
 
-The data layer (``datamodules``) and the metrics import nothing of the model; the networks and the
-metrics read the data layer only through ``datamodules.conventions``, which imports nothing of ours;
-importing the networks does not load Lightning. The graph is read from the source (every import
-statement, including those inside functions), so a rule holds whichever code path runs.
+``common`` (atomic writes, frozen extractors, worker processes) imports nothing else of ours, and
+every package may import it. The data layer (``datamodules``) and the metrics import nothing of the
+model; the networks and the metrics read the data layer only through ``datamodules.conventions``,
+which imports nothing of ours; importing the networks does not load Lightning. The graph is read
+from the source (every import statement, including those inside functions), so a rule holds
+whichever code path runs.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES: tuple[str, ...] = ("datamodules", "metrics", "lightning_modules", "callbacks", "experiments")
+PACKAGES: tuple[str, ...] = ("common", "datamodules", "metrics", "lightning_modules", "callbacks", "experiments")
 CONSTANTS = "datamodules.conventions"
+SHARED = "common"
+"""Helpers every package may import; they import nothing of ours outside their own package."""
 LAYERS: tuple[str, ...] = ("lightning_modules.networks", "lightning_modules", "callbacks", "experiments")
 """Model-side layers, lowest first: a module may import its own layer or lower ones only."""
-OTHER_ENGINEERS_PART = "the data layer and metrics are being untangled separately (issue 9, point 4)"
 
 
 def _module_name(path: Path) -> str:
@@ -108,6 +111,7 @@ def test_the_graph_sees_the_known_imports() -> None:
     assert "lightning_modules.nfy_module" in _graph()["lightning_modules"]  # inside a function
     assert "lightning_modules.networks.nfy" in _graph()["lightning_modules.networks.presets"]
     assert CONSTANTS in _graph()["lightning_modules.networks.layers"]
+    assert "common.frozen" in _graph()["metrics.frechet"]
 
 
 def test_model_side_imports_point_one_way() -> None:
@@ -118,12 +122,16 @@ def test_model_side_imports_point_one_way() -> None:
 
 def test_networks_read_the_data_layer_only_through_the_conventions() -> None:
     bad = [(a, b) for a, b in _edges("lightning_modules.networks")
-           if not _in(b, "lightning_modules.networks") and b != CONSTANTS]
+           if not _in(b, "lightning_modules.networks") and b != CONSTANTS and not _in(b, SHARED)]
     assert bad == []
 
 
 def test_the_conventions_import_nothing_of_ours() -> None:
     assert _graph()[CONSTANTS] == frozenset()
+
+
+def test_common_imports_nothing_of_ours() -> None:
+    assert [(a, b) for a, b in _edges(SHARED) if not _in(b, SHARED)] == []
 
 
 @pytest.mark.parametrize("package", ["datamodules", "metrics"])
@@ -133,17 +141,21 @@ def test_data_and_metrics_import_nothing_of_the_model(package: str) -> None:
     assert bad == []
 
 
-@pytest.mark.xfail(strict=False, reason=OTHER_ENGINEERS_PART)
 def test_metrics_read_the_data_layer_only_through_the_conventions() -> None:
     bad = [(a, b) for a, b in _edges("metrics") if _in(b, "datamodules") and b != CONSTANTS]
     assert bad == []
 
 
-@pytest.mark.parametrize("package", [
-    "lightning_modules", "callbacks", "experiments",
-    pytest.param("datamodules", marks=pytest.mark.xfail(strict=False, reason=OTHER_ENGINEERS_PART)),
-    "metrics",
-])
+def test_the_generic_data_modules_do_not_import_the_demo_or_each_other() -> None:
+    """The generic readers stand alone: the demo builds on them, and streaming on the samples."""
+    graph = _graph()
+    assert "datamodules.streaming" not in graph["datamodules.samples"]
+    assert "datamodules.clip_dataset" not in graph["datamodules.streaming"]
+    assert "datamodules.demo" not in graph["datamodules.clip_dataset"]
+
+
+@pytest.mark.parametrize("package", ["common", "lightning_modules", "callbacks", "experiments", "datamodules",
+                                     "metrics"])
 def test_no_import_cycle(package: str) -> None:
     assert _cycles(package) == []
 
@@ -160,8 +172,8 @@ def test_cycle_finder_finds_a_cycle(monkeypatch) -> None:
     assert _cycles("x") == [["x.a", "x.b", "x.c"]]
 
 
-@pytest.mark.parametrize("package", ["lightning_modules.networks", "metrics"])
-def test_networks_and_metrics_import_no_lightning(package: str) -> None:
+@pytest.mark.parametrize("package", ["lightning_modules.networks", "metrics", "common"])
+def test_networks_metrics_and_common_import_no_lightning(package: str) -> None:
     lightning = []
     for name, path in _modules().items():
         if _in(name, package):
