@@ -10,7 +10,7 @@ import yaml
 
 from datamodules.batch import collate
 from experiments.fit import CONFIG_DIR, NFYCLI
-from tests.model.test_module import synthetic_sample
+from tests.model.fixtures import synthetic_sample
 
 ABLATIONS: dict[str, tuple[dict, set[str], set[str]]] = {
     # config: (flags it sets, top-level modules it removes, modules it adds)

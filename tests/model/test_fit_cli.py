@@ -10,7 +10,7 @@ import torch
 
 from experiments import fit
 from experiments.fit import NFYCLI, resolve_config, resolve_config_args
-from tests.model.test_resume import STAND_IN
+from tests.model.fixtures import STAND_IN, SYNTHETIC_DATA
 
 FAST = ["--trainer.fast_dev_run=true", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false"]
@@ -53,7 +53,7 @@ def test_unknown_key_fails_at_parse_time(stand_in: str, capsys) -> None:
 
 def test_tiny_config_trains_the_real_network(tmp_path: Path) -> None:
     """ete.yaml + tiny.yaml (the real NFYNetwork), data swapped for synthetic batches of the contract."""
-    cli = fit.main(["--config", "ete.yaml", "--config", "tiny.yaml", "--data=tests.model.test_module.SyntheticDataModule",
+    cli = fit.main(["--config", "ete.yaml", "--config", "tiny.yaml", f"--data={SYNTHETIC_DATA}",
                     "--data.image_size=64", "--data.vocab_size=300", "--data.batch_size=2",
                     f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
                     "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false"])

@@ -15,7 +15,7 @@ from datamodules.media import probe, read_audio, read_video, write_mp4
 from experiments import generate as gen
 from experiments.fit import NFYCLI
 from lightning_modules.pipeline import NFYPipeline
-from tests.model.test_resume import STAND_IN
+from tests.model.fixtures import STAND_IN, SYNTHETIC_DATA
 
 
 def _tokenizer():
@@ -56,7 +56,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-init checkpoint of ete.yaml + tiny.yaml (the real network), short speech for speed."""
     root = tmp_path_factory.mktemp("tiny")
-    cli = NFYCLI(args=["--config", "ete.yaml", "--config", "tiny.yaml", "--data=tests.model.test_module.SyntheticDataModule",
+    cli = NFYCLI(args=["--config", "ete.yaml", "--config", "tiny.yaml", f"--data={SYNTHETIC_DATA}",
                        "--data.image_size=64", "--data.vocab_size=300", "--model.init_args.max_mel_frames=20",
                        "--trainer.logger=false", "--trainer.callbacks=[]"])
     return _save(cli, root / "tiny.ckpt")

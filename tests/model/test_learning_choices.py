@@ -139,7 +139,7 @@ def test_fit_start_estimates_the_mel_statistics_once() -> None:
     from lightning.pytorch import Trainer
 
     from lightning_modules import NFYLitModule
-    from tests.model.test_module import SyntheticDataModule, synthetic_sample
+    from tests.model.fixtures import SyntheticDataModule, synthetic_sample
 
     data = SyntheticDataModule(vocab_size=VOCAB, image_size=32, num_samples=6, batch_size=2)
     module = NFYLitModule(tiny_net(seed=0), mel_statistics_batches=3)  # 3 batches: all 6 clips

@@ -13,33 +13,14 @@ from lightning.pytorch import Callback
 
 from experiments import fit
 from experiments.fit import NFYCLI
-
-STAND_IN = """
-model:
-  class_path: lightning_modules.NFYLitModule
-  init_args:
-    net: tests.model.test_module.StandInNetwork
-    optimizer:
-      class_path: torch.optim.AdamW
-      init_args: {lr: 1.0e-2, weight_decay: 1.0e-2}
-    scheduler:
-      class_path: torch.optim.lr_scheduler.StepLR
-      init_args: {step_size: 3, gamma: 0.5}
-data:
-  class_path: tests.model.test_module.SyntheticDataModule
-  init_args: {num_samples: 6, batch_size: 2}
-trainer:
-  accelerator: cpu
-  limit_val_batches: 1
-  num_sanity_val_steps: 1
-"""
+from tests.model.fixtures import STAND_IN_NETWORK, SYNTHETIC_DATA
 
 
 @pytest.fixture
 def tiny_args() -> list[str]:
     """ete.yaml + tiny.yaml (the real network: diffusion noise, timesteps, dropout-free), shuffled
     synthetic batches at 32 px, validation every epoch, no sample rendering."""
-    return ["--config", "ete.yaml", "--config", "tiny.yaml", "--data=tests.model.test_module.SyntheticDataModule",
+    return ["--config", "ete.yaml", "--config", "tiny.yaml", f"--data={SYNTHETIC_DATA}",
             "--data.image_size=32", "--data.vocab_size=300", "--data.num_samples=4", "--data.batch_size=2",
             "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1", "--trainer.callbacks=[]"]
 
@@ -105,8 +86,8 @@ def tiny_trainer(tmp_path: Path, monkeypatch) -> list[str]:
     network: 2 steps per epoch; the run's root is ``tmp_path / "run"``, the working folder ``tmp_path / "cwd"``."""
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    return ["--config", "ete.yaml", "--config", "tiny.yaml", "--model.init_args.net=tests.model.test_module.StandInNetwork",
-            "--data=tests.model.test_module.SyntheticDataModule", "--data.num_samples=4", "--data.batch_size=2",
+    return ["--config", "ete.yaml", "--config", "tiny.yaml", f"--model.init_args.net={STAND_IN_NETWORK}",
+            f"--data={SYNTHETIC_DATA}", "--data.num_samples=4", "--data.batch_size=2",
             "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
             f"--trainer.default_root_dir={tmp_path / 'run'}"]
 
