@@ -159,3 +159,42 @@ class SyntheticDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(200)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One ablation of NFYNetwork (paper Tables 6 and 7) and what it changes in the full network.
+
+    Attributes:
+        flags: the NFYNetwork arguments it sets (also what ``configs/<name>.yaml`` sets).
+        removed: submodules and parameters of the full network it no longer has, as dotted names.
+        added: submodules and parameters it has that the full network lacks.
+    """
+
+    flags: dict
+    removed: frozenset[str]
+    added: frozenset[str] = field(default_factory=frozenset)
+
+
+ABLATIONS: dict[str, Ablation] = {
+    "ste": Ablation({"entanglement": "ste"}, frozenset({"audio_entangler", "video_entangler"}),
+                    frozenset({"shared_entangler"})),
+    "no_te": Ablation({"entanglement": "none"}, frozenset({"audio_entangler", "video_entangler"})),
+    "dc_off": Ablation({"diffusion_cross_attention": False}, frozenset({"dc_proj", "dc_slots"})),
+    "ec_off": Ablation({"embedding_cross_attention": False}, frozenset({"ec_proj"})),
+    "dc_ec_off": Ablation({"diffusion_cross_attention": False, "embedding_cross_attention": False},
+                          frozenset({"dc_proj", "dc_slots", "ec_proj", "video_entangler"})),
+    "only_visual_tokens": Ablation({"attended_tokens": "visual"}, frozenset({"audio_entangler"})),
+    "only_audio_tokens": Ablation({"attended_tokens": "audio"}, frozenset({"video_entangler"})),
+    "no_audio_sequence": Ablation({"use_audio_sequence_encoder": False}, frozenset({"audio_sequence_encoder"}),
+                                  frozenset({"audio_query"})),
+    "no_audio_profile": Ablation({"use_audio_profile_encoder": False}, frozenset({"audio_profile_encoder"})),
+    "no_visual_tokens": Ablation({"use_visual_tokens": False}, frozenset({"appearance_tokens", "structure_encoder.tokens"}),
+                                 frozenset({"video_query"})),
+}
+"""Every ablation, by the name of its config in ``configs/`` (without ``.yaml``)."""
+
+
+def network_parts(net: nn.Module) -> set[str]:
+    """Dotted names of every submodule and parameter of ``net`` (a ``None`` attribute is no part)."""
+    return {name for name, _ in net.named_modules() if name} | {name for name, _ in net.named_parameters()}

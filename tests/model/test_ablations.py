@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lightning_modules.networks import video_denoiser
+from tests.model.fixtures import ABLATIONS, network_parts
 from tests.model.test_networks import (
     batch,
     conditions,
@@ -20,42 +21,6 @@ from tests.model.test_networks import (
     tiny_net,
     total_loss,
 )
-
-FLAGS: dict[str, dict] = {
-    "ste": {"entanglement": "ste"},
-    "no_te": {"entanglement": "none"},
-    "dc_off": {"diffusion_cross_attention": False},
-    "ec_off": {"embedding_cross_attention": False},
-    "dc_ec_off": {"diffusion_cross_attention": False, "embedding_cross_attention": False},
-    "only_visual_tokens": {"attended_tokens": "visual"},
-    "only_audio_tokens": {"attended_tokens": "audio"},
-    "no_audio_sequence": {"use_audio_sequence_encoder": False},
-    "no_audio_profile": {"use_audio_profile_encoder": False},
-    "no_visual_tokens": {"use_visual_tokens": False},
-}
-
-REMOVED: dict[str, list[str]] = {
-    "ste": ["audio_entangler", "video_entangler"],
-    "no_te": ["audio_entangler", "video_entangler"],
-    "dc_off": ["dc_proj"],
-    "ec_off": ["ec_proj"],
-    "dc_ec_off": ["dc_proj", "ec_proj", "video_entangler"],
-    "only_visual_tokens": ["audio_entangler"],
-    "only_audio_tokens": ["video_entangler"],
-    "no_audio_sequence": ["audio_sequence_encoder"],
-    "no_audio_profile": ["audio_profile_encoder"],
-    "no_visual_tokens": ["appearance_tokens", "structure_encoder.tokens"],
-}
-"""Modules of the full network that each ablation no longer has."""
-
-
-def has_module(net: torch.nn.Module, name: str) -> bool:
-    """Whether ``name`` is a (non-None) submodule of ``net``."""
-    try:
-        return net.get_submodule(name) is not None
-    except AttributeError:
-        return False
-
 
 def trainable(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
@@ -74,13 +39,16 @@ def called_modules(net: torch.nn.Module, names: list[str]) -> dict[str, int]:
     return calls
 
 
-@pytest.mark.parametrize("name", list(FLAGS))
+@pytest.mark.parametrize("name", list(ABLATIONS))
 def test_flag_removes_its_modules_and_the_rest_still_trains(name: str) -> None:
-    full, ablated = tiny_net(), tiny_net(**FLAGS[name])
+    ablation = ABLATIONS[name]
+    full, ablated = tiny_net(), tiny_net(**ablation.flags)
     assert trainable(ablated) < trainable(full)
-    for module in REMOVED[name]:
-        assert has_module(full, module) and not has_module(ablated, module), module
-    present = [m for m in REMOVED[name] if m != "structure_encoder.tokens"]
+    before, after = network_parts(full), network_parts(ablated)
+    assert ablation.removed <= before and not ablation.removed & after, ablation.removed & after
+    assert ablation.added <= after and not ablation.added & before
+    modules = dict(full.named_modules())
+    present = sorted(part for part in ablation.removed if part in modules)
     assert all(count > 0 for count in called_modules(full, present).values())
     out = losses(ablated, batch())
     total_loss(out).backward()

@@ -10,33 +10,14 @@ import yaml
 
 from datamodules.batch import collate
 from experiments.fit import CONFIG_DIR, NFYCLI
-from tests.model.fixtures import synthetic_sample
+from tests.model.fixtures import ABLATIONS, network_parts, synthetic_sample
 
-ABLATIONS: dict[str, tuple[dict, set[str], set[str]]] = {
-    # config: (flags it sets, top-level modules it removes, modules it adds)
-    "ste.yaml": ({"entanglement": "ste"}, {"audio_entangler", "video_entangler"}, {"shared_entangler"}),
-    "no_te.yaml": ({"entanglement": "none"}, {"audio_entangler", "video_entangler"}, set()),
-    "dc_off.yaml": ({"diffusion_cross_attention": False}, {"dc_proj", "dc_slots"}, set()),
-    "ec_off.yaml": ({"embedding_cross_attention": False}, {"ec_proj"}, set()),
-    "dc_ec_off.yaml": ({"diffusion_cross_attention": False, "embedding_cross_attention": False},
-                       {"dc_proj", "dc_slots", "ec_proj", "video_entangler"}, set()),
-    "only_visual_tokens.yaml": ({"attended_tokens": "visual"}, {"audio_entangler"}, set()),
-    "only_audio_tokens.yaml": ({"attended_tokens": "audio"}, {"video_entangler"}, set()),
-    "no_audio_sequence.yaml": ({"use_audio_sequence_encoder": False}, {"audio_sequence_encoder"}, {"audio_query"}),
-    "no_audio_profile.yaml": ({"use_audio_profile_encoder": False}, {"audio_profile_encoder"}, set()),
-    "no_visual_tokens.yaml": ({"use_visual_tokens": False}, {"appearance_tokens"}, {"video_query"}),
-}
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _build(*configs: str) -> NFYCLI:
     args = [arg for config in ("ete.yaml", *configs, "tiny.yaml") for arg in ("--config", config)]
     return NFYCLI(args=[*args, *QUIET])
-
-
-def _top_level(net: torch.nn.Module) -> set[str]:
-    """Names of the network's direct parameters and of its direct children that hold parameters."""
-    return {name.split(".")[0] for name, _ in net.named_parameters()}
 
 
 def _kv_lengths(net: torch.nn.Module) -> dict[str, int]:
@@ -58,12 +39,12 @@ def _kv_lengths(net: torch.nn.Module) -> dict[str, int]:
 def baseline() -> dict:
     cli = _build()
     net = cli.model.net
-    return {"params": sum(p.numel() for p in net.parameters()), "modules": _top_level(net), "kv": _kv_lengths(net)}
+    return {"params": sum(p.numel() for p in net.parameters()), "parts": network_parts(net), "kv": _kv_lengths(net)}
 
 
 def test_every_config_parses_alone(capsys) -> None:
     names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
-    assert {"ete.yaml", "tiny.yaml", *ABLATIONS} <= set(names)
+    assert {"ete.yaml", "tiny.yaml", *(f"{ablation}.yaml" for ablation in ABLATIONS)} <= set(names)
     for name in names:
         configs = ["ete.yaml"] if name == "ete.yaml" else ["ete.yaml", name]
         with pytest.raises(SystemExit) as exit_info:
@@ -71,7 +52,8 @@ def test_every_config_parses_alone(capsys) -> None:
         assert exit_info.value.code in (0, None), name
         printed = yaml.safe_load(capsys.readouterr().out)
         net = printed["model"]["init_args"]["net"]["init_args"]
-        for flag, value in ABLATIONS.get(name, ({}, None, None))[0].items():
+        ablation = ABLATIONS.get(name.removesuffix(".yaml"))
+        for flag, value in (ablation.flags if ablation else {}).items():
             assert net[flag] == value, (name, flag)
 
 
@@ -97,16 +79,17 @@ def test_tiny_on_top_links_data_values(baseline) -> None:
     assert baseline["kv"].keys() == {"audio_entangler", "video_entangler"}
 
 
-@pytest.mark.parametrize("name", sorted(ABLATIONS))
+@pytest.mark.parametrize("name", [f"{ablation}.yaml" for ablation in sorted(ABLATIONS)])
 def test_ablation_removes_what_it_names(name: str, baseline: dict) -> None:
-    flags, removed, added = ABLATIONS[name]
+    ablation = ABLATIONS[name.removesuffix(".yaml")]
     cli = _build(name)
     net = cli.model.net
     stored = cli.model.hparams.net["init_args"]
-    assert {flag: stored[flag] for flag in flags} == flags
-    modules = _top_level(net)
-    assert removed <= baseline["modules"] and not removed & modules, f"{name} keeps {removed & modules}"
-    assert added <= modules and not added & baseline["modules"]
+    assert {flag: stored[flag] for flag in ablation.flags} == ablation.flags
+    parts = network_parts(net)
+    removed, added = ablation.removed, ablation.added
+    assert removed <= baseline["parts"] and not removed & parts, f"{name} keeps {removed & parts}"
+    assert added <= parts and not added & baseline["parts"]
     params = sum(p.numel() for p in net.parameters())
     assert params != baseline["params"], f"{name} has the baseline's {params} parameters"
     kv = _kv_lengths(net)
