@@ -22,6 +22,7 @@ from tests.model.test_networks import (
     total_loss,
 )
 
+
 def trainable(net: torch.nn.Module) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad)
 
