@@ -18,9 +18,9 @@ from speechbrain.nnet.CNN import Conv1d
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
 
+from common.frozen import KeepsChildrenFrozen, freeze
 from datamodules.conventions import N_MELS
 from lightning_modules.networks.layers import (
-    freeze,
     load_pretrained,
     pool_tokens,
     reference_mel,
@@ -130,7 +130,7 @@ class AudioProfileEncoder(nn.Module):
         return self.proj(pool_tokens(hidden, self.num_tokens))  # (B, N, D)
 
 
-class AppearanceEncoder(nn.Module):
+class AppearanceEncoder(KeepsChildrenFrozen, nn.Module):
     """E_va: diffusers ``AutoencoderKL`` (frozen by default): images <-> scaled latents.
 
     Args:
@@ -153,16 +153,10 @@ class AppearanceEncoder(nn.Module):
         if not trainable:
             freeze(self.vae)
         self.trainable = trainable
+        self.frozen_children = () if trainable else ("vae",)  # a frozen VAE stays in eval through train()
         self.scale = float(self.vae.config.scaling_factor)
         self.latent_channels = int(self.vae.config.latent_channels)
         self.downsample = 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    def train(self, mode: bool = True) -> AppearanceEncoder:
-        """Keep a frozen VAE in eval mode whatever the parent network does."""
-        super().train(mode)
-        if not self.trainable:
-            self.vae.eval()
-        return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) in [-1, 1] -> (N, 4, H/s, W/s) scaled latent (the posterior mode)."""

@@ -146,13 +146,6 @@ def _missing(exists: Callable[[str], bool], files: Sequence[tuple[str, ...]], su
     return text
 
 
-def freeze(module: nn.Module) -> nn.Module:
-    """Stop gradients into ``module`` and keep it in eval mode (pretrained feature extractors)."""
-    module.requires_grad_(False)
-    module.eval()
-    return module
-
-
 def pool_tokens(features: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Average-pool a sequence (B, T, D) to (B, num_tokens, D) over equal time spans."""
     pooled = nn.functional.adaptive_avg_pool1d(features.transpose(1, 2), num_tokens)  # (B, D, N)

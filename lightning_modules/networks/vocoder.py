@@ -15,6 +15,7 @@ import torchaudio
 from speechbrain.lobes.models.HifiGAN import HifiganGenerator
 from torch import nn
 
+from common.frozen import freeze
 from datamodules.conventions import (
     F_MAX,
     F_MIN,
@@ -27,7 +28,6 @@ from datamodules.conventions import (
 from lightning_modules.networks.layers import (
     PretrainedNotFoundError,
     describe_missing_files,
-    freeze,
 )
 
 log = logging.getLogger(__name__)

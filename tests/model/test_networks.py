@@ -132,6 +132,9 @@ def test_appearance_and_structure_encoders() -> None:
     assert not any(p.requires_grad for p in vae.parameters())  # frozen by default
     vae.train()
     assert not vae.vae.training  # a frozen VAE stays in eval mode
+    tuned = AppearanceEncoder(width=8, levels=2, trainable=True).eval()
+    assert all(p.requires_grad for p in tuned.parameters())
+    assert tuned.train().vae.training and not tuned.eval().vae.training  # a fine-tuned VAE follows its holder
     masks = torch.ones(2, 1, SIZE, SIZE)
     structure = StructureEncoder(16, downsample=2, patch=4, grid=SIZE // 2)
     assert structure.maps(masks, masks).shape == (2, 2, SIZE // 2, SIZE // 2)
