@@ -155,6 +155,20 @@ def _missing(exists: Callable[[str], bool], files: Sequence[tuple[str, ...]], su
     return text
 
 
+def enable_checkpointing(model: nn.Module) -> nn.Module:
+    """Non-reentrant activation checkpointing of a transformers model's layers (acts in training mode).
+
+    transformers renames ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``
+    (the old name goes in v6): the new one is used where it exists.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
+
+
 def freeze(module: nn.Module) -> nn.Module:
     """Stop gradients into ``module`` and keep it in eval mode (pretrained feature extractors)."""
     module.requires_grad_(False)

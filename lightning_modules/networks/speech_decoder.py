@@ -29,7 +29,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model
 
 from datamodules.conventions import N_MELS
-from lightning_modules.networks.layers import load_pretrained
+from lightning_modules.networks.layers import enable_checkpointing, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,15 @@ class AudioDecoder(nn.Module):
         max_positions: longest prefix + mel sequence.
         cross_attention: add cross-attention layers to the video-side tokens (DC, video -> audio).
         prenet_dropout: dropout probability after each pre-net layer in training (0 disables it).
+        freeze_model: keep GPT-2's own weights fixed; the cross-attention layers (new, random) and the
+            pre-net, heads and projections around GPT-2 still train.
+        gradient_checkpointing: recompute each GPT-2 block's activations in the backward pass
+            (transformers' activation checkpointing; it acts in training mode).
     """
 
     def __init__(self, dim: int, pretrained: str | None = None, width: int = 32, layers: int = 2, heads: int = 2,
-                 max_positions: int = 1024, cross_attention: bool = True, prenet_dropout: float = 0.5) -> None:
+                 max_positions: int = 1024, cross_attention: bool = True, prenet_dropout: float = 0.5,
+                 freeze_model: bool = False, gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if not 0.0 <= prenet_dropout < 1.0:
             raise ValueError(f"prenet_dropout must lie in [0, 1), got {prenet_dropout}")
@@ -66,7 +71,15 @@ class AudioDecoder(nn.Module):
                                 add_cross_attention=cross_attention, vocab_size=1, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
                                 embd_pdrop=0.0, attn_pdrop=0.0)
             self.gpt = GPT2Model(config)
+        if gradient_checkpointing:  # before wte goes: transformers hooks its (unused) token table
+            enable_checkpointing(self.gpt)
         self.gpt.wte = None  # continuous inputs only: no token embedding table
+        if freeze_model:
+            self.gpt.requires_grad_(False)
+            for block in self.gpt.h:  # the cross-attention GPT-2 never had: it must learn
+                for name in ("crossattention", "ln_cross_attn"):
+                    if hasattr(block, name):
+                        getattr(block, name).requires_grad_(True)
         width = self.gpt.config.n_embd
         self.width = width
         self.cross_attention = cross_attention
