@@ -126,3 +126,37 @@ def test_meter_counts_attention_as_a_fused_kernel_on_the_meta_device() -> None:
             torch.nn.functional.scaled_dot_product_attention(q, q, q)
         # q (shared by q, k, v), the output and a float32 log-sum-exp: never the 256 x 256 matrix
         assert meter.saved_bytes <= 2 * q.numel() * 4 + 2 * lengths * 4, (device, meter.saved_bytes)
+
+
+# ---------------------------------------------------------------------------------------- run configs
+def test_ete_keeps_the_paper_batch_as_micro_batches_in_bf16_and_tiny_overrides_it_on_cpu() -> None:
+    from benchmarks.memory import run_config
+
+    ete, tiny = run_config(["ete.yaml"]), run_config(["ete.yaml", "tiny.yaml"])
+    assert ete["precision"] == "bf16-mixed" and ete["checkpointing"]
+    assert ete["micro_batch"] * ete["accumulate"] == 8 and ete["micro_batch"] == 1
+    assert tiny["precision"] == "32-true" and not tiny["checkpointing"]
+    assert tiny["micro_batch"] * tiny["accumulate"] == 8
+
+
+def test_ete_48gb_selects_8bit_adamw_and_the_accounting_counts_its_state() -> None:
+    from benchmarks.memory import fits, run_config
+
+    run = run_config(["ete.yaml", "ete_48gb.yaml"])
+    assert run["optimizer"] == "AdamW8bit" and run["optimizer_bytes"] == 2.0
+    assert run_config(["ete.yaml"])["optimizer_bytes"] == 8.0
+    assert fits(40.0) == {48: True, 80: True, 141: True} and fits(60.0) == {48: False, 80: True, 141: True}
+
+
+def test_ete_48gb_builds_the_8bit_optimizer_when_bitsandbytes_is_installed() -> None:
+    pytest.importorskip("bitsandbytes")
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch.cli import OptimizerCallable
+
+    from experiments.fit import merged_config
+
+    optimizer = merged_config("ete.yaml", "ete_48gb.yaml")["model"]["init_args"]["optimizer"]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--optimizer", type=OptimizerCallable)
+    build = parser.instantiate_classes(parser.parse_object({"optimizer": optimizer})).optimizer
+    assert type(build([torch.nn.Parameter(torch.zeros(4))])).__name__ == "AdamW8bit"
