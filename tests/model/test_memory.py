@@ -160,3 +160,22 @@ def test_ete_48gb_builds_the_8bit_optimizer_when_bitsandbytes_is_installed() -> 
     parser.add_argument("--optimizer", type=OptimizerCallable)
     build = parser.instantiate_classes(parser.parse_object({"optimizer": optimizer})).optimizer
     assert type(build([torch.nn.Parameter(torch.zeros(4))])).__name__ == "AdamW8bit"
+
+
+def test_fsdp_wrap_policy_names_blocks_of_the_paper_network() -> None:
+    import importlib
+
+    from experiments.fit import build_network, merged_config
+    from lightning_modules.networks.presets import hub_architectures
+
+    strategy = merged_config("ete.yaml", "fsdp.yaml")["trainer"]["strategy"]
+    assert strategy["class_path"] == "lightning.pytorch.strategies.FSDPStrategy"
+    names = strategy["init_args"]["auto_wrap_policy"]
+    classes = [getattr(importlib.import_module(n.rsplit(".", 1)[0]), n.rsplit(".", 1)[1]) for n in names]
+    with hub_architectures(), torch.device("meta"):
+        net = build_network("ete.yaml", image_size=512, num_frames=16, motion_frames=2, vocab_size=512, vocoder=None)
+    present = {type(m) for m in net.modules()}
+    assert all(cls in present for cls in classes), [c.__name__ for c in classes if c not in present]
+    wrapped = {part for part in ("video_denoiser", "audio_decoder", "audio_profile_encoder")
+               if any(isinstance(m, tuple(classes)) for m in getattr(net, part).modules())}
+    assert wrapped == {"video_denoiser", "audio_decoder", "audio_profile_encoder"}
