@@ -25,8 +25,10 @@ Cache layout under ``cache_dir``::
     manifest.jsonl                    one line per kept clip: {"path": "clips/<dataset>/<key>", **meta}
     rejects.jsonl                     one line per rejected clip: key, dataset, path, reason, detail
 
-A clip is written into ``.tmp-<key>-<pid>/`` and renamed into place when complete, so a
-crashed run leaves no half-written clip folder and a rerun skips the clips already done.
+A clip is written into ``.tmp-<dataset>-<key>@<host>@<pid>/`` and renamed into place when
+complete, so a crashed run leaves no half-written clip folder and a rerun skips the clips already
+done. A leftover folder is removed only by a run on the same host whose process table shows the
+pid gone: nodes sharing a cache never delete each other's work in progress.
 
 Each ``meta.json`` records the :data:`CACHE_VERSION` it was written with. A rerun re-makes a
 clip of an older version whose result would now differ (version 1 read stereo sources 3 dB
@@ -42,6 +44,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -198,7 +201,7 @@ def preprocess_clip(source: ClipSource, cache_dir: PathLike, config: Optional[Pr
     final = clip_folder(cache_dir, source)
     if _is_done(cache_dir, source):
         return json.loads((final / "meta.json").read_text())
-    tmp = Path(cache_dir) / f".tmp-{source.dataset}-{source.key}-{os.getpid()}"
+    tmp = Path(cache_dir) / _tmp_name(f"{source.dataset}-{source.key}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -240,10 +243,10 @@ def _is_done(cache_dir: PathLike, source: ClipSource) -> bool:
 def _replace_folder(new: Path, final: Path) -> None:
     """Rename ``new`` to ``final``; an existing ``final`` (an outdated clip) is removed after.
 
-    The old folder is moved aside under a ``.tmp-*-<pid>`` name, so a crash in between leaves
+    The old folder is moved aside under a ``.tmp-*@<host>@<pid>`` name, so a crash in between leaves
     no half-written clip: the next run removes the leftover and makes the clip again.
     """
-    replace_folder(new, final, aside=new.with_name(f"{new.name.rsplit('-', 1)[0]}-old-{os.getpid()}"))
+    replace_folder(new, final, aside=new.with_name(_tmp_name(f"{new.name[len('.tmp-'):].split('@', 1)[0]}-old")))
 
 
 def _process_into(source: ClipSource, out: Path, config: PreprocessConfig) -> dict:
@@ -478,11 +481,26 @@ def _reject_record(source: ClipSource, reason: str, detail: str) -> dict:
             "reason": reason, "detail": detail}
 
 
+def _tmp_name(what: str) -> str:
+    """``.tmp-<what>@<host>@<pid>``: whose work in progress it is, on which machine."""
+    return f".tmp-{what}@{socket.gethostname()}@{os.getpid()}"
+
+
 def _remove_stale_tmp(cache: Path) -> None:
-    """Remove ``.tmp-*-<pid>`` folders of processes that no longer run (an interrupted run)."""
+    """Remove ``.tmp-*`` folders of this host's processes that no longer run (an interrupted run).
+
+    A pid means something only on its own host: another node's folders (a shared cache) are left
+    alone, whatever this host's process table says. Folders of the older ``.tmp-*-<pid>`` form,
+    without a host, are judged by the local pid as before.
+    """
+    host = socket.gethostname()
     for tmp in cache.glob(".tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        parts = tmp.name.rsplit("@", 2)
+        if len(parts) == 3:
+            owner, pid = parts[1], parts[2]
+        else:
+            owner, pid = host, tmp.name.rsplit("-", 1)[-1]
+        if owner == host and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -21,6 +21,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 from common.frozen import KeepsChildrenFrozen, freeze
 from datamodules.conventions import N_MELS
 from lightning_modules.networks.layers import (
+    enable_checkpointing,
     load_pretrained,
     pool_tokens,
     reference_mel,
@@ -99,10 +100,14 @@ class AudioProfileEncoder(nn.Module):
         hidden, layers, heads: size of the random-init model.
         num_tokens: tokens for the 2 s profile.
         freeze_feature_encoder: keep the convolutional feature encoder fixed (as in fine-tuning Wav2Vec2).
+        freeze_model: keep the whole Wav2Vec2 fixed (only the projection to ``dim`` trains).
+        gradient_checkpointing: recompute the transformer layers' activations in the backward pass
+            (transformers' activation checkpointing; it acts in training mode).
     """
 
     def __init__(self, dim: int, pretrained: str | None = None, hidden: int = 32, layers: int = 1,
-                 heads: int = 2, num_tokens: int = 10, freeze_feature_encoder: bool = True) -> None:
+                 heads: int = 2, num_tokens: int = 10, freeze_feature_encoder: bool = True,
+                 freeze_model: bool = False, gradient_checkpointing: bool = False) -> None:
         super().__init__()
         self.num_tokens = num_tokens
         if pretrained is not None:
@@ -121,6 +126,16 @@ class AudioProfileEncoder(nn.Module):
             self.wav2vec.masked_spec_embed.requires_grad_(False)
         if freeze_feature_encoder:
             self.wav2vec.freeze_feature_encoder()
+        if freeze_model:
+            self.wav2vec.requires_grad_(False)
+        if gradient_checkpointing and not freeze_model:  # a frozen Wav2Vec2 keeps no activations anyway
+            enable_checkpointing(self.wav2vec)
+            if freeze_feature_encoder:
+                # a checkpointed layer keeps its input even when nothing in it trains: the frozen conv
+                # stack (2 x 32000 samples in, 512 channels out) would keep more than it saves
+                for module in self.wav2vec.feature_extractor.modules():
+                    if hasattr(module, "gradient_checkpointing"):
+                        module.gradient_checkpointing = False
         self.proj = nn.Linear(self.wav2vec.config.hidden_size, dim)
 
     def forward(self, profile_wav: torch.Tensor) -> torch.Tensor:
@@ -138,9 +153,13 @@ class AppearanceEncoder(KeepsChildrenFrozen, nn.Module):
             VAE with ``levels`` blocks of ``width`` channels (down-sampling 2 ** (levels - 1)).
         width, levels: size of the random-init VAE.
         trainable: fine-tune the VAE instead of freezing it.
+        gradient_checkpointing: recompute the decoder's (and a trainable encoder's) block activations in the
+            backward pass (diffusers' switch): the pixel loss back-propagates through the decoder even when
+            the VAE is frozen.
     """
 
-    def __init__(self, pretrained: str | None = None, width: int = 32, levels: int = 4, trainable: bool = False) -> None:
+    def __init__(self, pretrained: str | None = None, width: int = 32, levels: int = 4, trainable: bool = False,
+                 gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if pretrained is not None:
             self.vae = load_pretrained("AutoencoderKL appearance encoder", pretrained, AutoencoderKL.from_pretrained)
@@ -152,6 +171,8 @@ class AppearanceEncoder(KeepsChildrenFrozen, nn.Module):
             )
         if not trainable:
             freeze(self.vae)
+        if gradient_checkpointing:
+            self.vae.enable_gradient_checkpointing()  # diffusers checks grad mode only: eval mode is fine
         self.trainable = trainable
         self.frozen_children = () if trainable else ("vae",)  # a frozen VAE stays in eval through train()
         self.scale = float(self.vae.config.scaling_factor)

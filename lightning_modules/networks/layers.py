@@ -146,6 +146,20 @@ def _missing(exists: Callable[[str], bool], files: Sequence[tuple[str, ...]], su
     return text
 
 
+def enable_checkpointing(model: nn.Module) -> nn.Module:
+    """Non-reentrant activation checkpointing of a transformers model's layers (acts in training mode).
+
+    transformers renames ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``
+    (the old name goes in v6): the new one is used where it exists.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
+
+
 def pool_tokens(features: torch.Tensor, num_tokens: int) -> torch.Tensor:
     """Average-pool a sequence (B, T, D) to (B, num_tokens, D) over equal time spans."""
     pooled = nn.functional.adaptive_avg_pool1d(features.transpose(1, 2), num_tokens)  # (B, D, N)

@@ -107,6 +107,13 @@ class NFYNetwork(nn.Module):
             cannot lean on the previous frame alone, which keeps free-running generation on track.
         entanglement, diffusion_cross_attention, embedding_cross_attention, attended_tokens,
         use_audio_sequence_encoder, use_audio_profile_encoder, use_visual_tokens: ablation flags (above).
+        checkpoint_unet, checkpoint_vae, checkpoint_gpt2, checkpoint_wav2vec: activation checkpointing of
+            that part (recompute in the backward pass what a forward would keep): the UNet's ResNets,
+            transformer blocks and motion modules; the VAE's decoder blocks (the pixel L1 back-propagates
+            through them); GPT-2's and Wav2Vec2's layers (in training mode).
+        freeze_unet: freeze the UNet's pretrained spatial layers (motion modules and input conv train).
+        freeze_gpt2: freeze GPT-2's own weights (its new cross-attention layers train).
+        freeze_wav2vec: freeze the whole Wav2Vec2 (its projection to ``dim`` trains).
 
     Raises:
         ValueError: an unknown flag value or inconsistent sizes, naming the argument.
@@ -154,6 +161,13 @@ class NFYNetwork(nn.Module):
         use_audio_sequence_encoder: bool = True,
         use_audio_profile_encoder: bool = True,
         use_visual_tokens: bool = True,
+        checkpoint_unet: bool = False,
+        checkpoint_vae: bool = False,
+        checkpoint_gpt2: bool = False,
+        checkpoint_wav2vec: bool = False,
+        freeze_unet: bool = False,
+        freeze_gpt2: bool = False,
+        freeze_wav2vec: bool = False,
     ) -> None:
         super().__init__()
         if entanglement not in ENTANGLEMENTS:
@@ -173,9 +187,11 @@ class NFYNetwork(nn.Module):
         self.audio_sequence_encoder = AudioSequenceEncoder(
             dim, audio_sequence_channels, (8,) * audio_sequence_stages, audio_tokens) if use_audio_sequence_encoder else None
         self.audio_profile_encoder = AudioProfileEncoder(
-            dim, wav2vec, wav2vec_width, wav2vec_layers, heads, audio_tokens) if use_audio_profile_encoder else None
+            dim, wav2vec, wav2vec_width, wav2vec_layers, heads, audio_tokens, freeze_model=freeze_wav2vec,
+            gradient_checkpointing=checkpoint_wav2vec) if use_audio_profile_encoder else None
         self.audio_query = None if use_audio_sequence_encoder else nn.Parameter(torch.randn(1, audio_tokens, dim) * 0.02)
-        self._build_visual_encoders(dim, vae, vae_width, vae_levels, train_vae, patch_size, use_visual_tokens)
+        self._build_visual_encoders(dim, vae, vae_width, vae_levels, train_vae, patch_size, use_visual_tokens,
+                                    checkpoint_vae)
 
         # Entangled encoders (Eq. 1, Table 6/7)
         entangled = entanglement != "none"
@@ -189,23 +205,26 @@ class NFYNetwork(nn.Module):
         # Audio decoder and vocoder
         self.audio_decoder = AudioDecoder(dim, gpt2, decoder_width, decoder_layers, decoder_heads,
                                           max_decoder_positions, cross_attention=self.dc,
-                                          prenet_dropout=prenet_dropout)
+                                          prenet_dropout=prenet_dropout, freeze_model=freeze_gpt2,
+                                          gradient_checkpointing=checkpoint_gpt2)
         self.vocoder = Vocoder(vocoder)
 
         # Video denoiser with EC and DC
         cond_channels = 4 + 4 * motion_frames + 2
         self.video_denoiser = VideoDenoiser(cond_channels, unet_cross_dim, unet, motion_adapter, unet_width,
                                             unet_levels, heads, max_frames=max(32, num_frames),
-                                            cross_attention=self.ec or self.dc, zero_output=reference_residual)
+                                            cross_attention=self.ec or self.dc, zero_output=reference_residual,
+                                            gradient_checkpointing=checkpoint_unet, freeze_spatial=freeze_unet)
         cross = self.video_denoiser.cross_dim
         self.ec_proj = nn.Linear(dim, cross) if self.ec else None
         self.dc_proj = nn.Linear(self.audio_decoder.width, cross) if self.dc else None
         self.dc_slots = nn.Parameter(torch.zeros(1, FRAME_WINDOW, cross)) if self.dc else None
 
     def _build_visual_encoders(self, dim: int, vae: str | None, width: int, levels: int, train_vae: bool,
-                               patch_size: int, use_visual_tokens: bool) -> None:
+                               patch_size: int, use_visual_tokens: bool, checkpoint_vae: bool = False) -> None:
         """E_va (VAE) and E_vs (masks); their patch tokens only when the prompt-guided encoders use them."""
-        self.appearance_encoder = AppearanceEncoder(vae, width, levels, trainable=train_vae)
+        self.appearance_encoder = AppearanceEncoder(vae, width, levels, trainable=train_vae,
+                                                    gradient_checkpointing=checkpoint_vae)
         factor = self.appearance_encoder.downsample
         if self.appearance_encoder.latent_channels != 4:
             raise ValueError(f"vae={vae!r} has {self.appearance_encoder.latent_channels} latent channels, expected 4")

@@ -12,8 +12,10 @@ on the meta device (no memory is allocated).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+from unittest import mock
 
 import torch
 import yaml
@@ -62,6 +64,66 @@ PRETRAINED_PARTS: dict[str, str] = {
     "unet": "video_denoiser.unet", "vocoder": "vocoder",
 }
 """Preset argument -> submodule of NFYNetwork it loads."""
+
+
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280), "attention_head_dim": 8, "cross_attention_dim": 768,
+    "norm_num_groups": 32,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+}
+"""``unet/config.json`` of stable-diffusion-v1-5 (architecture keys)."""
+ANIMATEDIFF_V152: dict[str, Any] = {
+    "block_out_channels": (320, 640, 1280, 1280), "motion_layers_per_block": 2,
+    "motion_mid_block_layers_per_block": 1, "motion_num_attention_heads": 8, "motion_norm_num_groups": 32,
+    "motion_max_seq_length": 32, "use_motion_mid_block": True,
+}
+"""``config.json`` of guoyww/animatediff-motion-adapter-v1-5-2."""
+SD_VAE_FT_MSE: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "sample_size": 512,
+    "block_out_channels": (128, 256, 512, 512), "norm_num_groups": 32, "scaling_factor": 0.18215,
+    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+}
+"""``config.json`` of stabilityai/sd-vae-ft-mse."""
+GPT2_SMALL: dict[str, Any] = {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024, "vocab_size": 50257}
+"""``config.json`` of gpt2 (architecture keys)."""
+WAV2VEC2_BASE: dict[str, Any] = {
+    "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
+    "feat_extract_norm": "group", "do_stable_layer_norm": False, "conv_dim": (512,) * 7,
+    "conv_kernel": (10, 3, 3, 3, 3, 2, 2), "conv_stride": (5, 2, 2, 2, 2, 2, 2), "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+}
+"""``config.json`` of facebook/wav2vec2-base (architecture keys)."""
+
+
+@contextlib.contextmanager
+def hub_architectures() -> Iterator[None]:
+    """Within the block, the pretrained parts' ``from_pretrained`` build their architecture at random init.
+
+    Every hub id or folder of a UNet, motion adapter, VAE, GPT-2 or Wav2Vec2 then gives the model of
+    the checkpoint the paper uses (:data:`SD15_UNET`, :data:`ANIMATEDIFF_V152`, :data:`SD_VAE_FT_MSE`,
+    :data:`GPT2_SMALL`, :data:`WAV2VEC2_BASE`), keyword arguments applied to its config; nothing is read
+    or downloaded. With ``torch.device("meta")`` this builds ete.yaml's network at its real size for
+    memory and FLOP accounting.
+    """
+    def diffusers_loader(cls, config):
+        return lambda source, subfolder=None, **kwargs: cls.from_config({**config, **kwargs})
+
+    def transformers_loader(cls, config_cls, config):
+        return lambda source, **kwargs: cls(config_cls(**{**config, **kwargs}))
+
+    loaders = {
+        UNet2DConditionModel: diffusers_loader(UNet2DConditionModel, SD15_UNET),
+        MotionAdapter: diffusers_loader(MotionAdapter, ANIMATEDIFF_V152),
+        AutoencoderKL: diffusers_loader(AutoencoderKL, SD_VAE_FT_MSE),
+        GPT2Model: transformers_loader(GPT2Model, GPT2Config, GPT2_SMALL),
+        Wav2Vec2Model: transformers_loader(Wav2Vec2Model, Wav2Vec2Config, WAV2VEC2_BASE),
+    }
+    with contextlib.ExitStack() as stack:
+        for cls, loader in loaders.items():
+            stack.enter_context(mock.patch.object(cls, "from_pretrained", loader))
+        yield
 
 
 def preset(name: str, **overrides: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ own frames in free running do not snowball.
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -29,7 +30,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model
 
 from datamodules.conventions import N_MELS
-from lightning_modules.networks.layers import load_pretrained
+from lightning_modules.networks.layers import enable_checkpointing, load_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ MEL_MEAN: float = -5.0
 """Offset of the standardised mel frames until per-bin statistics are set."""
 MEL_STD: float = 2.5
 """Scale of the standardised mel frames until per-bin statistics are set."""
+CACHE_ARGUMENT: str = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
+"""The key/value cache's keyword of ``GPT2Model.forward``: transformers renames ``past_key_values`` to
+``cache`` (the old name goes in 5.40); both the argument and the output attribute follow it."""
 MIN_MEL_STD: float = 0.1
 """Floor of a bin's standard deviation (a constant bin would otherwise blow up its standardised units)."""
 
@@ -51,10 +55,15 @@ class AudioDecoder(nn.Module):
         max_positions: longest prefix + mel sequence.
         cross_attention: add cross-attention layers to the video-side tokens (DC, video -> audio).
         prenet_dropout: dropout probability after each pre-net layer in training (0 disables it).
+        freeze_model: keep GPT-2's own weights fixed; the cross-attention layers (new, random) and the
+            pre-net, heads and projections around GPT-2 still train.
+        gradient_checkpointing: recompute each GPT-2 block's activations in the backward pass
+            (transformers' activation checkpointing; it acts in training mode).
     """
 
     def __init__(self, dim: int, pretrained: str | None = None, width: int = 32, layers: int = 2, heads: int = 2,
-                 max_positions: int = 1024, cross_attention: bool = True, prenet_dropout: float = 0.5) -> None:
+                 max_positions: int = 1024, cross_attention: bool = True, prenet_dropout: float = 0.5,
+                 freeze_model: bool = False, gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if not 0.0 <= prenet_dropout < 1.0:
             raise ValueError(f"prenet_dropout must lie in [0, 1), got {prenet_dropout}")
@@ -66,7 +75,15 @@ class AudioDecoder(nn.Module):
                                 add_cross_attention=cross_attention, vocab_size=1, bos_token_id=0, eos_token_id=0, resid_pdrop=0.0,
                                 embd_pdrop=0.0, attn_pdrop=0.0)
             self.gpt = GPT2Model(config)
+        if gradient_checkpointing:  # before wte goes: transformers hooks its (unused) token table
+            enable_checkpointing(self.gpt)
         self.gpt.wte = None  # continuous inputs only: no token embedding table
+        if freeze_model:
+            self.gpt.requires_grad_(False)
+            for block in self.gpt.h:  # the cross-attention GPT-2 never had: it must learn
+                for name in ("crossattention", "ln_cross_attn"):
+                    if hasattr(block, name):
+                        getattr(block, name).requires_grad_(True)
         width = self.gpt.config.n_embd
         self.width = width
         self.cross_attention = cross_attention
@@ -107,9 +124,9 @@ class AudioDecoder(nn.Module):
             cross["encoder_hidden_states"] = self.cond_proj(video_tokens)  # (B, Nv, W)
             if video_mask is not None:
                 cross["encoder_attention_mask"] = video_mask.long()
-        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), past_key_values=past,
-                       use_cache=past is not None, **cross)
-        return out.last_hidden_state, out.past_key_values
+        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), use_cache=past is not None,
+                       **{CACHE_ARGUMENT: past}, **cross)
+        return out.last_hidden_state, getattr(out, CACHE_ARGUMENT)
 
     def forward(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, mel: torch.Tensor,
                 video_tokens: torch.Tensor | None = None,
@@ -146,8 +163,11 @@ class AudioDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_frames: int,
                  video_tokens: torch.Tensor | None = None, video_mask: torch.Tensor | None = None,
-                 stop_threshold: float = 0.5) -> dict[str, torch.Tensor]:
+                 stop_threshold: float = 0.5, use_cache: bool = True) -> dict[str, torch.Tensor]:
         """Autoregressive mel generation with a key/value cache, until every row's stop head fires.
+
+        ``use_cache=False`` runs the whole sequence again at every step (same frames, slower): a check
+        of the cache.
 
         ``max_frames`` is capped (with a warning) to the positions the decoder has left after the prefix.
 
@@ -166,9 +186,10 @@ class AudioDecoder(nn.Module):
         embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1)], dim=1)  # (B, P+1, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, 1)], dim=1)  # (B, P+1)
         lengths = torch.full((b,), max_frames, dtype=torch.long, device=prefix.device)
-        mels, states, past = [], [], _empty_cache(self.gpt.config)
+        mels, states, past = [], [], _empty_cache(self.gpt.config) if use_cache else None
+        sequence = embeds  # (B, P+1+step, W): the whole input, for runs without the cache
         for step in range(max_frames):
-            hidden, past = self._run(embeds, mask, video_tokens, video_mask, past)
+            hidden, past = self._run(embeds if use_cache else sequence, mask, video_tokens, video_mask, past)
             state = hidden[:, -1]  # (B, W)
             frame = self._mel(state)  # (B, 80)
             mels.append(frame)
@@ -178,6 +199,7 @@ class AudioDecoder(nn.Module):
             if bool((lengths < max_frames).all()) or step + 1 == max_frames:
                 break
             embeds = self.prenet(self._standardise(frame))[:, None]  # (B, 1, W)
+            sequence = torch.cat([sequence, embeds], dim=1)
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         return {"mel": torch.stack(mels, dim=2), "lengths": lengths, "hidden": torch.stack(states, dim=1)}
 

@@ -22,7 +22,9 @@ import torch
 from diffusers import MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lightning_modules.networks.layers import load_pretrained
 
@@ -74,12 +76,18 @@ class VideoDenoiser(nn.Module):
         cross_attention: False when neither EC nor DC feeds the UNet: its cross-attention layers then
             add nothing, and are frozen so that they are no trainable parameters either.
         zero_output: start the random UNet's output convolution at zero (the prediction is 0 until trained).
+        gradient_checkpointing: recompute activations in the backward pass instead of keeping them: diffusers'
+            checkpointing of the ResNet and transformer blocks, plus every motion module (which diffusers'
+            switch leaves out, :class:`CheckpointedMotionModule`).
+        freeze_spatial: freeze the pretrained (SD-1.5) spatial layers; the motion modules and the widened input
+            convolution, which carry what is new (time and conditions), stay trainable.
     """
 
     def __init__(self, cond_channels: int, cross_dim: int, pretrained_unet: str | None = None,
                  pretrained_motion_adapter: str | None = None, width: int = 32, levels: int = 2, heads: int = 2,
                  layers_per_block: int = 1, max_frames: int = 32, cross_attention: bool = True,
-                 zero_output: bool = False) -> None:
+                 zero_output: bool = False, gradient_checkpointing: bool = False,
+                 freeze_spatial: bool = False) -> None:
         super().__init__()
         if (pretrained_unet is None) != (pretrained_motion_adapter is None):
             raise ValueError("pretrained_unet and pretrained_motion_adapter are given together or not at all, got "
@@ -106,6 +114,10 @@ class VideoDenoiser(nn.Module):
                     block.attn2.requires_grad_(False)
                     block.norm2.requires_grad_(False)
         self.cross_dim = int(self.unet.config.cross_attention_dim)
+        if freeze_spatial:
+            _freeze_spatial_layers(self.unet)
+        if gradient_checkpointing:
+            enable_unet_checkpointing(self.unet)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor, ec_tokens: int,
                 lip_gate: torch.Tensor | None, ec_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,6 +140,39 @@ class VideoDenoiser(nn.Module):
             ec_bias = ec_bias.masked_fill(~ec_mask, torch.finfo(tokens.dtype).min)[:, None]  # (B F, 1, ec_tokens)
         kwargs = {"ec_tokens": ec_tokens, "lip_gate": lip_gate, "ec_bias": ec_bias}
         return self.unet(sample, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+
+
+class CheckpointedMotionModule(AnimateDiffTransformer3D):
+    """An AnimateDiff motion module whose forward is recomputed in the backward pass (non-reentrant).
+
+    diffusers' ``enable_gradient_checkpointing`` covers the ResNets and the spatial transformer blocks
+    of a ``UNetMotionModel`` but calls the motion modules plainly, so their attention over frames keeps
+    every activation. Instances are switched to this class in place (:func:`enable_unet_checkpointing`):
+    same parameters, same state-dict keys.
+    """
+
+    def forward(self, *args, **kwargs):  # noqa: D102 - AnimateDiffTransformer3D.forward
+        if not torch.is_grad_enabled():
+            return super().forward(*args, **kwargs)
+        return checkpoint(super().forward, *args, use_reentrant=False, **kwargs)
+
+
+def enable_unet_checkpointing(unet: UNetMotionModel) -> UNetMotionModel:
+    """Activation checkpointing of a whole ``UNetMotionModel``: diffusers' switch plus the motion modules."""
+    unet.enable_gradient_checkpointing()
+    for module in unet.modules():
+        if type(module) is AnimateDiffTransformer3D:
+            module.__class__ = CheckpointedMotionModule
+    return unet
+
+
+def _freeze_spatial_layers(unet: UNetMotionModel) -> None:
+    """Freeze every UNet parameter outside the motion modules and the input convolution."""
+    unet.requires_grad_(False)
+    unet.conv_in.requires_grad_(True)
+    for module in unet.modules():
+        if isinstance(module, AnimateDiffTransformer3D):
+            module.requires_grad_(True)
 
 
 def _load_motion_unet(unet_source: str, adapter_source: str, cond_channels: int, cross_dim: int) -> UNetMotionModel:

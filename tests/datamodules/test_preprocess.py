@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -179,11 +180,17 @@ def test_interrupted_clip_leaves_nothing_and_run_resumes(tmp_path, monkeypatch) 
     with pytest.raises(KeyboardInterrupt):
         preprocess_clips([source], cache, CONFIG, progress=False)
     assert not (cache / "clips" / "test" / "clip").exists() and not list(cache.glob(".tmp-*"))
-    # a folder left by a killed process (dead pid) is cleaned up; the next run completes the clip
-    (cache / ".tmp-test-clip-999999999").mkdir()
+    # a folder left by a killed process (dead pid) of this host is cleaned up; the next run completes
+    # the clip. Another node's folder in a shared cache is its work in progress: a local pid says
+    # nothing about it, and it stays.
+    host = socket.gethostname()
+    (cache / f".tmp-test-clip@{host}@999999999").mkdir()
+    (cache / ".tmp-test-clip-999999999").mkdir()  # the older form, without a host
+    other = cache / f".tmp-test-clip@{host}-other-node@999999999"
+    other.mkdir()
     monkeypatch.undo()
     report = preprocess_clips([source], cache, CONFIG, progress=False)
-    assert report.kept == ["clip"] and not list(cache.glob(".tmp-*"))
+    assert report.kept == ["clip"] and list(cache.glob(".tmp-*")) == [other]
 
 
 def test_unexpected_error_is_recorded_and_run_goes_on(tmp_path, monkeypatch) -> None:
@@ -191,7 +198,7 @@ def test_unexpected_error_is_recorded_and_run_goes_on(tmp_path, monkeypatch) -> 
     real = pre._save_png
 
     def fails_for_a(path, image):
-        if "-a-" in path.parent.name:  # the temporary folder of clip "a"
+        if "-a@" in path.parent.name:  # the temporary folder of clip "a" (.tmp-test-a@<host>@<pid>)
             raise RuntimeError("boom")
         real(path, image)
 

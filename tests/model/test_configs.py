@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from pathlib import Path
 
 import pytest
@@ -42,10 +44,15 @@ def baseline() -> dict:
     return {"params": sum(p.numel() for p in net.parameters()), "parts": network_parts(net), "kv": _kv_lengths(net)}
 
 
+NEEDS_EXTRA = {"ete_48gb.yaml": "bitsandbytes"}
+
+
 def test_every_config_parses_alone(capsys) -> None:
     names = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
     assert {"ete.yaml", "tiny.yaml", *(f"{ablation}.yaml" for ablation in ABLATIONS)} <= set(names)
     for name in names:
+        if name in NEEDS_EXTRA and importlib.util.find_spec(NEEDS_EXTRA[name]) is None:
+            continue  # its optimiser class comes with a setup.cfg extra (tested in test_memory.py)
         configs = ["ete.yaml"] if name == "ete.yaml" else ["ete.yaml", name]
         with pytest.raises(SystemExit) as exit_info:
             NFYCLI(args=[arg for c in configs for arg in ("--config", c)] + ["--print_config"])
@@ -63,7 +70,8 @@ def test_paper_config_is_the_papers() -> None:
     assert model["optimizer"] == {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-4, "weight_decay": 1e-2}}
     assert model["scheduler"]["init_args"] == {"step_size": 1000, "gamma": 0.5}
     assert (model["video_weight"], model["audio_weight"]) == (1.0, 0.1)
-    assert config["data"]["init_args"]["batch_size"] == 8 and config["trainer"]["max_epochs"] == 10
+    batch = config["data"]["init_args"]["batch_size"] * config["trainer"]["accumulate_grad_batches"]
+    assert batch == 8 and config["trainer"]["max_epochs"] == 10  # micro-batches accumulated to the paper's 8
     assert config["data"]["class_path"] == "datamodules.combined.CombinedDataModule"
     net = model["net"]["init_args"]
     assert all(net[part] for part in ("wav2vec", "vae", "gpt2", "unet", "motion_adapter", "vocoder"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import pytest
 import torch
 from lightning.pytorch import Trainer
@@ -164,3 +166,24 @@ def test_checkpoints_carry_the_datamodules_tokenizer_attribute_only(tmp_path) ->
         trainer.fit(NFYLitModule(StandInNetwork()), datamodule=lacking)
     trainer.save_checkpoint(tmp_path / "without.ckpt")
     assert "nfy_tokenizer" not in torch.load(tmp_path / "without.ckpt", weights_only=True)
+
+
+def test_fit_warns_when_the_schedule_ends_below_the_useful_rate() -> None:
+    from lightning_modules.nfy_module import lr_floor_step
+
+    def make(interval: str) -> NFYLitModule:
+        return NFYLitModule(StandInNetwork(), optimizer=lambda p: torch.optim.AdamW(p, lr=1e-4),
+                            scheduler=lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1, gamma=0.1),
+                            scheduler_interval=interval, mel_statistics_batches=0)
+
+    assert lr_floor_step(lambda p: torch.optim.AdamW(p, lr=1e-4),
+                         lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=1000, gamma=0.5), 45_000) == 10_000
+    with pytest.warns(UserWarning, match=r"below 1e-07 after 4 of this fit's 6 steps"):
+        _trainer(max_steps=6, limit_val_batches=0).fit(make("step"), datamodule=SyntheticDataModule())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*learning-rate schedule.*")
+        module = make("epoch")
+        _trainer(max_epochs=2, limit_val_batches=0).fit(module, datamodule=SyntheticDataModule())
+    assert module.trainer.lr_scheduler_configs[0].interval == "epoch"
+    with pytest.raises(ValueError, match="scheduler_interval"):
+        NFYLitModule(StandInNetwork(), scheduler_interval="batch")

@@ -545,3 +545,22 @@ def _match(full: dict, part: dict, row: int) -> list[int]:
     return [min(range(full["pred_frames"].shape[1]),
                 key=lambda f: float((full["pred_frames"][row, f] - frame).abs().max()))
             for frame in part["pred_frames"][row]]
+
+
+@pytest.mark.parametrize("cross_attention", [True, False])
+def test_generation_with_and_without_the_key_value_cache_agree(cross_attention: bool) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    dec = AudioDecoder(16, width=16, layers=2, heads=2, max_positions=64, cross_attention=cross_attention).eval()
+    prefix, video = torch.randn(2, 6, 16), torch.randn(2, 4, 16) if cross_attention else None
+    prefix_mask = torch.ones(2, 6, dtype=torch.bool)
+    prefix_mask[1, 4:] = False
+    with torch.no_grad():
+        dec.stop_head.bias.fill_(-50.0)  # never stop: both run to max_frames
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated transformers argument on the way
+        cached = dec.generate(prefix, prefix_mask, 8, video)
+        full = dec.generate(prefix, prefix_mask, 8, video, use_cache=False)
+    torch.testing.assert_close(cached["mel"], full["mel"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cached["hidden"], full["hidden"], atol=1e-4, rtol=1e-4)
