@@ -202,8 +202,8 @@ RESULT_TABLES = (1, 2, 3, 4, 5)
 ABLATION_TABLES = (6, 7)
 """The ablation tables: one row of ours per config (``python -m experiments.reproduce``)."""
 ABLATION_CONFIGS: dict[int, dict[str, str]] = {
-    6: {"no_te": "DC + EC (no TE)", "dc_ec_off": "ETE only", "ec_off": "ETE + DC", "ste": "STE + DC + EC",
-        "ete": "ETE + DC + EC"},
+    6: {"no_te": "DC + EC (no TE)", "dc_ec_off": "ETE only", "ec_off": "ETE + DC", "dc_off": "ETE + EC (no row "
+        "of the paper)", "ste": "STE + DC + EC", "ete": "ETE + DC + EC"},
     7: {"only_visual_tokens": "Only Visual Tokens Attended", "only_audio_tokens": "Only Audio Tokens Attended",
         "no_audio_sequence": "No audio sequence encoding", "no_audio_profile": "No audio profile encoding",
         "no_visual_tokens": "No visual token encoding", "ete": "Proposed Model"},
@@ -240,6 +240,7 @@ class OurRow:
             baseline's own videos scored by our code.
         missing: why the whole row is empty (no checkpoint, no test split): the reason of every
             "-" that ``reasons`` does not explain.
+        remarks: notes on the whole row (e.g. clips that failed), printed under the table.
     """
 
     values: Mapping[str, float | None]
@@ -251,6 +252,7 @@ class OurRow:
     notes: Mapping[str, str] = field(default_factory=dict)
     tag: str = "ours"
     missing: str | None = None
+    remarks: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -322,6 +324,7 @@ def _clip_note(columns: tuple[Column, ...], ours: list[OurRow], labels: list[str
 
 def _notes(table: PaperTable, columns: tuple[Column, ...], ours: list[OurRow], labels: list[str]) -> list[str]:
     notes = [_clip_note(columns, ours, labels)] if ours else [_clip_note(columns, [], [])]
+    notes += [f"{label}: {remark}" for row, label in zip(ours, labels) for remark in row.remarks]
     test_sets = list(dict.fromkeys(row.dataset for row in ours if row.dataset))
     if not table.has_blocks:
         where = f"; ours: {', '.join(test_sets) or 'test set not given (--dataset)'}" if ours else ""
