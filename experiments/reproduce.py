@@ -40,7 +40,7 @@ Outputs in ``--out``:
 * ``failures.csv``: ``model,dataset,clip,stage,reason`` for every clip that could not be generated
   or scored;
 * ``reproduce.json``: per checkpoint and test set, clips generated, kept from an earlier run and
-  failed; the test sets; the options;
+  failed; the test sets; the options; the seconds spent on ground truth, generation and scoring;
 * ``test_sets/<dataset>/ground_truth/<key>.mp4`` and ``clips.json`` (key, text, frames, source
   video and time of each clip), ``transcripts.json`` (for WER);
 * ``generated/<name>/<dataset>/<key>.mp4``: our clips;
@@ -64,6 +64,7 @@ import io
 import json
 import logging
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -604,11 +605,13 @@ def reproduce(
     """
     options = GenerationOptions(steps, guidance, seed, str(gen.check_options(steps, guidance, seed, device)))
     plan = plan_run(checkpoints, datasets, limit, baselines or {})
-    out = Path(out)
+    out, clock = Path(out), time.perf_counter()
     gt = {name: write_test_set(ts, out / "test_sets" / name) for name, ts in plan.test_sets.items()}
-    results, report = Results(), {"generation": {}, "test_sets": {}, "options": asdict(options)}
+    results, report = Results(), {"generation": {}, "test_sets": {}, "options": asdict(options), "seconds": {}}
+    report["seconds"]["ground_truth"], clock = time.perf_counter() - clock, time.perf_counter()
     for name, path in plan.checkpoints.items():
         report["generation"][name] = _generate_model(name, path, plan, out, options, results)
+    report["seconds"]["generation"], clock = time.perf_counter() - clock, time.perf_counter()
     scoring = ScoreOptions(metrics, overrides, recognizer)
     for name in plan.checkpoints:
         for dataset in plan.runs[name]:
@@ -617,6 +620,7 @@ def reproduce(
         for dataset, test_set in plan.test_sets.items():
             _score_into(results, name, baseline_folder(folder, test_set), gt[dataset], out, plan, dataset, scoring,
                         tag=BASELINE_TAG)
+    report["seconds"]["scoring"] = time.perf_counter() - clock
     report["test_sets"] = {n: [c.key for c in ts.clips] for n, ts in plan.test_sets.items()}
     write_failures(out, results.failures)
     write_tables(out, plan, results)

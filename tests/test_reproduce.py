@@ -20,7 +20,7 @@ from datamodules.demo_corpus import build_demo_corpus
 from experiments import fit
 from experiments import reproduce as rep
 
-pytestmark = pytest.mark.slow  # trains two checkpoints and generates four clips: about a minute on 2 cores
+slow = pytest.mark.slow  # the tests on trained checkpoints: about two minutes together on 2 cores
 
 TEST_KEYS = ["spk03_0000", "spk04_0000", "spk09_0000"]
 BROKEN = "spk03_0000"  # its source video is gone: no first frame to generate from
@@ -76,6 +76,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(path.read_text().splitlines()))
 
 
+@slow
 def test_clips_are_generated_by_the_protocol_and_failures_listed(run) -> None:
     out, report = run
     for name in ("ete", "dc_off"):
@@ -92,6 +93,7 @@ def test_clips_are_generated_by_the_protocol_and_failures_listed(run) -> None:
     assert BROKEN in failures[0]["reason"] and "not found" in failures[0]["reason"]
 
 
+@slow
 def test_every_table_file_has_every_table_with_our_rows(run) -> None:
     out, _ = run
     md, tex = (out / "tables.md").read_text(), (out / "tables.tex").read_text()
@@ -126,6 +128,7 @@ def test_every_table_file_has_every_table_with_our_rows(run) -> None:
     assert "1 clip(s) failed" in md and "failures.csv" in md
 
 
+@slow
 def test_second_run_regenerates_nothing_and_a_killed_clip_is_redone(run, checkpoints, capsys) -> None:
     out, _ = run
     kept = out / "generated" / "ete" / "demo" / "spk04_0000.mp4"
@@ -145,6 +148,7 @@ def test_second_run_regenerates_nothing_and_a_killed_clip_is_redone(run, checkpo
     assert "tables.md" in capsys.readouterr().out
 
 
+@slow
 def test_baseline_folder_is_scored_on_the_same_clips(run, checkpoints, tmp_path) -> None:
     out, _ = run
     baseline = tmp_path / "hallo"
@@ -161,47 +165,64 @@ def test_baseline_folder_is_scored_on_the_same_clips(run, checkpoints, tmp_path)
     assert summary["unpaired"]["gt_only"] == [f"{BROKEN}.mp4"]  # the same two test clips as ours
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing_ckpt", "no such file"),
-    ("corrupt_ckpt", "not a PyTorch checkpoint"),
-    ("bad_ckpt_flag", "NAME=PATH"),
-    ("no_test_split", "no test split"),
-    ("empty_split", "test split is empty"),
-    ("missing_root", "dataset root"),
-    ("missing_baseline", "--baseline"),
-    ("bad_limit", "--limit"),
-    ("unknown_dataset", "--datasets"),
-])
-def test_bad_input_one_line_exit_2_before_any_generation(case, match, checkpoints, demo_root, tmp_path,
-                                                         monkeypatch, capsys) -> None:
+def _refuse_generation(monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("generation started before the bad input was refused")
 
     monkeypatch.setattr(rep, "generate_clips", refuse)
-    ckpt = checkpoints["ete"]
-    args = ["--out", str(tmp_path / "out"), "--datasets", "demo", "--limit", "1"]
-    if case == "missing_ckpt":
-        ckpt = tmp_path / "nope.ckpt"
-    elif case == "corrupt_ckpt":
-        ckpt = tmp_path / "corrupt.ckpt"
+
+
+def _one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing_ckpt", "no such file"),
+    ("corrupt_ckpt", "not a PyTorch checkpoint"),
+    ("bad_ckpt_flag", "NAME=PATH"),
+    ("missing_baseline", "--baseline .*none: an existing folder"),
+    ("bad_limit", "--limit 0: an integer >= 1"),
+    ("word_limit", "--limit ten: an integer >= 1"),
+    ("unknown_dataset", "--datasets lrs3: one of"),
+])
+def test_bad_option_one_line_exit_2(case, match, tmp_path, monkeypatch, capsys) -> None:
+    _refuse_generation(monkeypatch)
+    ckpt, args = tmp_path / "nope.ckpt", ["--out", str(tmp_path / "out"), "--datasets", "demo", "--limit", "1"]
+    if case == "corrupt_ckpt":
         ckpt.write_bytes(b"not a checkpoint")
-    elif case == "no_test_split":  # a DataModule of generated batches: no clips to take a test split from
-        ckpt = _with_datamodule(ckpt, tmp_path, {"_class_path": "tests.model.test_module.SyntheticDataModule"})
-    elif case == "empty_split":
-        ckpt = _with_datamodule(ckpt, tmp_path, {"root": _corpus_without_test_clips(demo_root, tmp_path)})
-    elif case == "missing_root":
-        ckpt = _with_datamodule(ckpt, tmp_path, {"root": str(tmp_path / "gone")})
     elif case == "missing_baseline":
         args += ["--baseline", f"hallo={tmp_path / 'none'}"]
-    elif case == "bad_limit":
-        args[-1] = "0"
+    elif case in ("bad_limit", "word_limit"):
+        args[-1] = "0" if case == "bad_limit" else "ten"
     elif case == "unknown_dataset":
         args[3] = "lrs3"
     args = ["--ckpt", str(ckpt) if case == "bad_ckpt_flag" else f"ete={ckpt}", *args]
     assert rep.main(args) == 2
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(err) == 1 and err[0].startswith("error: ") and re.search(match, err[0]), err
-    assert not (tmp_path / "out" / "generated").exists()
+    assert re.search(match, _one_error_line(capsys))
+    assert not (tmp_path / "out").exists()
+
+
+@slow
+@pytest.mark.parametrize("case, match", [
+    ("no_test_split", "SyntheticDataModule has no test split"),
+    ("empty_split", "the demo test split is empty"),
+    ("missing_root", "names the demo dataset root .*gone.*, which is not there"),
+])
+def test_bad_checkpoint_data_one_line_exit_2(case, match, checkpoints, demo_root, tmp_path, monkeypatch,
+                                            capsys) -> None:
+    _refuse_generation(monkeypatch)
+    if case == "no_test_split":  # a DataModule of generated batches: no clips to take a test split from
+        changes = {"_class_path": "tests.model.test_module.SyntheticDataModule"}
+    elif case == "empty_split":
+        changes = {"root": _corpus_without_test_clips(demo_root, tmp_path)}
+    else:
+        changes = {"root": str(tmp_path / "gone")}
+    ckpt = _with_datamodule(checkpoints["ete"], tmp_path, changes)
+    assert rep.main(["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo"]) == 2
+    assert re.search(match, _one_error_line(capsys))
+    assert not (tmp_path / "out").exists()
 
 
 def _with_datamodule(ckpt: Path, tmp_path: Path, changes: dict) -> Path:
