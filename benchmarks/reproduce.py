@@ -16,7 +16,7 @@
    and the metric networks not in torchvision (I3D, SyncNet, PIPs++, VGGish, Whisper); nor
    decoding, I/O and the CPU metrics (PESQ, STOI, MCD), which bound evaluation in practice.
 
-Usage: ``python benchmarks/reproduce.py [--clips 2] [--max-mel-frames 125] [--metrics psnr,...] [--skip-measure]``
+Usage: ``python benchmarks/reproduce.py [--clips 1] [--max-mel-frames 125] [--metrics psnr,...] [--skip-measure]``
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.model import PAPER, PAPER_DATA, PAPER_SHAPED  # noqa: E402
+from benchmarks.model import PAPER, PAPER_DATA, PAPER_SHAPED
 
 H100_BF16_FLOPS = 989e12
 """Dense BF16 tensor-core peak of one H100 SXM (NVIDIA's datasheet; 1,979 TFLOP/s with sparsity)."""
@@ -116,7 +116,9 @@ def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str]
 
 
 def _print_measured(m: dict[str, Any]) -> None:
-    per_min = lambda seconds: 60.0 * m["clips"] / seconds if seconds > 0 else float("inf")  # noqa: E731
+    def per_min(seconds: float) -> float:
+        return 60.0 * m["clips"] / seconds if seconds > 0 else float("inf")
+
     print(f"\ntiny config on this machine ({torch.get_num_threads()} threads), {m['clips']} demo test clips "
           f"({m['failed']} failed):")
     print(f"  generation: {m['seconds']['generation']:.1f} s -> {per_min(m['seconds']['generation']):.1f} clips/min")
@@ -139,7 +141,7 @@ def _print_estimate(flops: dict[str, float], est: dict[str, float]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=2, help="demo test clips to generate and score")
+    parser.add_argument("--clips", type=int, default=1, help="demo test clips to generate and score")
     parser.add_argument("--max-mel-frames", type=int, default=125, help="speech cap per sentence (62.5 per second)")
     parser.add_argument("--metrics", help="comma-separated subset of the suite (default: all available)")
     parser.add_argument("--skip-measure", action="store_true", help="only the FLOP estimate")
