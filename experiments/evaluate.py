@@ -381,7 +381,7 @@ def evaluate(
     results.update(human)
     run = _Run(rows, results, suite, failed_metrics, pairing, ref_failures, ref_count, paired, rated, ratings is not None)
     summary = _summary(run, dataset, name)
-    _write_outputs(Path(out_dir), rows, summary, _our_row(run, summary, name, dataset))
+    _write_outputs(Path(out_dir), rows, summary, our_row(summary))
     return _json_safe(summary)
 
 
@@ -490,15 +490,25 @@ def _summary(run: _Run, dataset: str | None, name: str) -> dict[str, Any]:
     }
 
 
-def _our_row(run: _Run, summary: dict[str, Any], name: str, dataset: str | None) -> OurRow:
+def our_row(summary: dict[str, Any], name: str | None = None, dataset: str | None = None,
+            tag: str = "ours") -> OurRow:
+    """The tables' row of a run from its ``summary.json`` content (values, clip counts, reasons, PSNR note).
+
+    Args:
+        summary: what :func:`evaluate` returned or wrote.
+        name: row label (default: the run's ``name``).
+        dataset: test set of the row (default: the run's ``dataset``); any name, also one the
+            paper does not use.
+        tag: printed after the name (``"ours"``; ``"scored here"`` for a baseline's videos).
+    """
     notes = {}
     psnr = summary["conventions"].get("psnr")
     if psnr is not None:
         notes["psnr"] = (f"each frame's PSNR capped at {psnr['cap_db']:g} dB before averaging (libvpx/x264); "
                          f"{psnr['clips_with_infinite_psnr']} of {summary['clips_per_result'].get('psnr', 0)} clips have a "
                          "frame identical to the ground truth (uncapped PSNR inf, kept in per_clip.csv)")
-    return OurRow(run.results, name, dataset, summary["num_scored"], summary["clips_per_result"],
-                  summary["results_missing"], notes)
+    return OurRow(summary["results"], name or summary["name"], dataset or summary["dataset"], summary["num_scored"],
+                  summary["clips_per_result"], summary["results_missing"], notes, tag=tag)
 
 
 def _write_outputs(out_dir: Path, rows: list[dict[str, Any]], summary: dict[str, Any], ours: OurRow) -> None:

@@ -18,12 +18,23 @@ rows), which test set the rows are on, and what each unusual column holds.
 * Table 6: the text copy lost the positions of its check marks; the component sets below are
   read from the counts of marks per row and Section 4.2's discussion (removing TE hurts most,
   removing DC more than removing EC, ETE beats STE). The numbers are exact.
+* Tables 6 and 7 repeat the proposed model's VoxCeleb numbers of Tables 1 and 3: the ablations
+  were scored on VoxCeleb. :data:`ABLATION_CONFIGS` names the config of ``experiments/configs``
+  behind each of their rows.
+
+Several rows of ours (one per checkpoint, dataset or baseline folder) go into one table through
+:func:`layout`'s sequence form: Tables 1 and 3 then show one block per test set (``blocks``),
+the paper's rows first and ours below them, each block with its own rows of ours; a row whose
+run is missing (no checkpoint, no test split) is an :class:`OurRow` with ``missing`` set, so that
+every "-" of it names that reason. :func:`render_csv` gives the same cells as CSV records.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 DATASETS = ("VoxCeleb", "FakeAVCeleb", "CelebV-HQ", "HDTF")
@@ -188,6 +199,18 @@ TABLE7 = PaperTable(7, "Ablation of the encoders", _ABLATION_COLUMNS, (
 TABLES: dict[int, PaperTable] = {t.number: t for t in (TABLE1, TABLE2, TABLE3, TABLE4, TABLE5, TABLE6, TABLE7)}
 RESULT_TABLES = (1, 2, 3, 4, 5)
 """The tables the evaluate CLI fills with our row (6 and 7 are ablations: one run per variant)."""
+ABLATION_TABLES = (6, 7)
+"""The ablation tables: one row of ours per config (``python -m experiments.reproduce``)."""
+ABLATION_CONFIGS: dict[int, dict[str, str]] = {
+    6: {"no_te": "DC + EC (no TE)", "dc_ec_off": "ETE only", "ec_off": "ETE + DC", "dc_off": "ETE + EC (no row "
+        "of the paper)", "ste": "STE + DC + EC", "ete": "ETE + DC + EC"},
+    7: {"only_visual_tokens": "Only Visual Tokens Attended", "only_audio_tokens": "Only Audio Tokens Attended",
+        "no_audio_sequence": "No audio sequence encoding", "no_audio_profile": "No audio profile encoding",
+        "no_visual_tokens": "No visual token encoding", "ete": "Proposed Model"},
+}
+"""Per ablation table, config name (``experiments/configs/<name>.yaml``) -> the paper's row it trains."""
+ABLATION_TEST_SET = "VoxCeleb"
+"""The test set of the paper's ablation rows (they repeat its VoxCeleb numbers of Tables 1 and 3)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,13 +229,18 @@ class OurRow:
 
     Attributes:
         values: result key -> value; ``None``/NaN/inf print as "-".
-        name: model label (printed ``"<name> (ours)"``).
+        name: model label (printed ``"<name> (<tag>)"``).
         dataset: test set of our clips (block of Tables 1 and 3), or ``None``.
         num_clips: clips scored.
         counts: result key -> clips behind the value (an int or a phrase such as
             ``"3 vs 5 real"``).
         reasons: result key -> why the value is missing (footnote of its "-").
         notes: result key -> how the value was aggregated (e.g. the PSNR convention).
+        tag: what the row is, printed after the name: ``"ours"``, or ``"scored here"`` for a
+            baseline's own videos scored by our code.
+        missing: why the whole row is empty (no checkpoint, no test split): the reason of every
+            "-" that ``reasons`` does not explain.
+        remarks: notes on the whole row (e.g. clips that failed), printed under the table.
     """
 
     values: Mapping[str, float | None]
@@ -222,6 +250,18 @@ class OurRow:
     counts: Mapping[str, int | str] = field(default_factory=dict)
     reasons: Mapping[str, str] = field(default_factory=dict)
     notes: Mapping[str, str] = field(default_factory=dict)
+    tag: str = "ours"
+    missing: str | None = None
+    remarks: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``"<name> (<tag>)"``, as printed in the Model column."""
+        return f"{self.name} ({self.tag})"
+
+    def reason(self, key: str) -> str:
+        """Why the value of ``key`` is missing (footnote text of its "-")."""
+        return self.reasons.get(key) or self.missing or NOT_COMPUTED
 
 
 @dataclass
@@ -230,6 +270,9 @@ class TableLayout:
 
     ``rows`` hold ``(text, marker)`` cells, ``marker`` the number of the footnote that explains a
     "-" (``None`` elsewhere); ``footnotes`` are ``(marker, reason)``; ``notes`` plain lines.
+    ``sources`` says per row where it comes from (``"paper"`` or our row's tag), ``values`` holds
+    its unrounded numbers (column order), ``counts`` its clips per column (``None`` for the
+    paper's), and ``rules`` the indices of the rows a horizontal rule goes above (LaTeX).
     """
 
     caption: str
@@ -239,6 +282,10 @@ class TableLayout:
     ours_index: int | None
     notes: list[str]
     footnotes: list[tuple[str, str]]
+    sources: list[str] = field(default_factory=list)
+    values: list[list[float | None]] = field(default_factory=list)
+    counts: list[list[int | str | None]] = field(default_factory=list)
+    rules: list[int] = field(default_factory=list)
 
 
 def _fmt(value: float | None) -> str | None:
@@ -262,50 +309,118 @@ class _Footnotes:
         return [(marker, reason) for reason, marker in self.markers.items()]
 
 
-def _clip_note(columns: tuple[Column, ...], ours: OurRow | None) -> str:
+def _clip_note(columns: tuple[Column, ...], ours: list[OurRow], labels: list[str]) -> str:
     paper = "the paper does not say how many clips its rows cover"
-    if ours is None:
-        return f"Clips: {paper}."
-    total = "an unknown number of" if ours.num_clips is None else str(ours.num_clips)
-    per_column = [f"{c.label.split(' (')[0]} {ours.counts[c.key]}" for c in columns if c.key in ours.counts]
-    detail = f" (per column: {', '.join(per_column)})" if per_column else ""
-    return f"Clips: {ours.name} (ours) covers {total} clips{detail}; {paper}."
+    parts = []
+    for row, label in zip(ours, labels):
+        if row.missing is not None and not row.values:
+            continue  # its "-" cells say why it has no clips
+        total = "an unknown number of" if row.num_clips is None else str(row.num_clips)
+        per_column = [f"{c.label.split(' (')[0]} {row.counts[c.key]}" for c in columns if c.key in row.counts]
+        detail = f" (per column: {', '.join(per_column)})" if per_column else ""
+        parts.append(f"{label} covers {total} clips{detail}")
+    return f"Clips: {'; '.join(parts + [paper])}."
 
 
-def _notes(table: PaperTable, columns: tuple[Column, ...], ours: OurRow | None) -> list[str]:
-    notes = [_clip_note(columns, ours)]
+def _notes(table: PaperTable, columns: tuple[Column, ...], ours: list[OurRow], labels: list[str]) -> list[str]:
+    notes = [_clip_note(columns, ours, labels)] if ours else [_clip_note(columns, [], [])]
+    notes += [f"{label}: {remark}" for row, label in zip(ours, labels) for remark in row.remarks]
+    test_sets = list(dict.fromkeys(row.dataset for row in ours if row.dataset))
     if not table.has_blocks:
-        where = "" if ours is None else f"; ours: {ours.dataset or 'test set not given (--dataset)'}"
+        where = f"; ours: {', '.join(test_sets) or 'test set not given (--dataset)'}" if ours else ""
         notes.append(f"The paper's rows name no test set{where}.")
-    elif ours is not None and ours.dataset is None:
+    elif ours and not test_sets:
         notes.append("Our row's test set is not given (--dataset); the paper's rows of every test set are shown.")
+    extra = [name for name in test_sets if name not in DATASETS]
+    if table.has_blocks and extra:
+        notes.append(f"{', '.join(extra)}: test set(s) the paper does not use; their blocks hold our rows only.")
+    if table.number in ABLATION_CONFIGS and ours:
+        pairs = ", ".join(f"{config} = {row}" for config, row in ABLATION_CONFIGS[table.number].items())
+        notes.append(f"The paper's ablation rows are on {ABLATION_TEST_SET}. Our rows are named by their config "
+                     f"(experiments/configs/<name>.yaml), which trains the paper's row: {pairs}.")
     for column in columns:
         if column.note and column.note not in notes:
             notes.append(column.note)
-        if ours is not None and column.key in ours.notes:
-            notes.append(f"{column.label.split(' (')[0]} (ours): {ours.notes[column.key]}")
+        for row, label in zip(ours, labels):
+            if column.key in row.notes:
+                notes.append(f"{column.label.split(' (')[0]}, {label}: {row.notes[column.key]}")
     return notes
 
 
-def layout(table: PaperTable, ours: OurRow | None = None) -> TableLayout:
-    """Caption, cells and notes of ``table``: the paper's rows (of ``ours.dataset``'s block), then ours."""
-    dataset = ours.dataset if ours is not None else None
+def _as_rows(ours: OurRow | Sequence[OurRow] | None) -> list[OurRow]:
+    if ours is None:
+        return []
+    return [ours] if isinstance(ours, OurRow) else list(ours)
+
+
+def _labels(table: PaperTable, ours: list[OurRow]) -> list[str]:
+    """Model-column labels of our rows; the test set is added where the table has no dataset column."""
+    several = len({row.dataset for row in ours}) > 1
+    if table.has_blocks or not several:
+        return [row.label for row in ours]
+    return [f"{row.name} ({row.tag}, {row.dataset or 'test set not given'})" for row in ours]
+
+
+def _groups(table: PaperTable, ours: list[OurRow], blocks: Sequence[str] | None):
+    """``(paper rows, our rows)`` per block, in printing order."""
+    if not table.has_blocks:
+        return [(list(table.rows), list(range(len(ours))))]
+    order = list(blocks) if blocks is not None else list(dict.fromkeys(r.dataset for r in ours if r.dataset))
+    if not order:
+        return [(list(table.rows), list(range(len(ours))))]
+    groups = [([row for row in table.rows if row[0] == name], [i for i, r in enumerate(ours) if r.dataset == name])
+              for name in order]
+    rest = [i for i, r in enumerate(ours) if r.dataset not in order]
+    return groups + ([([], rest)] if rest else [])
+
+
+def layout(table: PaperTable, ours: OurRow | Sequence[OurRow] | None = None,
+           blocks: Sequence[str] | None = None) -> TableLayout:
+    """Caption, cells and notes of ``table``: the paper's rows, then ours.
+
+    Args:
+        table: the paper's table.
+        ours: one row of ours or several (checkpoints, datasets, baselines).
+        blocks: Tables 1 and 3: the test sets to show, in order, each with the paper's rows of
+            it (if any) and then our rows of it. Default: the test sets of our rows (one block
+            for one row), or every paper row when none of ours names one.
+    """
+    rows_ours = _as_rows(ours)
+    labels = _labels(table, rows_ours)
     columns = table.columns + table.extra_columns
-    caption = f"Table {table.number}: {table.title}" + (f" ({dataset})" if dataset and table.has_blocks else "")
-    leading = ["Dataset", "Model"] if table.has_blocks else ["Model"]
+    shown = list(blocks) if blocks is not None else list(dict.fromkeys(r.dataset for r in rows_ours if r.dataset))
+    single = shown[0] if len(shown) == 1 and table.has_blocks else None
+    caption = f"Table {table.number}: {table.title}" + (f" ({single})" if single else "")
+    lay = TableLayout(caption, columns, ["Dataset", "Model"] if table.has_blocks else ["Model"], [], None, [], [])
     marks = _Footnotes()
-    rows: list[list[tuple[str, str | None]]] = []
-    for ds, model, values in table.block(dataset):
-        cells = [marks.cell(_fmt(v), NOT_IN_PAPER) for v in values]
-        cells += [marks.cell(None, NOT_IN_PAPER) for _ in table.extra_columns]
-        rows.append([(text, None) for text in ([ds] if table.has_blocks else []) + [model]] + cells)
-    ours_index = None
-    if ours is not None:
-        cells = [marks.cell(_fmt(ours.values.get(c.key)), ours.reasons.get(c.key, NOT_COMPUTED)) for c in columns]
-        label = ([dataset or ""] if table.has_blocks else []) + [f"{ours.name} (ours)"]
-        ours_index = len(rows)
-        rows.append([(text, None) for text in label] + cells)
-    return TableLayout(caption, columns, leading, rows, ours_index, _notes(table, columns, ours), marks.items())
+    for paper_rows, our_indices in _groups(table, rows_ours, blocks):
+        if not paper_rows and not our_indices:
+            continue
+        if lay.rows:
+            lay.rules.append(len(lay.rows))
+        for ds, model, values in paper_rows:
+            _add_row(lay, [ds] if table.has_blocks else [], model, "paper", list(values) + [None] * len(table.extra_columns),
+                     [marks.cell(_fmt(v), NOT_IN_PAPER) for v in values] + [marks.cell(None, NOT_IN_PAPER)
+                                                                         for _ in table.extra_columns], None)
+        for n, i in enumerate(our_indices):
+            row = rows_ours[i]
+            if n == 0 and paper_rows:
+                lay.rules.append(len(lay.rows))
+            lay.ours_index = len(lay.rows) if lay.ours_index is None else lay.ours_index
+            values = [row.values.get(c.key) for c in columns]
+            _add_row(lay, [row.dataset or ""] if table.has_blocks else [], labels[i], row.tag, values,
+                     [marks.cell(_fmt(v), row.reason(c.key)) for v, c in zip(values, columns)],
+                     [row.counts.get(c.key, row.num_clips) for c in columns])
+    lay.notes, lay.footnotes = _notes(table, columns, rows_ours, labels), marks.items()
+    return lay
+
+
+def _add_row(lay: TableLayout, dataset: list[str], model: str, source: str, values: list, cells: list,
+             counts: list | None) -> None:
+    lay.rows.append([(text, None) for text in dataset + [model]] + cells)
+    lay.sources.append(source)
+    lay.values.append([v if v is None or math.isfinite(v) else None for v in values])
+    lay.counts.append(counts if counts is not None else [None] * len(values))
 
 
 def _md_cell(text: str, marker: str | None) -> str:
@@ -313,9 +428,10 @@ def _md_cell(text: str, marker: str | None) -> str:
     return f"{text}[{marker}]" if marker else text
 
 
-def render_markdown(table: PaperTable, ours: OurRow | None = None) -> str:
-    """Table ``table`` in Markdown: the paper's rows, ``ours``, then the notes and footnotes."""
-    lay = layout(table, ours)
+def render_markdown(table: PaperTable, ours: OurRow | Sequence[OurRow] | None = None,
+                    blocks: Sequence[str] | None = None) -> str:
+    """Table ``table`` in Markdown: the paper's rows, ``ours``, then the notes and footnotes (see :func:`layout`)."""
+    lay = layout(table, ours, blocks)
     header = lay.leading + [f"{c.heading} {'↑' if c.higher_is_better else '↓'}" for c in lay.columns]
     caption = lay.caption.replace(f"Table {table.number}: ", f"**Table {table.number}.** ", 1)
     lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -342,9 +458,10 @@ def _tex_cell(text: str, marker: str | None) -> str:
     return _tex(text) + (f"$^{{{marker}}}$" if marker else "")
 
 
-def render_latex(table: PaperTable, ours: OurRow | None = None) -> str:
+def render_latex(table: PaperTable, ours: OurRow | Sequence[OurRow] | None = None,
+                 blocks: Sequence[str] | None = None) -> str:
     """Table ``table`` as a LaTeX ``tabular`` (booktabs), the same cells and notes as :func:`render_markdown`."""
-    lay = layout(table, ours)
+    lay = layout(table, ours, blocks)
     header = [_tex(h) for h in lay.leading]
     header += [_tex(c.heading) + (r" $\uparrow$" if c.higher_is_better else r" $\downarrow$") for c in lay.columns]
     lines = [
@@ -353,7 +470,7 @@ def render_latex(table: PaperTable, ours: OurRow | None = None) -> str:
         r"\toprule", " & ".join(header) + r" \\", r"\midrule",
     ]
     for i, row in enumerate(lay.rows):
-        if i == lay.ours_index:
+        if i in lay.rules:
             lines.append(r"\midrule")
         lines.append(" & ".join(_tex_cell(*cell) for cell in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\par\smallskip\footnotesize", r"$\uparrow$/$\downarrow$: higher/lower is better.\par"]
@@ -361,3 +478,32 @@ def render_latex(table: PaperTable, ours: OurRow | None = None) -> str:
     lines += [f"$^{{{marker}}}$ {_tex(reason)}" + r"\par" for marker, reason in lay.footnotes]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
+
+
+CSV_FIELDS: tuple[str, ...] = (
+    "table", "dataset", "model", "source", "metric", "column", "unit", "higher_is_better", "value", "clips", "reason",
+)
+"""Columns of :func:`render_csv`: one record per cell of a table's metric columns."""
+
+
+def render_csv(table: PaperTable, ours: OurRow | Sequence[OurRow] | None = None,
+               blocks: Sequence[str] | None = None, header: bool = True) -> str:
+    """The cells of :func:`layout` as CSV records (:data:`CSV_FIELDS`), unrounded.
+
+    ``source`` is ``paper`` or our row's tag; ``value`` is empty for a "-", whose ``reason``
+    then says why; ``clips`` is the number of clips behind our value (empty for the paper's).
+    """
+    lay = layout(table, ours, blocks)
+    reasons = dict(lay.footnotes)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    if header:
+        writer.writerow(CSV_FIELDS)
+    for cells, source, values, counts in zip(lay.rows, lay.sources, lay.values, lay.counts):
+        lead = [text for text, _ in cells[: len(lay.leading)]]
+        dataset, model = (lead[0], lead[1]) if len(lead) == 2 else ("", lead[0])
+        for column, (_, marker), value, count in zip(lay.columns, cells[len(lay.leading):], values, counts):
+            writer.writerow([table.number, dataset, model, source, column.key, column.label, column.unit,
+                             int(column.higher_is_better), "" if value is None else repr(float(value)),
+                             "" if count is None or source == "paper" else count, reasons.get(marker, "")])
+    return buf.getvalue()

@@ -1,0 +1,161 @@
+"""Throughput of ``python -m experiments.reproduce``: measured here on the tiny config, estimated for the paper's.
+
+1. Measured: a demo corpus at 64 px, a tiny checkpoint (``ete.yaml`` + ``tiny.yaml``, two
+   training steps, speech capped at ``--max-mel-frames``: an untrained stop head never fires,
+   so every sentence would run to tiny.yaml's 6 s), then the command on ``--clips`` test clips
+   (every metric of the suite whose weights are here, or ``--metrics``); clips per minute for
+   generation and for scoring, from ``reproduce.json``.
+2. Estimated: the paper's protocol, 800 clips x 20 s at 512 px, 25 DDIM steps per 16-frame
+   window, on one H100 (989 TFLOP/s dense BF16) at 40 % utilisation. FLOPs are counted with
+   ``torch.utils.flop_counter`` on the meta device (nothing is computed or allocated) for the
+   parts that dominate: the video denoiser's step on one window (ete.yaml's network with random
+   stand-ins shaped like its pretrained parts, :data:`benchmarks.model.PAPER_SHAPED`), the VAE
+   decoding of a window, and the metric networks that see every frame (Inception for FID,
+   AlexNet for LPIPS, torchvision's architectures). Not counted: the speech decoder (GPT-2 small
+   over 1,250 mel frames per clip, about 1e-4 of the video part), the encoders (once per clip),
+   and the metric networks not in torchvision (I3D, SyncNet, PIPs++, VGGish, Whisper); nor
+   decoding, I/O and the CPU metrics (PESQ, STOI, MCD), which bound evaluation in practice.
+
+Usage: ``python benchmarks/reproduce.py [--clips 1] [--max-mel-frames 125] [--metrics psnr,...] [--skip-measure]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from benchmarks.model import PAPER, PAPER_DATA, PAPER_SHAPED
+
+H100_BF16_FLOPS = 989e12
+"""Dense BF16 tensor-core peak of one H100 SXM (NVIDIA's datasheet; 1,979 TFLOP/s with sparsity)."""
+UTILISATION = 0.40
+PROTOCOL_CLIPS, PROTOCOL_SECONDS, FPS = 800, 20.0, 25
+STEPS, WINDOW = 25, 16  # ete.yaml's num_inference_steps and num_frames
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return float(counter.get_total_flops())
+
+
+def count_generation_flops() -> dict[str, float]:
+    """FLOPs of one denoising step on one window and of decoding one window, paper-size, on meta."""
+    from experiments.fit import build_network
+
+    with torch.device("meta"):
+        net = build_network(*PAPER, **PAPER_DATA, **PAPER_SHAPED)
+        latent = PAPER_DATA["image_size"] // net.appearance_encoder.downsample
+        sample = torch.randn(1, net.video_denoiser.unet.conv_in.in_channels, WINDOW, latent, latent)
+        tokens = torch.randn(WINDOW, 20, net.video_denoiser.cross_dim)
+        latents = torch.randn(WINDOW, 4, latent, latent)
+        step = torch.tensor([500])
+    return {
+        "denoiser_step_window": _flops(lambda: net.video_denoiser(sample, step, tokens, 10, None)),
+        "vae_decode_window": _flops(lambda: net.appearance_encoder.decode(latents)),
+    }
+
+
+def count_metric_flops() -> dict[str, float]:
+    """FLOPs per frame of the frame-level metric networks (FID's Inception at 299 px, LPIPS' AlexNet at 512)."""
+    from torchvision.models import alexnet, inception_v3
+
+    with torch.device("meta"):
+        inception = inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
+        net = alexnet(weights=None).features.eval()
+        x299, x512 = torch.randn(1, 3, 299, 299), torch.randn(2, 3, 512, 512)  # LPIPS: generated and real
+    return {"inception_frame": _flops(lambda: inception(x299)), "alexnet_pair": _flops(lambda: net(x512))}
+
+
+def estimate(flops: dict[str, float]) -> dict[str, float]:
+    """Seconds of the protocol on one H100 at :data:`UTILISATION` for generation and for the counted evaluation."""
+    rate = H100_BF16_FLOPS * UTILISATION
+    windows = -(-int(PROTOCOL_SECONDS * FPS) // WINDOW)  # 32 windows of 16 frames per 20 s clip
+    frames = PROTOCOL_CLIPS * PROTOCOL_SECONDS * FPS
+    per_clip = windows * (STEPS * flops["denoiser_step_window"] + flops["vae_decode_window"])
+    evaluation = frames * (2 * flops["inception_frame"] + flops["alexnet_pair"])  # FID: generated and real
+    return {"generation_s": PROTOCOL_CLIPS * per_clip / rate, "evaluation_s": evaluation / rate,
+            "generation_flops": PROTOCOL_CLIPS * per_clip, "evaluation_flops": evaluation}
+
+
+def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str] | None) -> dict[str, Any]:
+    """Clips per minute of generation and scoring for the tiny config on this machine."""
+    from datamodules.demo_corpus import build_demo_corpus
+    from experiments import fit
+    from experiments.reproduce import reproduce
+
+    root = build_demo_corpus(work / "corpus", num_clips=7 + 10 * max(0, clips - 1), size=64, min_seconds=2.8,
+                             max_seconds=3.2, num_workers=0, progress=False)
+    cli = fit.main(["--config", "ete.yaml", "--config", "tiny.yaml", f"--data.root={root}",
+                    "--data.build_if_missing=false", "--trainer.max_steps=2", "--trainer.logger=false",
+                    f"--model.init_args.max_mel_frames={max_mel_frames}",
+                    "--trainer.callbacks=[]", "--trainer.enable_progress_bar=false",
+                    f"--trainer.default_root_dir={work}"])
+    ckpt = work / "tiny.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    start = time.perf_counter()
+    report = reproduce({"ete": ckpt}, work / "results", datasets=["demo"], limit=clips, metrics=metrics)
+    done = report["generation"]["ete"]["demo"]
+    return {"clips": done["clips"], "generated": done["generated"], "failed": done["failed"],
+            "seconds": report["seconds"], "total_s": time.perf_counter() - start,
+            "skipped": json.loads((work / "results" / "scores" / "ete" / "demo" / "summary.json").read_text())
+            ["metrics_skipped"]}
+
+
+def _print_measured(m: dict[str, Any]) -> None:
+    def per_min(seconds: float) -> float:
+        return 60.0 * m["clips"] / seconds if seconds > 0 else float("inf")
+
+    print(f"\ntiny config on this machine ({torch.get_num_threads()} threads), {m['clips']} demo test clips "
+          f"({m['failed']} failed):")
+    print(f"  generation: {m['seconds']['generation']:.1f} s -> {per_min(m['seconds']['generation']):.1f} clips/min")
+    print(f"  scoring:    {m['seconds']['scoring']:.1f} s -> {per_min(m['seconds']['scoring']):.1f} clips/min "
+          f"(metrics skipped for missing weights/packages: {', '.join(m['skipped']) or 'none'})")
+    print(f"  whole command: {m['total_s']:.1f} s")
+
+
+def _print_estimate(flops: dict[str, float], est: dict[str, float]) -> None:
+    print(f"\npaper protocol ({PROTOCOL_CLIPS} clips x {PROTOCOL_SECONDS:g} s, {STEPS} steps per {WINDOW}-frame "
+          f"window) on one H100 at {UTILISATION:.0%} of {H100_BF16_FLOPS / 1e12:g} TFLOP/s:")
+    print(f"  denoiser step on one window: {flops['denoiser_step_window'] / 1e12:.2f} TFLOP; VAE decode of a window: "
+          f"{flops['vae_decode_window'] / 1e12:.2f} TFLOP")
+    print(f"  generation: {est['generation_flops'] / 1e18:.2f} EFLOP -> {est['generation_s'] / 3600:.1f} h "
+          f"({est['generation_s'] / PROTOCOL_CLIPS:.0f} s per clip)")
+    print(f"  evaluation (Inception x2 + AlexNet per frame, counted): {est['evaluation_flops'] / 1e15:.1f} PFLOP -> "
+          f"{est['evaluation_s']:.0f} s; the goal of 15 min is met for the network part, which leaves "
+          f"{(900 - est['evaluation_s']) / 60:.1f} min for decoding and the CPU metrics (not estimated here)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=1, help="demo test clips to generate and score")
+    parser.add_argument("--max-mel-frames", type=int, default=125, help="speech cap per sentence (62.5 per second)")
+    parser.add_argument("--metrics", help="comma-separated subset of the suite (default: all available)")
+    parser.add_argument("--skip-measure", action="store_true", help="only the FLOP estimate")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.skip_measure:
+        with tempfile.TemporaryDirectory() as work:
+            metrics = args.metrics.split(",") if args.metrics else None
+            _print_measured(measure_tiny(args.clips, Path(work), args.max_mel_frames, metrics))
+    flops = {**count_generation_flops(), **count_metric_flops()}
+    _print_estimate(flops, estimate(flops))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""experiments.reproduce end to end on the demo corpus: two tiny checkpoints -> clips -> scores -> Tables 1-7.
+
+The corpus has three test clips (one test speaker in the demo's split, two more relabelled so
+that ``--limit`` has something to leave out); the source video of one of them is deleted after
+preprocessing, so that its generation fails and the run must go on without it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.demo_corpus import build_demo_corpus
+from experiments import fit
+from experiments import reproduce as rep
+
+slow = pytest.mark.slow  # the tests on trained checkpoints: about two minutes together on 2 cores
+
+TEST_KEYS = ["spk03_0000", "spk04_0000", "spk09_0000"]
+BROKEN = "spk03_0000"  # its source video is gone: no first frame to generate from
+METRICS = "psnr,ssim,stoi,mcd_paper,fid"
+TABLE_CAPTIONS = [f"**Table {n}.**" for n in range(1, 8)]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory) -> Path:
+    """A 7-clip demo corpus at 64 px: train spk00-02, val spk08, test spk03, spk04, spk09."""
+    root = build_demo_corpus(tmp_path_factory.mktemp("demo") / "corpus", num_clips=7, size=64, min_seconds=2.8,
+                             max_seconds=3.2, num_workers=0, progress=False)
+    records = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    for record in records:
+        if record["key"] in TEST_KEYS:
+            record["split"] = "test"
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def _train(root: Path, out: Path, *configs: str) -> Path:
+    """A few steps of ``configs`` + tiny.yaml on the corpus; the checkpoint as training writes it."""
+    args = [arg for config in configs for arg in ("--config", config)]
+    cli = fit.main([*args, "--config", "tiny.yaml", f"--data.root={root}", "--data.build_if_missing=false",
+                    "--data.batch_size=3", "--model.init_args.max_mel_frames=30", "--trainer.max_steps=2",
+                    "--trainer.num_sanity_val_steps=0", "--trainer.logger=false", "--trainer.callbacks=[]",
+                    "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={out}"])
+    path = out / "last.ckpt"
+    cli.trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoints(demo_root: Path, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("ckpts")
+    found = {"ete": _train(demo_root, out / "ete", "ete.yaml"),
+             "dc_off": _train(demo_root, out / "dc_off", "ete.yaml", "dc_off.yaml")}
+    (demo_root / "clips" / f"{BROKEN}.mp4").unlink()  # after preprocessing: the cache still has the clip
+    return found
+
+
+@pytest.fixture(scope="module")
+def run(checkpoints: dict[str, Path], tmp_path_factory) -> tuple[Path, dict]:
+    """The command on the demo test split, first two clips, FID with a small injected feature network."""
+    out = tmp_path_factory.mktemp("results")
+    extractor = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # 12-d FID features
+    report = rep.reproduce(checkpoints, out, datasets=["demo"], limit=2, steps=2, metrics=METRICS.split(","),
+                           overrides={"fid": {"feature_extractor": extractor}})
+    return out, report
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(path.read_text().splitlines()))
+
+
+@slow
+def test_clips_are_generated_by_the_protocol_and_failures_listed(run) -> None:
+    out, report = run
+    for name in ("ete", "dc_off"):
+        assert sorted(p.name for p in (out / "generated" / name / "demo").glob("*.mp4")) == ["spk04_0000.mp4"]
+        assert report["generation"][name]["demo"] == {"clips": 2, "generated": 1, "kept": 0, "failed": 1}
+    clips = json.loads((out / "test_sets" / "demo" / "clips.json").read_text())
+    assert [c["key"] for c in clips] == TEST_KEYS[:2]  # --limit 2, in key order
+    assert clips[1]["text"] and clips[1]["num_frames"] > 50 and clips[1]["source_video"].endswith("spk04_0000.mp4")
+    assert sorted(p.name for p in (out / "test_sets" / "demo" / "ground_truth").iterdir()) == [
+        f"{k}.mp4" for k in TEST_KEYS[:2]]
+    failures = _csv(out / "failures.csv")
+    assert [(f["model"], f["dataset"], f["clip"], f["stage"]) for f in failures] == [
+        ("ete", "demo", BROKEN, "generation"), ("dc_off", "demo", BROKEN, "generation")]
+    assert BROKEN in failures[0]["reason"] and "not found" in failures[0]["reason"]
+
+
+@slow
+def test_every_table_file_has_every_table_with_our_rows(run) -> None:
+    out, _ = run
+    md, tex = (out / "tables.md").read_text(), (out / "tables.tex").read_text()
+    assert all(caption in md for caption in TABLE_CAPTIONS)
+    assert tex.count(r"\begin{table}") == 7 and tex.count(r"\end{table}") == 7
+    records = _csv(out / "tables.csv")
+    assert {r["table"] for r in records} == {str(n) for n in range(1, 8)}
+    ours = {(r["table"], r["dataset"], r["model"]) for r in records if r["source"] == "ours"}
+    # Tables 1 and 3: the four paper blocks (ours missing there, with the reason) and the demo block
+    for table in ("1", "3"):
+        assert {(d, m) for t, d, m in ours if t == table} == {
+            (d, "ete (ours)") for d in ("VoxCeleb", "FakeAVCeleb", "CelebV-HQ", "HDTF", "demo")}
+    vox = [r for r in records if r["table"] == "1" and r["dataset"] == "VoxCeleb" and r["source"] == "ours"]
+    assert {r["reason"] for r in vox} == {"no VoxCeleb test set: the checkpoint's DataModule names demo"}
+    fid = next(r for r in records if r["table"] == "1" and r["dataset"] == "demo" and r["metric"] == "fid")
+    assert float(fid["value"]) >= 0 and fid["clips"] == "1"
+    fvd = next(r for r in records if r["table"] == "1" and r["dataset"] == "demo" and r["metric"] == "fvd")
+    assert fvd["value"] == "" and fvd["reason"] == "not requested (--metrics)"
+    psnr = next(r for r in records if r["table"] == "2" and r["source"] == "ours" and r["metric"] == "psnr")
+    assert float(psnr["value"]) > 0 and psnr["model"] == "ete (ours)"
+    # Tables 6 and 7: one row per config; configs without a checkpoint say so
+    assert {m for t, _, m in ours if t == "6"} == {f"{c} (ours)" for c in ("ete", "dc_off", "no_te", "dc_ec_off",
+                                                                            "ec_off", "ste")}
+    assert {m for t, _, m in ours if t == "7"} == {f"{c} (ours)" for c in ("ete", "only_visual_tokens",
+                                                                            "only_audio_tokens", "no_audio_sequence",
+                                                                            "no_audio_profile", "no_visual_tokens")}
+    ste = {r["reason"] for r in records if r["table"] == "6" and r["model"] == "ste (ours)"}
+    assert len(ste) == 1 and "missing checkpoint" in ste.pop()
+    dc_off = {r["metric"]: r for r in records if r["table"] == "6" and r["model"] == "dc_off (ours)"}
+    assert float(dc_off["mcd_paper"]["value"]) > 0 and dc_off["mcd_paper"]["clips"] == "1"
+    assert float(dc_off["fid"]["value"]) >= 0 and dc_off["stoi"]["reason"]  # a "-" always says why
+    assert "1 clip(s) failed" in md and "failures.csv" in md
+
+
+@slow
+def test_second_run_regenerates_nothing_and_a_killed_clip_is_redone(run, checkpoints, capsys) -> None:
+    out, _ = run
+    kept = out / "generated" / "ete" / "demo" / "spk04_0000.mp4"
+    before = kept.stat().st_mtime_ns
+    args = ["--ckpt", f"ete={checkpoints['ete']}", "--out", str(out), "--datasets", "demo", "--limit", "2",
+            "--steps", "2", "--metrics", METRICS]
+    assert rep.main(args) == 0
+    report = json.loads((out / "reproduce.json").read_text())
+    assert report["generation"]["ete"]["demo"] == {"clips": 2, "generated": 0, "kept": 1, "failed": 1}
+    assert kept.stat().st_mtime_ns == before
+    # a run killed while writing spk09 leaves only a hidden temporary file: the next run makes the clip
+    (kept.parent / ".spk09_0000.1a2b3c.mp4").write_bytes(b"\x00" * 100)
+    assert rep.main(args[:-4] + ["--limit", "3", "--steps", "2", "--metrics", METRICS]) == 0
+    report = json.loads((out / "reproduce.json").read_text())
+    assert report["generation"]["ete"]["demo"] == {"clips": 3, "generated": 1, "kept": 1, "failed": 1}
+    assert kept.stat().st_mtime_ns == before and (kept.parent / "spk09_0000.mp4").is_file()
+    assert "tables.md" in capsys.readouterr().out
+
+
+@slow
+def test_baseline_folder_is_scored_on_the_same_clips(run, checkpoints, tmp_path) -> None:
+    out, _ = run
+    baseline = tmp_path / "hallo"
+    baseline.mkdir()
+    shutil.copy(out / "test_sets" / "demo" / "ground_truth" / "spk04_0000.mp4", baseline / "spk04_0000.mp4")
+    report = rep.reproduce({"ete": checkpoints["ete"]}, out, datasets=["demo"], limit=2, steps=2,
+                           metrics=["psnr", "stoi"], baselines={"hallo": baseline})
+    assert report["generation"]["ete"]["demo"]["generated"] == 0
+    records = _csv(out / "tables.csv")
+    psnr = {r["model"]: r for r in records if r["table"] == "2" and r["metric"] == "psnr" and r["source"] != "paper"}
+    assert psnr["hallo (scored here)"]["source"] == "scored here" and psnr["hallo (scored here)"]["clips"] == "1"
+    assert float(psnr["hallo (scored here)"]["value"]) > float(psnr["ete (ours)"]["value"])  # the ground truth itself
+    summary = json.loads((out / "scores" / "hallo" / "demo" / "summary.json").read_text())
+    assert summary["unpaired"]["gt_only"] == [f"{BROKEN}.mp4"]  # the same two test clips as ours
+
+
+def _refuse_generation(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("generation started before the bad input was refused")
+
+    monkeypatch.setattr(rep, "generate_clips", refuse)
+
+
+def _one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing_ckpt", "no such file"),
+    ("corrupt_ckpt", "not a PyTorch checkpoint"),
+    ("bad_ckpt_flag", "NAME=PATH"),
+    ("missing_baseline", "--baseline .*none: an existing folder"),
+    ("bad_limit", "--limit 0: an integer >= 1"),
+    ("word_limit", "--limit ten: an integer >= 1"),
+    ("unknown_dataset", "--datasets lrs3: one of"),
+])
+def test_bad_option_one_line_exit_2(case, match, tmp_path, monkeypatch, capsys) -> None:
+    _refuse_generation(monkeypatch)
+    ckpt, args = tmp_path / "nope.ckpt", ["--out", str(tmp_path / "out"), "--datasets", "demo", "--limit", "1"]
+    if case == "corrupt_ckpt":
+        ckpt.write_bytes(b"not a checkpoint")
+    elif case == "missing_baseline":
+        args += ["--baseline", f"hallo={tmp_path / 'none'}"]
+    elif case in ("bad_limit", "word_limit"):
+        args[-1] = "0" if case == "bad_limit" else "ten"
+    elif case == "unknown_dataset":
+        args[3] = "lrs3"
+    args = ["--ckpt", str(ckpt) if case == "bad_ckpt_flag" else f"ete={ckpt}", *args]
+    assert rep.main(args) == 2
+    assert re.search(match, _one_error_line(capsys))
+    assert not (tmp_path / "out").exists()
+
+
+@slow
+@pytest.mark.parametrize("case, match", [
+    ("no_test_split", "SyntheticDataModule has no test split"),
+    ("empty_split", "the demo test split is empty"),
+    ("missing_root", "names the demo dataset root .*gone.*, which is not there"),
+])
+def test_bad_checkpoint_data_one_line_exit_2(case, match, checkpoints, demo_root, tmp_path, monkeypatch,
+                                            capsys) -> None:
+    _refuse_generation(monkeypatch)
+    if case == "no_test_split":  # a DataModule of generated batches: no clips to take a test split from
+        changes = {"_class_path": "tests.model.test_module.SyntheticDataModule"}
+    elif case == "empty_split":
+        changes = {"root": _corpus_without_test_clips(demo_root, tmp_path)}
+    else:
+        changes = {"root": str(tmp_path / "gone")}
+    ckpt = _with_datamodule(checkpoints["ete"], tmp_path, changes)
+    assert rep.main(["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo"]) == 2
+    assert re.search(match, _one_error_line(capsys))
+    assert not (tmp_path / "out").exists()
+
+
+def _with_datamodule(ckpt: Path, tmp_path: Path, changes: dict) -> Path:
+    """A copy of ``ckpt`` whose saved DataModule config has ``changes`` (a class path replaces it all)."""
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    saved = state["datamodule_hyper_parameters"]
+    state["datamodule_hyper_parameters"] = dict(changes) if "_class_path" in changes else {**saved, **changes}
+    path = tmp_path / "changed.ckpt"
+    torch.save(state, path)
+    return path
+
+
+def _corpus_without_test_clips(root: Path, tmp_path: Path) -> str:
+    """A copy of the corpus whose preprocessed manifest has no test-split clip."""
+    copy = tmp_path / "corpus"
+    shutil.copytree(root, copy)
+    manifest = copy / "cache" / "64" / "manifest.jsonl"
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in records if r.get("split") != "test"))
+    return str(copy)
+
+
