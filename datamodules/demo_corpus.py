@@ -55,9 +55,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -212,7 +213,7 @@ class _ESpeak:
             return wav, list(self.events)
 
 
-_ENGINE: Optional[_ESpeak] = None
+_ENGINE: _ESpeak | None = None
 _ENGINE_LOCK = threading.Lock()
 _IN_CHILD = False
 
@@ -459,6 +460,26 @@ class FaceParams:
     hairline: float
 
 
+def mouth_opening(frames: np.ndarray, center: Sequence[float], size: int) -> np.ndarray:
+    """(T,) mouth opening of rendered or generated frames: mouth-interior-coloured pixels near the mouth.
+
+    The corpus draws the open mouth's interior in :data:`MOUTH_INTERIOR_RGB`; the count of pixels
+    within 45 RGB units of it, in a box of 0.26 x 0.17 frame sides around the mouth (margins cover
+    the head motion), measures how far the mouth is open. The corpus' own test checks it against the
+    speech; the learning benchmark and the demo measure generated videos with it.
+
+    Args:
+        frames: (T, H, W, 3) uint8 RGB, H = W = ``size``.
+        center: ``[x, y]`` of the mouth in pixels of these frames.
+        size: frame side in pixels.
+    """
+    cx, cy = (round(float(v)) for v in center)
+    hw, hh = max(1, int(0.13 * size)), max(1, int(0.085 * size))
+    region = frames[:, max(0, cy - hh): cy + hh, max(0, cx - hw): cx + hw].astype(np.float64)  # (T, h, w, 3)
+    distance = np.linalg.norm(region - np.asarray(MOUTH_INTERIOR_RGB, np.float64), axis=-1)  # (T, h, w)
+    return (distance < 45).sum(axis=(1, 2))
+
+
 def face_params(face_id: int) -> FaceParams:
     """The face of identity ``face_id`` (any int >= 0); the same id always gives the same face."""
     if face_id < 0:
@@ -587,7 +608,7 @@ class FaceRenderer:
         narrow = 1.0 - self.p.jaw * np.clip(np.sin(t), 0, None) ** 2
         return np.stack([self.cx + scale * self.rx * np.cos(t) * narrow, self.cy + scale * self.ry * np.sin(t)], 1)
 
-    def _hair_cap(self) -> Optional[np.ndarray]:
+    def _hair_cap(self) -> np.ndarray | None:
         """Polygon of the hair on the head (None when bald)."""
         style = self.p.hair_style
         if style == "bald":
@@ -875,7 +896,7 @@ def load_metadata(root: PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line: build a corpus and print where it is and how long it took."""
     parser = argparse.ArgumentParser(description="Build the synthetic talking-face demo corpus.")
     parser.add_argument("--root", type=Path, default=Path("data/demo"), help="destination folder")

@@ -11,7 +11,10 @@ Loss (Sec. 3.4 plus the two terms a diffusion model and a stop head need)::
     L = w_video * L1(frames) + w_audio * MSE(mel) + w_denoise * L_denoise + w_stop * BCE(stop)
 
 with the paper's L_video + 0.1 * L_audio as the defaults of the first two weights. A trainable VAE
-adds its own reconstruction L1 to the pixel term (``vae_recon``, also logged on its own).
+adds its own reconstruction L1 to the pixel term (``vae_recon``, also logged on its own). Two
+switches, off in the paper's configuration: ``mouth_loss_weight`` weights the lip-mask pixels (and
+latents) in the video terms; the speech decoder's alignment aid adds ``w_duration * duration``, the
+squared log error of the predicted utterance length.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 
 LOSS_TERMS: tuple[str, ...] = ("video_l1", "audio_mse", "denoise", "stop")
 """Unweighted loss terms :meth:`NFYLitModule.forward` returns."""
+OPTIONAL_TERMS: tuple[str, ...] = ("duration",)
+"""Terms returned only with a switch on (``duration``: the speech decoder's alignment aid)."""
 STAGES: tuple[str, ...] = ("train", "val", "test")
 OBJECTIVE_INTERFACE: tuple[str, ...] = (
     "encode_conditions", "decode_speech", "audio_windows", "encode_frames", "diffusion_target", "motion_latents",
@@ -72,6 +77,12 @@ class NFYLitModule(LightningModule):
             (ESPnet's TTS decoders use 5), against the class imbalance of one stop in hundreds of frames.
         guidance_dropout: probability that a training row's cross-attention tokens are zeroed, so that the
             unconditional branch of classifier-free guidance is learned.
+        duration_weight: weight of the predicted length's squared log error (the speech decoder's
+            ``alignment_aid`` only).
+        mouth_loss_weight: extra weight w of the lip-mask pixels in the pixel L1 and the VAE's
+            reconstruction, and of the lip-mask latents in the denoising loss (1 + w there, 1 elsewhere,
+            normalised); 0 = the paper's unweighted losses. The mouth is about 3 % of a face crop, so an
+            unweighted loss barely sees it (Wav2Lip: under 4 % of the reconstruction loss).
         pixel_loss_frames: frames per window whose x0 estimate is decoded for the pixel L1 (and the VAE's
             reconstruction term): ``None`` all of them; k picks k frames at random per row, which bounds the
             VAE decoder's activation memory at large image sizes.
@@ -101,6 +112,8 @@ class NFYLitModule(LightningModule):
         audio_weight: float = 0.1,
         denoise_weight: float = 1.0,
         stop_weight: float = 1.0,
+        duration_weight: float = 1.0,
+        mouth_loss_weight: float = 0.0,
         stop_pos_weight: float = 5.0,
         guidance_dropout: float = 0.1,
         pixel_loss_frames: int | None = None,
@@ -111,7 +124,8 @@ class NFYLitModule(LightningModule):
         scheduler_interval: str = "step",
     ) -> None:
         super().__init__()
-        weights = {"video_l1": video_weight, "audio_mse": audio_weight, "denoise": denoise_weight, "stop": stop_weight}
+        weights = {"video_l1": video_weight, "audio_mse": audio_weight, "denoise": denoise_weight, "stop": stop_weight,
+                   "duration": duration_weight, "mouth_loss_weight": mouth_loss_weight}
         for name, value in weights.items():
             if value < 0:
                 raise ValueError(f"loss weight for {name!r} must be >= 0, got {value}")
@@ -138,6 +152,7 @@ class NFYLitModule(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.train_scheduler = train_scheduler
+        self.mouth_loss_weight = weights.pop("mouth_loss_weight")
         self.loss_weights = weights
         self.stop_pos_weight, self.guidance_dropout = stop_pos_weight, guidance_dropout
         self.pixel_loss_frames = pixel_loss_frames
@@ -146,7 +161,7 @@ class NFYLitModule(LightningModule):
         # One MeanMetric per stage and term (plus the weighted total): epoch means sync over DDP.
         # (ModuleDict keys "train"/"val" would clash with nn.Module.train, hence "train_loss" ...)
         self.losses = nn.ModuleDict(
-            {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in (*LOSS_TERMS, "loss")}
+            {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in (*LOSS_TERMS, *OPTIONAL_TERMS, "loss")}
         )
 
     # ------------------------------------------------------------------ objective
@@ -172,10 +187,11 @@ class NFYLitModule(LightningModule):
             raise ValueError(f"batch['video'] has {batch['video'].shape[1]} frames, need motion_frames={m} + >= 1")
         cond = net.encode_conditions(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
                                      batch["lip_mask"], batch["profile_wav"])
-        out = self._speech_losses(net.decode_speech(cond, batch["mel"]), batch["mel"], batch["mel_lengths"])
+        out = self._speech_losses(net.decode_speech(cond, batch["mel"], batch["mel_lengths"]), batch["mel"],
+                                  batch["mel_lengths"])
         first_mel = torch.floor((batch["frame_start"] + m).clamp(min=0) * MEL_FRAMES_PER_VIDEO_FRAME).long()
         windows = net.audio_windows(out["audio_hidden"], first_mel, f, batch["mel_lengths"])
-        return {**out, **self._video_losses(cond, batch["video"], batch["ref_image"], windows)}
+        return {**out, **self._video_losses(cond, batch["video"], batch["ref_image"], windows, batch["lip_mask"])}
 
     def _speech_losses(self, speech: dict[str, torch.Tensor], mel: torch.Tensor,
                        lengths: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -188,10 +204,25 @@ class NFYLitModule(LightningModule):
         bce = nn.functional.binary_cross_entropy_with_logits(speech["stop_logits"], stop_target, reduction="none",
                                                              pos_weight=pos_weight)
         stop = (bce * valid).sum() / valid.sum().clamp(min=1)
-        return {"audio_mse": audio_mse, "stop": stop, "pred_mel": speech["mel"], "audio_hidden": speech["hidden"]}
+        out = {"audio_mse": audio_mse, "stop": stop, "pred_mel": speech["mel"], "audio_hidden": speech["hidden"]}
+        if "log_duration" in speech:  # the alignment aid's length prediction
+            out["duration"] = ((speech["log_duration"] - lengths.clamp(min=1).to(mel.dtype).log()) ** 2).mean()
+        return out
+
+    def _mouth_weight(self, lip: torch.Tensor) -> torch.Tensor | None:
+        """(B, 1, H, W) lip mask -> loss weights 1 + ``mouth_loss_weight`` * mask, or None (unweighted)."""
+        return 1 + self.mouth_loss_weight * lip if self.mouth_loss_weight > 0 else None
+
+    @staticmethod
+    def _weighted_mean(error: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        """Mean of ``error`` weighted by ``weight`` (broadcast to it); the plain mean when ``weight`` is None."""
+        if weight is None:
+            return error.mean()
+        weight = weight.expand_as(error)
+        return (error * weight).sum() / weight.sum()
 
     def _video_losses(self, cond: dict[str, torch.Tensor], video: torch.Tensor, ref_image: torch.Tensor,
-                      windows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+                      windows: torch.Tensor | None, lip_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Denoising loss at a random timestep per row, then the pixel losses of its one-step x0 estimate."""
         net, m, sched = self.net, int(self.net.motion_frames), self.train_scheduler
         target = video[:, m:]  # (B, F, 3, H, W)
@@ -218,11 +249,14 @@ class NFYLitModule(LightningModule):
         # 3. One-step x0 estimate per row (the scheduler takes one timestep per call) for the pixel losses
         x0 = torch.cat([sched.step(pred[i : i + 1], int(t[i]), noisy[i : i + 1]).pred_original_sample
                         for i in range(b)])  # (B, 4, F, h, w)
-        pixel = self._pixel_losses(x0, latents, target, cond["ref_latent"], ref_image)
-        return {"denoise": nn.functional.mse_loss(pred, goal), **pixel}
+        pixel = self._pixel_losses(x0, latents, target, cond["ref_latent"], ref_image, lip_mask)
+        latent_weight = self._mouth_weight(cond["mask_maps"][:, 1:2])  # (B, 1, h, w): the lip map at latent size
+        latent_weight = None if latent_weight is None else latent_weight[:, :, None]  # (B, 1, 1, h, w)
+        return {"denoise": self._weighted_mean((pred - goal) ** 2, latent_weight), **pixel}
 
     def _pixel_losses(self, x0: torch.Tensor, latents: torch.Tensor, target: torch.Tensor,
-                      ref_latent: torch.Tensor, ref_image: torch.Tensor) -> dict[str, torch.Tensor]:
+                      ref_latent: torch.Tensor, ref_image: torch.Tensor,
+                      lip_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pixel L1 of the decoded x0 (B, 4, F, h, w) against ``target`` (B, F, 3, H, W), on
         ``pixel_loss_frames`` random frames per row when set (only those are decoded)."""
         b, f = target.shape[:2]
@@ -233,11 +267,13 @@ class NFYLitModule(LightningModule):
             latents = latents.transpose(1, 2)[rows, chosen].transpose(1, 2)  # (B, 4, k, h, w)
             target = target[rows, chosen]  # (B, k, 3, H, W)
         frames = self.net.decode_diffused(x0, ref_latent, ref_image)  # (B, F', 3, H, W)
-        out = {"video_l1": (frames - target).abs().mean(), "pred_frames": frames.clamp(-1, 1)}
+        weight = self._mouth_weight(lip_mask)  # (B, 1, H, W) or None
+        weight = None if weight is None else weight[:, None]  # (B, 1, 1, H, W)
+        out = {"video_l1": self._weighted_mean((frames - target).abs(), weight), "pred_frames": frames.clamp(-1, 1)}
         if self.net.trains_vae:
             # A fine-tuned (or random) VAE also learns to reconstruct, or its latent space could collapse
             # into one the denoiser finds trivial; the term joins the pixel loss and is logged on its own.
-            out["vae_recon"] = (self.net.decode_latents(latents) - target).abs().mean()
+            out["vae_recon"] = self._weighted_mean((self.net.decode_latents(latents) - target).abs(), weight)
             out["video_l1"] = out["video_l1"] + out["vae_recon"]
         return out
 
@@ -248,9 +284,10 @@ class NFYLitModule(LightningModule):
             validate_batch(batch)  # cheap, once: a DataModule breaking the contract fails at step 0
             self._batch_checked = True
         out = self(batch)
-        loss = sum(self.loss_weights[name] * out[name] for name in LOSS_TERMS)
+        terms = [*LOSS_TERMS, *(name for name in OPTIONAL_TERMS if name in out)]
+        loss = sum(self.loss_weights[name] * out[name] for name in terms)
         batch_size = batch["text_ids"].shape[0]
-        values = {**{name: out[name] for name in LOSS_TERMS}, "loss": loss}
+        values = {**{name: out[name] for name in terms}, "loss": loss}
         for name, value in values.items():
             metric = self.losses[f"{stage}_{name}"]
             metric(value.detach())
@@ -263,7 +300,8 @@ class NFYLitModule(LightningModule):
     def training_step(self, batch: NFYBatch, batch_idx: int) -> dict[str, torch.Tensor]:
         """Weighted ``loss`` of one batch, with its unweighted terms (detached) for callbacks."""
         out = self._step(batch, "train")
-        return {"loss": out["loss"], **{name: out[name].detach() for name in LOSS_TERMS}}
+        terms = [*LOSS_TERMS, *(name for name in OPTIONAL_TERMS if name in out)]
+        return {"loss": out["loss"], **{name: out[name].detach() for name in terms}}
 
     def validation_step(self, batch: NFYBatch, batch_idx: int) -> None:
         """Log the validation loss terms."""
@@ -478,4 +516,5 @@ def _set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-__all__: list[str] = ["LOSS_TERMS", "MIN_USEFUL_LR", "OBJECTIVE_INTERFACE", "NFYLitModule", "lr_floor_step"]
+__all__: list[str] = ["LOSS_TERMS", "MIN_USEFUL_LR", "OBJECTIVE_INTERFACE", "OPTIONAL_TERMS", "NFYLitModule",
+                      "lr_floor_step"]

@@ -105,6 +105,11 @@ class NFYNetwork(nn.Module):
             layer (trained with ``prediction_type="sample"``, the untrained network returns the photo unchanged).
         prenet_dropout: dropout on the decoder's pre-net in training (Tacotron 2 uses 0.5): the decoder
             cannot lean on the previous frame alone, which keeps free-running generation on track.
+        prenet_dropout_at_inference: keep that dropout on when generating, as Tacotron 2 does, so that free
+            running sees inputs like training's (off in the paper's configuration).
+        alignment_aid: the speech decoder predicts the utterance length and gets each frame's progress and
+            expected text token (:mod:`~lightning_modules.networks.speech_decoder`; off in the paper's
+            configuration); the objective then adds the ``duration`` term.
         entanglement, diffusion_cross_attention, embedding_cross_attention, attended_tokens,
         use_audio_sequence_encoder, use_audio_profile_encoder, use_visual_tokens: ablation flags (above).
         checkpoint_unet, checkpoint_vae, checkpoint_gpt2, checkpoint_wav2vec: activation checkpointing of
@@ -154,6 +159,8 @@ class NFYNetwork(nn.Module):
         vocoder: str | None = None,
         reference_residual: bool = False,
         prenet_dropout: float = 0.5,
+        prenet_dropout_at_inference: bool = False,
+        alignment_aid: bool = False,
         entanglement: str = "ete",
         diffusion_cross_attention: bool = True,
         embedding_cross_attention: bool = True,
@@ -206,7 +213,9 @@ class NFYNetwork(nn.Module):
         self.audio_decoder = AudioDecoder(dim, gpt2, decoder_width, decoder_layers, decoder_heads,
                                           max_decoder_positions, cross_attention=self.dc,
                                           prenet_dropout=prenet_dropout, freeze_model=freeze_gpt2,
-                                          gradient_checkpointing=checkpoint_gpt2)
+                                          gradient_checkpointing=checkpoint_gpt2,
+                                          prenet_dropout_at_inference=prenet_dropout_at_inference,
+                                          alignment_aid=alignment_aid)
         self.vocoder = Vocoder(vocoder)
 
         # Video denoiser with EC and DC
@@ -264,7 +273,8 @@ class NFYNetwork(nn.Module):
 
         Returns:
             ``prefix`` (B, P, D) and ``prefix_mask`` (B, P) for the audio decoder, ``video_tokens``
-            (B, Nv, D) with ``video_mask`` (B, Nv), ``ref_latent`` (B, 4, h, w), ``mask_maps`` (B, 2, h, w).
+            (B, Nv, D) with ``video_mask`` (B, Nv), ``ref_latent`` (B, 4, h, w), ``mask_maps`` (B, 2, h, w),
+            ``text_mask`` (B, L) (the prefix ends with the L text positions).
         """
         b = text_ids.shape[0]
         text = self.text_encoder(text_ids)  # (B, L, D)
@@ -295,7 +305,7 @@ class NFYNetwork(nn.Module):
         else:
             video_tokens, video_mask = merge(visual, text)  # the raw tokens, un-entangled
         return {"prefix": prefix, "prefix_mask": prefix_mask, "video_tokens": video_tokens,
-                "video_mask": video_mask, "ref_latent": ref_latent, "mask_maps": mask_maps}
+                "video_mask": video_mask, "ref_latent": ref_latent, "mask_maps": mask_maps, "text_mask": text_mask}
 
     @property
     def trains_vae(self) -> bool:
@@ -308,13 +318,19 @@ class NFYNetwork(nn.Module):
         audio), or ``(None, None)`` without DC."""
         return (cond["video_tokens"], cond["video_mask"]) if self.dc else (None, None)
 
-    def decode_speech(self, cond: dict[str, torch.Tensor], mel: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decode_speech(self, cond: dict[str, torch.Tensor], mel: torch.Tensor,
+                      lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Teacher-forced speech decoder on ``mel`` (B, 80, T) given :meth:`encode_conditions`' ``cond``.
 
+        Args:
+            lengths: (B,) valid frames per row; the alignment aid needs them.
+
         Returns:
-            ``mel`` (B, 80, T) predicted frames, ``stop_logits`` (B, T), ``hidden`` (B, T, W) states.
+            ``mel`` (B, 80, T) predicted frames, ``stop_logits`` (B, T), ``hidden`` (B, T, W) states; with the
+            alignment aid also ``log_duration`` (B,), the predicted log length in frames.
         """
-        return self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, *self.decoder_memory(cond))
+        return self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, *self.decoder_memory(cond),
+                                  lengths=lengths, text_positions=cond["text_mask"].shape[1])
 
     def generate_mel(self, cond: dict[str, torch.Tensor], max_mel_frames: int) -> dict[str, torch.Tensor]:
         """Free-running speech decoder (its own key/value-cached loop) until every stop head fires.
@@ -323,7 +339,7 @@ class NFYNetwork(nn.Module):
             ``mel`` (B, 80, T), ``lengths`` (B,), ``hidden`` (B, T, W); see :meth:`AudioDecoder.generate`.
         """
         return self.audio_decoder.generate(cond["prefix"], cond["prefix_mask"], max_mel_frames,
-                                           *self.decoder_memory(cond))
+                                           *self.decoder_memory(cond), text_positions=cond["text_mask"].shape[1])
 
     def audio_windows(self, audio_hidden: torch.Tensor, first_mel: torch.Tensor, num_frames: int,
                       lengths: torch.Tensor | None = None) -> torch.Tensor | None:

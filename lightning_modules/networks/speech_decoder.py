@@ -17,7 +17,17 @@ checkpoints; until then they are constants typical of the dynamic-range-compress
 near the data rather than 25 units of MSE away.
 The pre-net drops out half its units in training (``prenet_dropout``, as in Tacotron 2): with the
 previous frame only partly visible, the decoder learns to follow the conditioning, and errors of its
-own frames in free running do not snowball.
+own frames in free running do not snowball. ``prenet_dropout_at_inference`` keeps it on when
+generating too, as Tacotron 2 does, so that free running sees the inputs training saw.
+
+Alignment aid (``alignment_aid``, off in the paper's configuration): attention-based decoders spend
+most of their early training finding which text token each frame speaks, and before that free
+running drifts and the stop head never fires. With the aid, the decoder also predicts the
+utterance's length T from its conditioning (``duration_head``, a log-frames regression), and each
+input position t receives (a) its progress t / T as sinusoidal features and (b) a soft "expected
+text token": the text tokens weighted by a Gaussian around token t / T * n (n real text tokens),
+the near-diagonal alignment that guided attention (Tachibana et al., 2017) only encourages. Training
+uses the true T; generation the predicted one. The decoder's attention still refines the alignment.
 """
 
 from __future__ import annotations
@@ -41,6 +51,10 @@ MEL_STD: float = 2.5
 CACHE_ARGUMENT: str = "cache" if "cache" in inspect.signature(GPT2Model.forward).parameters else "past_key_values"
 """The key/value cache's keyword of ``GPT2Model.forward``: transformers renames ``past_key_values`` to
 ``cache`` (the old name goes in 5.40); both the argument and the output attribute follow it."""
+PROGRESS_FEATURES: int = 16
+"""Sinusoidal features of the progress t / T with the alignment aid."""
+ALIGNMENT_WIDTH: float = 1.0
+"""Standard deviation, in text tokens, of the alignment aid's Gaussian over the text."""
 MIN_MEL_STD: float = 0.1
 """Floor of a bin's standard deviation (a constant bin would otherwise blow up its standardised units)."""
 
@@ -59,11 +73,15 @@ class AudioDecoder(nn.Module):
             pre-net, heads and projections around GPT-2 still train.
         gradient_checkpointing: recompute each GPT-2 block's activations in the backward pass
             (transformers' activation checkpointing; it acts in training mode).
+        prenet_dropout_at_inference: keep the pre-net dropout on when generating (Tacotron 2).
+        alignment_aid: predict the length and feed each position its progress and expected text token
+            (module docstring); ``forward`` then needs ``lengths`` and ``text_positions``.
     """
 
     def __init__(self, dim: int, pretrained: str | None = None, width: int = 32, layers: int = 2, heads: int = 2,
                  max_positions: int = 1024, cross_attention: bool = True, prenet_dropout: float = 0.5,
-                 freeze_model: bool = False, gradient_checkpointing: bool = False) -> None:
+                 freeze_model: bool = False, gradient_checkpointing: bool = False,
+                 prenet_dropout_at_inference: bool = False, alignment_aid: bool = False) -> None:
         super().__init__()
         if not 0.0 <= prenet_dropout < 1.0:
             raise ValueError(f"prenet_dropout must lie in [0, 1), got {prenet_dropout}")
@@ -90,6 +108,12 @@ class AudioDecoder(nn.Module):
         self.cond_proj = nn.Linear(dim, width) if dim != width else nn.Identity()
         self.prenet = nn.Sequential(nn.Linear(N_MELS, width), nn.GELU(), nn.Dropout(prenet_dropout),
                                     nn.Linear(width, width), nn.Dropout(prenet_dropout))
+        self.prenet_dropout_at_inference = prenet_dropout_at_inference
+        self.alignment_aid = alignment_aid
+        if alignment_aid:
+            self.progress_proj = nn.Linear(2 * PROGRESS_FEATURES, width)
+            self.aligned_text_proj = nn.Linear(width, width)
+            self.duration_head = nn.Sequential(nn.Linear(width + 1, width), nn.GELU(), nn.Linear(width, 1))
         self.start = nn.Parameter(torch.zeros(1, 1, width))
         self.mel_head = nn.Linear(width, N_MELS)
         self.stop_head = nn.Linear(width, 1)
@@ -130,7 +154,8 @@ class AudioDecoder(nn.Module):
 
     def forward(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, mel: torch.Tensor,
                 video_tokens: torch.Tensor | None = None,
-                video_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                video_mask: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                text_positions: int = 0) -> dict[str, torch.Tensor]:
         """Teacher-forced pass.
 
         Args:
@@ -138,19 +163,69 @@ class AudioDecoder(nn.Module):
             mel: (B, 80, T) target log-mel (padding beyond each row's length is ignored by the losses).
             video_tokens: (B, Nv, D) video-side tokens for the cross-attention (DC), if built with it;
                 video_mask (B, Nv) bool, True on real tokens (``None``: all real).
+            lengths: (B,) true frames per row; needed with ``alignment_aid``.
+            text_positions: how many of the prefix's last positions are text tokens (alignment aid).
 
         Returns:
-            ``mel`` (B, 80, T) predicted, ``stop_logits`` (B, T), ``hidden`` (B, T, W) per-mel-frame states.
+            ``mel`` (B, 80, T) predicted, ``stop_logits`` (B, T), ``hidden`` (B, T, W) per-mel-frame states;
+            with the alignment aid also ``log_duration`` (B,), the predicted log length in frames.
         """
         b, _, t = mel.shape
         self._check_length(prefix.shape[1] + t)
-        frames = self.prenet(self._standardise(mel[:, :, :-1].transpose(1, 2)))  # (B, T-1, W)
-        embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1), frames], dim=1)  # (B, P+T, W)
+        cond = self.cond_proj(prefix)  # (B, P, W)
+        frames = self._prenet(self._standardise(mel[:, :, :-1].transpose(1, 2)))  # (B, T-1, W)
+        inputs = torch.cat([self.start.expand(b, -1, -1), frames], dim=1)  # (B, T, W)
+        extra = {}
+        if self.alignment_aid:
+            if lengths is None or text_positions < 1:
+                raise ValueError("AudioDecoder built with alignment_aid needs lengths and text_positions >= 1")
+            extra["log_duration"] = self._log_duration(cond, prefix_mask, text_positions)
+            steps = torch.arange(t, device=mel.device, dtype=cond.dtype)[None].expand(b, -1)  # (B, T)
+            inputs = inputs + self._aid(cond, prefix_mask, text_positions, steps, lengths.to(cond.dtype))
+        embeds = torch.cat([cond, inputs], dim=1)  # (B, P+T, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, t)], dim=1)  # (B, P+T)
         hidden, _ = self._run(embeds, mask, video_tokens, video_mask)
         hidden = hidden[:, prefix.shape[1]:]  # (B, T, W)
         return {"mel": self._mel(hidden).transpose(1, 2), "stop_logits": self.stop_head(hidden).squeeze(-1),
-                "hidden": hidden}
+                "hidden": hidden, **extra}
+
+    def _prenet(self, frames: torch.Tensor) -> torch.Tensor:
+        """(..., 80) standardised frames -> (..., W); dropout also in eval with ``prenet_dropout_at_inference``."""
+        if not self.prenet_dropout_at_inference or self.training:
+            return self.prenet(frames)
+        first, act, drop, second, _ = self.prenet
+        p = drop.p
+        hidden = nn.functional.dropout(act(first(frames)), p, training=True)
+        return nn.functional.dropout(second(hidden), p, training=True)
+
+    def _text(self, cond: torch.Tensor, mask: torch.Tensor, text_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text part of the projected prefix (B, L, W) and its mask (B, L) (the prefix ends with the text)."""
+        return cond[:, -text_positions:], mask[:, -text_positions:]
+
+    def _log_duration(self, cond: torch.Tensor, mask: torch.Tensor, text_positions: int) -> torch.Tensor:
+        """(B,) predicted log length in frames: log(n text tokens) + a correction from the pooled prefix."""
+        weights = mask.to(cond.dtype)[..., None]  # (B, P, 1)
+        pooled = (cond * weights).sum(1) / weights.sum(1).clamp(min=1)  # (B, W)
+        tokens = self._text(cond, mask, text_positions)[1].sum(1).clamp(min=1).to(cond.dtype)  # (B,)
+        correction = self.duration_head(torch.cat([pooled, tokens.log()[:, None]], dim=1)).squeeze(-1)
+        return tokens.log() + correction
+
+    def _aid(self, cond: torch.Tensor, mask: torch.Tensor, text_positions: int, steps: torch.Tensor,
+             lengths: torch.Tensor) -> torch.Tensor:
+        """(B, S, W) alignment-aid embeddings of input positions ``steps`` (B, S) of rows ``lengths`` (B,) long."""
+        progress = steps / lengths[:, None].clamp(min=1)  # (B, S)
+        freqs = torch.pi * 2.0 ** torch.arange(PROGRESS_FEATURES, device=cond.device, dtype=cond.dtype) / 8
+        angles = progress[..., None] * freqs  # (B, S, K)
+        features = self.progress_proj(torch.cat([angles.sin(), angles.cos()], dim=-1))  # (B, S, W)
+        text, text_mask = self._text(cond, mask, text_positions)  # (B, L, W), (B, L)
+        # The real tokens are the first n of the text (padding follows), so token j's centre is j + 0.5.
+        count = text_mask.sum(1, keepdim=True).to(cond.dtype)  # (B, 1)
+        centre = progress * count  # (B, S)
+        index = torch.arange(text.shape[1], device=cond.device, dtype=cond.dtype) + 0.5  # (L,)
+        logits = -((index[None, None] - centre[..., None]) ** 2) / (2 * ALIGNMENT_WIDTH ** 2)  # (B, S, L)
+        logits = logits.masked_fill(~text_mask.bool()[:, None], float("-inf"))
+        aligned = torch.softmax(logits, dim=-1) @ text  # (B, S, W)
+        return features + self.aligned_text_proj(aligned)
 
     def _mel(self, hidden: torch.Tensor) -> torch.Tensor:
         """(..., W) decoder states -> (..., 80) log-mel frames."""
@@ -163,7 +238,8 @@ class AudioDecoder(nn.Module):
     @torch.no_grad()
     def generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_frames: int,
                  video_tokens: torch.Tensor | None = None, video_mask: torch.Tensor | None = None,
-                 stop_threshold: float = 0.5, use_cache: bool = True) -> dict[str, torch.Tensor]:
+                 stop_threshold: float = 0.5, use_cache: bool = True,
+                 text_positions: int = 0) -> dict[str, torch.Tensor]:
         """Autoregressive mel generation with a key/value cache, until every row's stop head fires.
 
         ``use_cache=False`` runs the whole sequence again at every step (same frames, slower): a check
@@ -174,7 +250,8 @@ class AudioDecoder(nn.Module):
         Returns:
             ``mel`` (B, 80, T), ``lengths`` (B,) frames up to and including the stop frame (``max_frames``
             where it never fired), ``hidden`` (B, T, W); T <= ``max_frames``, rows past their length repeat
-            the decoder's continuation and should be cut with ``lengths``.
+            the decoder's continuation and should be cut with ``lengths``. With the alignment aid also
+            ``predicted_lengths`` (B,), the length the progress features assumed.
         """
         b = prefix.shape[0]
         room = int(self.gpt.config.n_positions) - prefix.shape[1]
@@ -183,7 +260,15 @@ class AudioDecoder(nn.Module):
             log.warning("max_frames=%d capped to %d: the decoder holds %d positions and the prefix uses %d",
                         max_frames, room, self.gpt.config.n_positions, prefix.shape[1])
             max_frames = room
-        embeds = torch.cat([self.cond_proj(prefix), self.start.expand(b, -1, -1)], dim=1)  # (B, P+1, W)
+        cond = self.cond_proj(prefix)  # (B, P, W)
+        aid, extra = None, {}
+        if self.alignment_aid:
+            predicted = self._log_duration(cond, prefix_mask, text_positions).exp().round().clamp(1, max_frames)
+            extra["predicted_lengths"] = predicted.long()
+            aid = lambda step: self._aid(cond, prefix_mask, text_positions,
+                                         predicted.new_full((b, 1), float(step)), predicted)  # (B, 1, W)
+        start = self.start.expand(b, -1, -1)
+        embeds = torch.cat([cond, start + aid(0) if aid else start], dim=1)  # (B, P+1, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, 1)], dim=1)  # (B, P+1)
         lengths = torch.full((b,), max_frames, dtype=torch.long, device=prefix.device)
         mels, states, past = [], [], _empty_cache(self.gpt.config) if use_cache else None
@@ -198,10 +283,12 @@ class AudioDecoder(nn.Module):
             lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
             if bool((lengths < max_frames).all()) or step + 1 == max_frames:
                 break
-            embeds = self.prenet(self._standardise(frame))[:, None]  # (B, 1, W)
+            embeds = self._prenet(self._standardise(frame))[:, None]  # (B, 1, W)
+            if aid:
+                embeds = embeds + aid(step + 1)
             sequence = torch.cat([sequence, embeds], dim=1)
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-        return {"mel": torch.stack(mels, dim=2), "lengths": lengths, "hidden": torch.stack(states, dim=1)}
+        return {"mel": torch.stack(mels, dim=2), "lengths": lengths, "hidden": torch.stack(states, dim=1), **extra}
 
 
 def _empty_cache(config: GPT2Config):

@@ -15,12 +15,12 @@ import pytest
 
 from datamodules import demo_corpus
 from datamodules.demo_corpus import (
-    MOUTH_INTERIOR_RGB,
     SPEAKERS,
     PhonemeEvent,
     build_demo_corpus,
     ensure_demo_corpus,
     load_metadata,
+    mouth_opening,
     mouth_track,
     render_face,
     synthesize,
@@ -141,11 +141,7 @@ def test_durations_within_bounds(corpora, decoded):
 
 def _mouth_interior_pixels(frames: np.ndarray, record: dict) -> np.ndarray:
     """(T,) count of mouth-interior-coloured pixels near the mouth (margins cover the head motion)."""
-    cx, cy = (round(v) for v in record["mouth_center"])
-    hw, hh = int(0.13 * record["width"]), int(0.085 * record["height"])
-    region = frames[:, cy - hh : cy + hh, cx - hw : cx + hw].astype(np.float64)  # (T, h, w, 3)
-    distance = np.linalg.norm(region - np.asarray(MOUTH_INTERIOR_RGB, np.float64), axis=-1)  # (T, h, w)
-    return (distance < 45).sum(axis=(1, 2))
+    return mouth_opening(frames, record["mouth_center"], record["width"])
 
 
 def test_mouth_follows_the_speech(decoded):
