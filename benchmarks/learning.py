@@ -101,7 +101,8 @@ CLIPS_PER_BATCH = 5
 
 
 @torch.no_grad()
-def heldout(module: Any, datamodule: Any, mel_mean: torch.Tensor, recognizer: Any = None) -> list[dict[str, Any]]:
+def heldout(module: Any, datamodule: Any, mel_mean: torch.Tensor, recognizer: Any = None,
+            clips: int | None = None) -> list[dict[str, Any]]:
     """Per test clip, the whole utterance generated freely from its photo, first 2 s and transcript.
 
     Each row: mouth-region L1 of the generated frames and of "copy the reference" against the ground
@@ -117,8 +118,9 @@ def heldout(module: Any, datamodule: Any, mel_mean: torch.Tensor, recognizer: An
 
     dataset = datamodule.datasets["test"]
     rows = []
-    for first in range(0, len(dataset), CLIPS_PER_BATCH):
-        indices = range(first, min(len(dataset), first + CLIPS_PER_BATCH))
+    total = len(dataset) if clips is None else min(clips, len(dataset))
+    for first in range(0, total, CLIPS_PER_BATCH):
+        indices = range(first, min(total, first + CLIPS_PER_BATCH))
         samples = [dataset[i] for i in indices]
         batch = collate(samples)
         out = module.pipeline()(batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"],
@@ -244,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("outputs/learning"))
     parser.add_argument("--max-minutes", type=float, default=20.0, help="training budget (the issue's cap: 30)")
     parser.add_argument("--no-wer", action="store_true", help="skip the pocketsphinx transcription")
-    parser.add_argument("overrides", nargs="*",
-                        help="extra fit flags, e.g. --model.init_args.net.init_args.alignment_aid=false")
-    args = parser.parse_args(argv)
+    parser.add_argument("--clips", type=int, default=None, help="score only the first N test clips (a quick check)")
+    args, overrides = parser.parse_known_args(argv)  # the rest: fit flags, e.g. --trainer.max_steps=200
+    args.overrides = overrides
     from datamodules.demo_corpus import ensure_demo_corpus
     from experiments.demo import train
     from metrics.asr import PocketSphinxRecognizer
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     minutes = (time.perf_counter() - started) / 60
     write_curves(curve.rows, args.out)
     module = cli.model.eval()
-    rows = heldout(module, cli.datamodule, mean_mel(cli.datamodule), None if args.no_wer else PocketSphinxRecognizer())
+    rows = heldout(module, cli.datamodule, mean_mel(cli.datamodule), None if args.no_wer else PocketSphinxRecognizer(),
+                   args.clips)
     with open(args.out / "heldout.csv", "w", newline="") as handle:
         fields = [k for k in rows[0] if not isinstance(rows[0][k], list)]
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")

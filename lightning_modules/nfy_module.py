@@ -20,6 +20,7 @@ squared log error of the predicted utterance length.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from typing import Any
 
