@@ -117,8 +117,16 @@ def count_activations(net: torch.nn.Module, batch: dict, mixed: bool, autocast_l
                              fp32_ops=FP32_OPS if autocast_like == "cuda" else FP32_LOSSES,
                              components=_components(net), regions=CHECKPOINT_REGIONS)
     with meter, torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed and not meta):
-        net(batch)
+        objective(net)(batch)
     return meter
+
+
+def objective(net: torch.nn.Module):
+    """The training objective around ``net`` (every frame decoded for the pixel L1: the accounting scales
+    that part to ``pixel_loss_frames`` itself), in ``net``'s mode."""
+    from lightning_modules.nfy_module import NFYLitModule
+
+    return NFYLitModule(net).train(net.training)
 
 
 def _to(batch: dict, device: str, dtype: torch.dtype | None = None) -> dict:
@@ -212,9 +220,11 @@ def measure_cpu(configs: list[str], micro_batch: int, seconds: float, precision:
     optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     mixed = precision.endswith("mixed")
 
+    loss_fn = objective(net)
+
     def forward_backward() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
-            out = net(batch)
+            out = loss_fn(batch)
             loss = sum(out[name] for name in LOSS_TERMS)
         loss.backward()
 

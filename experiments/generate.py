@@ -498,7 +498,8 @@ def generate(
         out: ``.mp4`` path to write (atomically); ``None`` writes nothing.
         num_inference_steps: DDIM steps per window, >= 1 (default: the checkpoint's setting).
         guidance_scale: classifier-free guidance, >= 0 (default: the checkpoint's setting).
-        seed: seeds the diffusion noise.
+        seed: seeds the diffusion noise, and the global RNG that the speech decoder's pre-net dropout at
+            inference draws from (``prenet_dropout_at_inference``).
         device: where to run: cpu, cuda, cuda:N or mps.
         progress: tqdm bar over sentences.
         tokenizer: overrides the checkpoint's tokenizer.
@@ -529,6 +530,7 @@ def generate(
     face = _crop_like_preprocessing(*photo, int(module.net.image_size))
     # 3. Speech then video, sentence by sentence, carrying the motion frames across
     generator = torch.Generator(device=module.device).manual_seed(seed)
+    torch.manual_seed(seed)  # the pre-net dropout of free running, where a config keeps it on
     frames, audio = _generate_sentences(module, ids, face, profile, (steps, guidance), generator, progress)
     result = GenerationResult(video=frames, wav=audio, sentences=sentences)
     # 4. Mux (write_mp4 writes a temporary file and renames it: nothing partial on failure)

@@ -251,8 +251,10 @@ class NFYLitModule(LightningModule):
         x0 = torch.cat([sched.step(pred[i : i + 1], int(t[i]), noisy[i : i + 1]).pred_original_sample
                         for i in range(b)])  # (B, 4, F, h, w)
         pixel = self._pixel_losses(x0, latents, target, cond["ref_latent"], ref_image, lip_mask)
-        latent_weight = self._mouth_weight(cond["mask_maps"][:, 1:2])  # (B, 1, h, w): the lip map at latent size
-        latent_weight = None if latent_weight is None else latent_weight[:, :, None]  # (B, 1, 1, h, w)
+        latent_weight = None
+        if self.mouth_loss_weight > 0:  # the lip mask at latent size (B, 1, h, w) -> (B, 1, 1, h, w)
+            lip_latent = nn.functional.interpolate(lip_mask, size=pred.shape[-2:], mode="area")
+            latent_weight = self._mouth_weight(lip_latent)[:, :, None]
         return {"denoise": self._weighted_mean((pred - goal) ** 2, latent_weight), **pixel}
 
     def _pixel_losses(self, x0: torch.Tensor, latents: torch.Tensor, target: torch.Tensor,

@@ -73,7 +73,7 @@ class StandInNetwork(nn.Module):
         text = emb.sum(1) / text_mask.sum(1, keepdim=True).clamp(min=1)  # (B, D)
         return {"text": text, "ref_latent": self.encode_frames(ref_image[:, None])[:, :, 0]}
 
-    def decode_speech(self, cond: dict, mel: torch.Tensor) -> dict:
+    def decode_speech(self, cond: dict, mel: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
         b, _, t = mel.shape
         return {"mel": self.to_mel(cond["text"])[:, :, None].expand_as(mel),
                 "stop_logits": self.to_stop(cond["text"]).expand(b, t),

@@ -13,7 +13,7 @@ from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from lightning_modules.memory import SavedTensorMeter, parameter_bytes
 from lightning_modules.networks import AppearanceEncoder, AudioDecoder, AudioProfileEncoder, VideoDenoiser
 from lightning_modules.networks.video_denoiser import CheckpointedMotionModule
-from tests.model.test_networks import batch, tiny_net
+from tests.model.test_networks import batch, losses, tiny_net
 
 
 def saved_bytes(module: torch.nn.Module, run) -> int:
@@ -89,7 +89,7 @@ def test_network_passes_every_switch_down_and_saves_less() -> None:
     assert switched.audio_profile_encoder.wav2vec.encoder.gradient_checkpointing
     assert switched.appearance_encoder.vae.decoder.gradient_checkpointing
     assert any(type(m) is CheckpointedMotionModule for m in switched.video_denoiser.unet.modules())
-    sizes = [saved_bytes(net, lambda net=net: net(b)) for net in (plain, switched)]
+    sizes = [saved_bytes(net, lambda net=net: losses(net, b)) for net in (plain, switched)]
     assert sizes[1] < 0.5 * sizes[0], sizes
 
 
@@ -105,15 +105,15 @@ def test_freezing_switches_leave_only_the_new_parts_trainable() -> None:
     before, after = parameter_bytes(plain), parameter_bytes(frozen)
     assert after["weights"] == before["weights"]
     assert after["gradients"] < before["gradients"] and after["optimizer"] < before["optimizer"]
-    frozen(batch(2))["denoise"].backward()  # the frozen parts still pass gradients through
+    losses(frozen, batch(2))["denoise"].backward()  # the frozen parts still pass gradients through
 
 
 def test_bf16_autocast_and_micro_batches_cut_saved_activations() -> None:
     net = tiny_net()
-    full = saved_bytes(net, lambda: net(batch(2)))
+    full = saved_bytes(net, lambda: losses(net, batch(2)))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        half = saved_bytes(net, lambda: net(batch(2)))
-    micro = saved_bytes(net, lambda: net(batch(1)))
+        half = saved_bytes(net, lambda: losses(net, batch(2)))
+    micro = saved_bytes(net, lambda: losses(net, batch(1)))
     assert half < 0.75 * full, (half, full)
     assert micro < 0.65 * full, (micro, full)
 
