@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 
+from callbacks import GenerativeMetricsCallback, SampleCallback
 from datamodules.demo_corpus import build_demo_corpus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,3 +53,45 @@ def test_two_process_ddp_fit_with_sample_and_metric_callbacks(demo_root: Path, t
     checkpoints = list(tmp_path.rglob("last.ckpt"))
     assert len(checkpoints) == 1, sorted(str(p) for p in tmp_path.rglob("*"))
     assert list(tmp_path.rglob("samples/epoch=1-*.mp4")), "SampleCallback rendered nothing on rank 0"
+
+
+class _Generates:
+    """A LightningModule stand-in that counts generate_batch calls."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate_batch(self, batch: dict) -> dict:
+        self.calls += 1
+        rows = len(batch["key"])
+        return {"video": torch.zeros(rows, 2, 3, 8, 8), "wav": torch.zeros(rows, 1280), "mel": torch.zeros(rows, 80, 5)}
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+
+def _validation_epoch(callback, strategy) -> _Generates:
+    trainer = SimpleNamespace(strategy=strategy, is_global_zero=True, current_epoch=0, sanity_checking=False,
+                              loggers=[], global_step=0)
+    module = _Generates()
+    batch = {"key": ["a"], "wav": torch.zeros(1, 1280), "video": torch.zeros(1, 2, 3, 8, 8), "frame_start": [0]}
+    for _ in range(2):  # two due epochs: one warning
+        callback.on_validation_epoch_start(trainer, module)
+        callback.on_validation_batch_end(trainer, module, None, batch, 0)
+        callback.on_validation_epoch_end(trainer, module)
+    return module
+
+
+@pytest.mark.parametrize("make", [lambda: SampleCallback(write_mp4=False),
+                                  lambda: GenerativeMetricsCallback(metrics=["psnr"], num_samples=1)])
+def test_generating_callbacks_skip_under_fsdp_with_a_reason(make, caplog) -> None:
+    from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
+
+    assert _validation_epoch(make(), SingleDeviceStrategy("cpu")).calls == 2  # the same callback generates here
+    with caplog.at_level(logging.WARNING, logger="callbacks"):
+        module = _validation_epoch(make(), FSDPStrategy())
+    assert module.calls == 0
+    warnings = [r.getMessage() for r in caplog.records if "FSDPStrategy shards the weights" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
