@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from callbacks.distributed import why_no_generation
 from metrics.suite import SPECS, Clip, MetricSuite
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class GenerativeMetricsCallback(Callback):
         self._batches: list[dict[str, Any]] = []
         self._collected = 0
         self.last_results: dict[str, float] = {}
+        self._warned = False
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start collecting this epoch's batches."""
@@ -82,9 +84,20 @@ class GenerativeMetricsCallback(Callback):
         self._collected += rows
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Generate, score and log ``val/<column>`` for every value the metrics give."""
+        """Generate, score and log ``val/<column>`` for every value the metrics give.
+
+        Under DDP every rank generates its own samples with the LightningModule (which holds every
+        weight) and the metric states are synchronised at compute time; under a sharding strategy
+        (FSDP) nothing is generated and one warning says why (:mod:`callbacks.distributed`).
+        """
         batches, self._batches = self._batches, []
         if not batches:
+            return
+        reason = why_no_generation(trainer)
+        if reason is not None:
+            if not self._warned:
+                log.warning("GenerativeMetricsCallback scores nothing: %s", reason)
+                self._warned = True
             return
         suite = MetricSuite(self.metric_names, paired=True, overrides=self.metric_kwargs)
         for key, reason in suite.skipped.items():

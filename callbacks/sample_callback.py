@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from callbacks.distributed import why_no_generation
 from datamodules.conventions import FPS, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SampleCallback(Callback):
         self.every_n_epochs, self.max_samples = every_n_epochs, max_samples
         self.seed, self.write_mp4 = seed, write_mp4
         self._batch: Optional[dict[str, Any]] = None
+        self._warned = False
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
@@ -56,10 +58,21 @@ class SampleCallback(Callback):
             self._batch = _head(batch, self.max_samples)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Generate and log the samples on the epochs that are due (rank zero only)."""
+        """Generate and log the samples on the epochs that are due (rank zero only).
+
+        Rank zero generates with the LightningModule itself, which under DDP holds every weight, so no
+        other rank waits for it; under a sharding strategy (FSDP) nothing is generated and one warning
+        says why (:mod:`callbacks.distributed`).
+        """
         batch, self._batch = self._batch, None
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if batch is None or not due or not trainer.is_global_zero:
+            return
+        reason = why_no_generation(trainer)
+        if reason is not None:
+            if not self._warned:
+                log.warning("SampleCallback renders no samples: %s", reason)
+                self._warned = True
             return
         with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
             torch.manual_seed(self.seed)

@@ -1,7 +1,10 @@
 """What every nfy DataModule shares: one dataset per split, the three loaders, and the tokenizer.
 
-A subclass fills :attr:`NFYDataModule.datasets` in ``setup`` and sets ``tokenizer`` there
-(usually through :meth:`NFYDataModule.ensure_tokenizer`); the loaders follow from them.
+Work that writes to the cache happens once per cache, in ``prepare_data``: preprocessing and
+training the tokenizer (:meth:`NFYDataModule.ensure_tokenizer`). Lightning calls ``prepare_data``
+on local rank 0 of each node only, then ``setup`` on every rank after a barrier. A subclass's
+``setup`` therefore only reads: it fills :attr:`NFYDataModule.datasets` and sets ``tokenizer``
+with :meth:`NFYDataModule.read_tokenizer`; the loaders follow from them.
 """
 
 from __future__ import annotations
@@ -60,9 +63,11 @@ class NFYDataModule(LightningDataModule):
     def ensure_tokenizer(self, texts: Callable[[], Sequence[str]]) -> Tokenizer:
         """The tokenizer at ``tokenizer_path``, trained first on ``texts()`` when the file is absent.
 
-        ``texts`` is called only when a tokenizer must be trained (reading transcripts can be
-        slow). Without any non-empty text it is trained on the printable ASCII alphabet, with a
-        warning.
+        For ``prepare_data`` (one process per cache): an existing file is kept, never retrained, so
+        every rank and every later run encodes text with the same ids. ``texts`` is called only when
+        a tokenizer must be trained (reading transcripts can be slow). Without any non-empty text it
+        is trained on the printable ASCII alphabet, with a warning. The file is written atomically:
+        a rank reading it sees either nothing or the whole tokenizer.
 
         Raises:
             ValueError: the tokenizer has more tokens than ``vocab_size``.
@@ -77,12 +82,17 @@ class NFYDataModule(LightningDataModule):
         return self.read_tokenizer()
 
     def read_tokenizer(self) -> Tokenizer:
-        """The tokenizer at ``tokenizer_path``.
+        """The tokenizer at ``tokenizer_path`` (what ``setup`` uses on every rank; it never trains one).
 
         Raises:
-            FileNotFoundError: there is none.
+            FileNotFoundError: there is none (``prepare_data`` has not run on this cache).
             ValueError: it has more tokens than ``vocab_size``.
         """
+        if not self.tokenizer_path.is_file():
+            raise FileNotFoundError(
+                f"{type(self).__name__}: no tokenizer at {self.tokenizer_path}; prepare_data() trains it on the "
+                "training transcripts (the Trainer calls it on local rank 0 before setup; outside a Trainer call "
+                "datamodule.prepare_data() first). Nodes that do not share the cache each run prepare_data")
         tokenizer = load_tokenizer(self.tokenizer_path)
         if tokenizer.get_vocab_size() > self.vocab_size:
             raise ValueError(f"{self.tokenizer_path} has {tokenizer.get_vocab_size()} tokens, more than "

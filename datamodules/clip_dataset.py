@@ -4,8 +4,10 @@ Every dataset module (``voxceleb``, ``fakeavceleb``, ``hdtf``, ``celebvhq``) onl
 clips (a pure ``discover(root, ...) -> list[ClipSource]``); :class:`ClipDataModule` does the rest:
 
 1. ``prepare_data``: preprocess the discovered clips with the core (:mod:`datamodules.preprocess`:
-   first 20 s, ``image_size``², 25 fps, 16 kHz), resumable; rejects go to ``rejects.jsonl``.
-2. ``setup``: read the manifest and the transcript sidecar (:mod:`datamodules.transcribe`),
+   first 20 s, ``image_size``², 25 fps, 16 kHz), resumable; rejects go to ``rejects.jsonl``; then
+   train the tokenizer on the training transcripts when there is none (once per cache: Lightning
+   runs ``prepare_data`` on local rank 0 only).
+2. ``setup`` (every rank): read the tokenizer, read the manifest and the transcript sidecar (:mod:`datamodules.transcribe`),
    keep English clips (metadata language, else Whisper language ID), cut them into utterances of
    at most ``max_utterance_seconds`` at segment boundaries, split by speaker
    (:mod:`datamodules.splits`, files in ``<cache>/splits/<dataset>/``) and serve
@@ -106,9 +108,15 @@ class ClipDataModule(NFYDataModule):
         return found[: self.max_clips] if self.max_clips else found
 
     def prepare_data(self) -> None:
-        """Preprocess every discovered clip into the cache (resumable; rejects recorded)."""
+        """Preprocess every discovered clip into the cache (resumable; rejects recorded), then train the
+        tokenizer on the training transcripts when ``tokenizer_path`` is absent. Nothing when streaming."""
         if self.streaming_dir:
             return
+        self.preprocess()
+        self.ensure_tokenizer(lambda: train_texts(self.utterance_records()))
+
+    def preprocess(self) -> None:
+        """Preprocess every discovered clip into the cache (resumable; rejects recorded)."""
         report = preprocess_clips(self.discover_sources(), self.cache_dir, self.config, num_workers=self.preprocess_workers)
         log.info("%s: %s", self.dataset_name, report)
 
@@ -130,7 +138,7 @@ class ClipDataModule(NFYDataModule):
                     log.warning("%s: no %s split in %s (%s)", self.dataset_name, split, self.streaming_dir, err)
             return
         items = self.utterance_records()
-        self.tokenizer = self.ensure_tokenizer(lambda: train_texts(items))
+        self.tokenizer = self.read_tokenizer()  # trained by prepare_data, once per cache
         for split in SPLITS:
             chosen = [r for r in items if r["split"] == split]
             ids = self.encode(self.tokenizer, [r["utterance"][2] for r in chosen])

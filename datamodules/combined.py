@@ -99,17 +99,19 @@ class CombinedDataModule(NFYDataModule):
         self.streaming = streaming_dir is not None
 
     def prepare_data(self) -> None:
-        """Preprocess every dataset (resumable)."""
+        """Preprocess every dataset (resumable), then train the shared tokenizer on all their training
+        text when absent. Nothing when streaming."""
+        if self.streaming:
+            return
         for module in self.modules.values():
-            module.prepare_data()
+            module.preprocess()
+        # every module shares tokenizer_path: one tokenizer for the mix, not the first dataset's
+        self.ensure_tokenizer(lambda: [t for m in self.modules.values() for t in train_texts(m.utterance_records())])
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Set up every dataset; the shared tokenizer is first trained on all their training text if absent."""
+        """Set up every dataset (each reads the shared tokenizer that ``prepare_data`` trained)."""
         if self.datasets:
             return
-        if not self.streaming:
-            # every module shares tokenizer_path: trained here on all datasets' training text when absent
-            self.ensure_tokenizer(lambda: [t for m in self.modules.values() for t in train_texts(m.utterance_records())])
         for module in self.modules.values():
             module.setup(stage)
         self.tokenizer = next(iter(self.modules.values())).tokenizer  # all load the shared tokenizer_path

@@ -30,6 +30,7 @@ message as one line and exits with status 2 (``--debug`` adds the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import numbers
@@ -52,6 +53,7 @@ from datamodules.media import MediaError, read_audio, write_mp4
 from datamodules.preprocess import PreprocessConfig
 from lightning_modules import NFYLitModule
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
+from lightning_modules.networks.layers import stored_architectures
 
 log = logging.getLogger(__name__)
 
@@ -448,14 +450,20 @@ def load_checkpoint(checkpoint: PathLike, device: Union[str, torch.device] = "cp
     """
     path = check_checkpoint_path(checkpoint)
     try:  # the same file check as `fit --ckpt_path`; the tokenizer is a pickled object, hence weights_only=False
-        check_checkpoint(path, weights_only=False)
+        stored = check_checkpoint(path, weights_only=False)
     except CheckpointError as err:
         raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; {err}") from err
-    try:
-        module = NFYLitModule.load_from_checkpoint(path, map_location=device, weights_only=False)
-    except KeyError as err:
-        raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; it lacks "
-                                   f"{err.args[0]!r}, which a training checkpoint holds") from err
+    architectures = stored.get("nfy_pretrained_architectures")
+    if architectures is None:
+        log.info("%s stores no architectures of its pretrained parts (saved by an older version): any are "
+                 "loaded from their hub ids or folders again before the checkpoint's weights replace them", path)
+    # The pretrained parts are built from the stored configs, not downloaded: the state dict holds their weights
+    with stored_architectures(architectures) if architectures is not None else contextlib.nullcontext():
+        try:
+            module = NFYLitModule.load_from_checkpoint(path, map_location=device, weights_only=False)
+        except KeyError as err:
+            raise GenerationInputError("checkpoint", str(path), f"a checkpoint written by experiments.fit; it "
+                                       f"lacks {err.args[0]!r}, which a training checkpoint holds") from err
     module.eval()
     tokenizer = getattr(module, "tokenizer", None)
     if tokenizer is None:

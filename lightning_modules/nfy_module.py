@@ -340,12 +340,16 @@ class NFYLitModule(LightningModule):
                            "that encodes text_ids (or set module.tokenizer)")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Store the RNG states and the tokenizer (as JSON).
+        """Store the RNG states, the tokenizer (as JSON) and the pretrained parts' architectures.
 
         The RNG states make diffusion noise, timesteps and shuffling resume where they were;
-        generation needs the exact vocabulary the model was trained on.
+        generation needs the exact vocabulary the model was trained on. The architectures (the
+        network's ``pretrained_architectures``: class and config of each hub part) let
+        ``experiments.generate`` rebuild those parts without the hub; their weights are in the
+        state dict like every other weight.
         """
         checkpoint["nfy_rng_states"] = _rng_states()
+        checkpoint["nfy_pretrained_architectures"] = getattr(self.net, "pretrained_architectures", {})
         if self.tokenizer is not None:
             checkpoint["nfy_tokenizer"] = _tokenizer_json(self.tokenizer)
 

@@ -1,13 +1,23 @@
 """Blocks shared by the NFY networks: pretrained loading with one clear error, token pooling,
-per-frame audio windows and the reference mel of the voice profile."""
+per-frame audio windows and the reference mel of the voice profile.
+
+Pretrained parts and checkpoints: every part loaded by :func:`load_pretrained` inside
+:func:`recording_architectures` has its class and architecture config recorded; the network keeps
+them and checkpoints store them. Inside :func:`stored_architectures` the same calls build each
+part from its stored config at random init instead (no hub or disk access), for the checkpoint's
+weights to fill: generation needs nothing but the checkpoint file.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import contextlib
+import importlib
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
+from typing import Any, Optional, TypeVar
 
 import torch
 from speechbrain.lobes.models.HifiGAN import mel_spectrogram
@@ -46,15 +56,91 @@ def load_pretrained(part: str, source: str, loader: Callable[..., T], subfolders
     Raises:
         PretrainedNotFoundError: naming ``part`` and ``source``, the files missing and how to provide them.
     """
+    stored = _STORED.get()
+    model = _from_architecture(part, source, stored) if stored is not None else None
     first_error: Exception | None = None
-    for subfolder in subfolders:
+    for subfolder in subfolders if model is None else ():
         where = {} if subfolder is None else {"subfolder": subfolder}
         try:
-            return loader(source, **where, **kwargs)
+            model = loader(source, **where, **kwargs)
+            break
         except (OSError, ValueError) as error:  # HF raises OSError/ValueError subclasses
             first_error = first_error or error
-    reason = describe_missing_files(source, _model_files(loader), subfolders, first_error)
-    raise PretrainedNotFoundError(part, source, reason) from first_error
+    if model is None:
+        reason = describe_missing_files(source, _model_files(loader), subfolders, first_error)
+        raise PretrainedNotFoundError(part, source, reason) from first_error
+    recording = _RECORDING.get()
+    if recording is not None:  # also when rebuilt from a checkpoint: its next checkpoint stores them again
+        recording[part] = architecture_of(model)
+    return model
+
+
+# -- architectures stored in checkpoints ------------------------------------------------------------
+_RECORDING: ContextVar[Optional[dict[str, dict[str, Any]]]] = ContextVar("nfy_recording", default=None)
+_STORED: ContextVar[Optional[dict[str, dict[str, Any]]]] = ContextVar("nfy_stored", default=None)
+
+
+@contextlib.contextmanager
+def recording_architectures() -> Iterator[dict[str, dict[str, Any]]]:
+    """Within the block, :func:`load_pretrained` records ``{part: architecture_of(model)}`` in the dict yielded."""
+    found: dict[str, dict[str, Any]] = {}
+    token = _RECORDING.set(found)
+    try:
+        yield found
+    finally:
+        _RECORDING.reset(token)
+
+
+@contextlib.contextmanager
+def stored_architectures(architectures: dict[str, dict[str, Any]]) -> Iterator[None]:
+    """Within the block, :func:`load_pretrained` builds each part from ``architectures`` (as recorded by
+    :func:`recording_architectures`) at random init, reading nothing; the vocoder skips its file too."""
+    token = _STORED.set(dict(architectures))
+    try:
+        yield
+    finally:
+        _STORED.reset(token)
+
+
+def building_from_checkpoint() -> bool:
+    """Whether pretrained weights are about to come from a checkpoint (inside :func:`stored_architectures`)."""
+    return _STORED.get() is not None
+
+
+def architecture_of(model: nn.Module) -> dict[str, Any]:
+    """``{"class": import path, "config": plain dict}`` of a diffusers or transformers model.
+
+    Plain Python values only (no ``FrozenDict`` or config objects), so that a checkpoint holding it still
+    opens with ``torch.load(weights_only=True)``.
+    """
+    config = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)
+    cls = type(model)
+    return {"class": f"{cls.__module__}.{cls.__qualname__}", "config": _plain(config)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)  # e.g. a torch.dtype: transformers reads its name back
+
+
+def _from_architecture(part: str, source: str, stored: dict[str, dict[str, Any]]) -> nn.Module:
+    """The model of ``stored[part]`` at random init (its weights come from the checkpoint)."""
+    if part not in stored:
+        raise PretrainedNotFoundError(part, source, f"the checkpoint stores no architecture for it (it holds "
+                                      f"{sorted(stored) or 'none'}); it was saved before architectures were stored")
+    module_name, _, name = stored[part]["class"].rpartition(".")
+    cls = getattr(importlib.import_module(module_name), name)
+    config = stored[part]["config"]
+    from diffusers import ModelMixin
+
+    if issubclass(cls, ModelMixin):
+        return cls.from_config(config)
+    return cls(cls.config_class.from_dict(config))
 
 
 def _model_files(loader: Callable[..., Any]) -> list[tuple[str, ...]]:

@@ -63,7 +63,7 @@ from lightning_modules.networks.encoders import (
     TextEncoder,
 )
 from lightning_modules.networks.entangled import EntangledEncoder
-from lightning_modules.networks.layers import FRAME_WINDOW, frame_windows
+from lightning_modules.networks.layers import FRAME_WINDOW, frame_windows, recording_architectures
 from lightning_modules.networks.speech_decoder import AudioDecoder
 from lightning_modules.networks.video_denoiser import VideoDenoiser
 from lightning_modules.networks.vocoder import Vocoder
@@ -189,45 +189,49 @@ class NFYNetwork(nn.Module):
         self.audio_tokens = audio_tokens
         self.reference_residual = reference_residual
 
-        # Encoders (Sec. 3.1-3.2)
-        self.text_encoder = TextEncoder(vocab_size, dim, max_text_len)
-        self.audio_sequence_encoder = AudioSequenceEncoder(
-            dim, audio_sequence_channels, (8,) * audio_sequence_stages, audio_tokens) if use_audio_sequence_encoder else None
-        self.audio_profile_encoder = AudioProfileEncoder(
-            dim, wav2vec, wav2vec_width, wav2vec_layers, heads, audio_tokens, freeze_model=freeze_wav2vec,
-            gradient_checkpointing=checkpoint_wav2vec) if use_audio_profile_encoder else None
-        self.audio_query = None if use_audio_sequence_encoder else nn.Parameter(torch.randn(1, audio_tokens, dim) * 0.02)
-        self._build_visual_encoders(dim, vae, vae_width, vae_levels, train_vae, patch_size, use_visual_tokens,
-                                    checkpoint_vae)
+        # Each pretrained part's architecture is recorded: checkpoints store it, so that loading one
+        # rebuilds the part without the hub (layers.stored_architectures)
+        with recording_architectures() as architectures:
+            # Encoders (Sec. 3.1-3.2)
+            self.text_encoder = TextEncoder(vocab_size, dim, max_text_len)
+            self.audio_sequence_encoder = AudioSequenceEncoder(
+                dim, audio_sequence_channels, (8,) * audio_sequence_stages, audio_tokens) if use_audio_sequence_encoder else None
+            self.audio_profile_encoder = AudioProfileEncoder(
+                dim, wav2vec, wav2vec_width, wav2vec_layers, heads, audio_tokens, freeze_model=freeze_wav2vec,
+                gradient_checkpointing=checkpoint_wav2vec) if use_audio_profile_encoder else None
+            self.audio_query = None if use_audio_sequence_encoder else nn.Parameter(torch.randn(1, audio_tokens, dim) * 0.02)
+            self._build_visual_encoders(dim, vae, vae_width, vae_levels, train_vae, patch_size, use_visual_tokens,
+                                        checkpoint_vae)
 
-        # Entangled encoders (Eq. 1, Table 6/7)
-        entangled = entanglement != "none"
-        self._need_audio = entangled and attended_tokens in ("both", "audio")
-        self._need_video = entangled and attended_tokens in ("both", "visual") and (self.ec or self.dc)
-        self.video_query = None
-        if self._need_video and not use_visual_tokens:
-            self.video_query = nn.Parameter(torch.randn(1, video_queries, dim) * 0.02)
-        self._build_entanglers(dim, entangled_layers, heads)
+            # Entangled encoders (Eq. 1, Table 6/7)
+            entangled = entanglement != "none"
+            self._need_audio = entangled and attended_tokens in ("both", "audio")
+            self._need_video = entangled and attended_tokens in ("both", "visual") and (self.ec or self.dc)
+            self.video_query = None
+            if self._need_video and not use_visual_tokens:
+                self.video_query = nn.Parameter(torch.randn(1, video_queries, dim) * 0.02)
+            self._build_entanglers(dim, entangled_layers, heads)
 
-        # Audio decoder and vocoder
-        self.audio_decoder = AudioDecoder(dim, gpt2, decoder_width, decoder_layers, decoder_heads,
-                                          max_decoder_positions, cross_attention=self.dc,
-                                          prenet_dropout=prenet_dropout, freeze_model=freeze_gpt2,
-                                          gradient_checkpointing=checkpoint_gpt2,
-                                          prenet_dropout_at_inference=prenet_dropout_at_inference,
-                                          alignment_aid=alignment_aid)
-        self.vocoder = Vocoder(vocoder)
+            # Audio decoder and vocoder
+            self.audio_decoder = AudioDecoder(dim, gpt2, decoder_width, decoder_layers, decoder_heads,
+                                              max_decoder_positions, cross_attention=self.dc,
+                                              prenet_dropout=prenet_dropout, freeze_model=freeze_gpt2,
+                                              gradient_checkpointing=checkpoint_gpt2,
+                                              prenet_dropout_at_inference=prenet_dropout_at_inference,
+                                              alignment_aid=alignment_aid)
+            self.vocoder = Vocoder(vocoder)
 
-        # Video denoiser with EC and DC
-        cond_channels = 4 + 4 * motion_frames + 2
-        self.video_denoiser = VideoDenoiser(cond_channels, unet_cross_dim, unet, motion_adapter, unet_width,
-                                            unet_levels, heads, max_frames=max(32, num_frames),
-                                            cross_attention=self.ec or self.dc, zero_output=reference_residual,
-                                            gradient_checkpointing=checkpoint_unet, freeze_spatial=freeze_unet)
-        cross = self.video_denoiser.cross_dim
-        self.ec_proj = nn.Linear(dim, cross) if self.ec else None
-        self.dc_proj = nn.Linear(self.audio_decoder.width, cross) if self.dc else None
-        self.dc_slots = nn.Parameter(torch.zeros(1, FRAME_WINDOW, cross)) if self.dc else None
+            # Video denoiser with EC and DC
+            cond_channels = 4 + 4 * motion_frames + 2
+            self.video_denoiser = VideoDenoiser(cond_channels, unet_cross_dim, unet, motion_adapter, unet_width,
+                                                unet_levels, heads, max_frames=max(32, num_frames),
+                                                cross_attention=self.ec or self.dc, zero_output=reference_residual,
+                                                gradient_checkpointing=checkpoint_unet, freeze_spatial=freeze_unet)
+            cross = self.video_denoiser.cross_dim
+            self.ec_proj = nn.Linear(dim, cross) if self.ec else None
+            self.dc_proj = nn.Linear(self.audio_decoder.width, cross) if self.dc else None
+            self.dc_slots = nn.Parameter(torch.zeros(1, FRAME_WINDOW, cross)) if self.dc else None
+        self.pretrained_architectures: dict[str, dict] = architectures
 
     def _build_visual_encoders(self, dim: int, vae: str | None, width: int, levels: int, train_vae: bool,
                                patch_size: int, use_visual_tokens: bool, checkpoint_vae: bool = False) -> None:

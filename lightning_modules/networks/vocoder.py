@@ -27,6 +27,7 @@ from datamodules.conventions import (
 )
 from lightning_modules.networks.layers import (
     PretrainedNotFoundError,
+    building_from_checkpoint,
     describe_missing_files,
 )
 
@@ -79,7 +80,7 @@ class Vocoder(nn.Module):
         self.generator: HifiganGenerator | None = None
         if pretrained is not None or not griffin_lim:
             self.generator = hifigan_generator(512 if pretrained is not None else channels)
-            if pretrained is not None:
+            if pretrained is not None and not building_from_checkpoint():  # else the checkpoint's weights
                 state = torch.load(_generator_file(pretrained), map_location="cpu", weights_only=True)
                 self.generator.load_state_dict(state)
             freeze(self.generator)

@@ -121,3 +121,42 @@ def test_errors(tmp_path) -> None:
         dm.prepare_data()
     with pytest.raises(RuntimeError, match="setup"):
         dm.train_dataloader()
+
+
+# -- once per cache: prepare_data (local rank 0) writes, setup (every rank) reads --------------------
+
+
+def _another_rank(tiny_root: Path) -> DemoDataModule:
+    """A DataModule as a second DDP rank builds it: same config, its prepare_data never called."""
+    return DemoDataModule(root=str(tiny_root), image_size=64, num_frames=8, motion_frames=2, batch_size=2,
+                          num_workers=0, vocab_size=300, build_if_missing=False)
+
+
+def _no_training(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the tokenizer was trained again")
+
+    monkeypatch.setattr("datamodules.base.train_tokenizer", refuse)
+
+
+def test_setup_on_another_rank_loads_the_tokenizer_prepare_data_wrote(datamodule, tiny_root, monkeypatch) -> None:
+    _no_training(monkeypatch)
+    other = _another_rank(tiny_root)
+    other.setup("fit")
+    assert other.tokenizer.to_str() == datamodule.tokenizer.to_str()
+    assert {s: len(d) for s, d in other.datasets.items()} == {"train": 2, "val": 1, "test": 1}
+
+
+def test_prepare_data_twice_keeps_the_tokenizer(datamodule, tiny_root, monkeypatch) -> None:
+    before = datamodule.tokenizer_path.read_text(), datamodule.tokenizer_path.stat().st_mtime_ns
+    _no_training(monkeypatch)
+    _another_rank(tiny_root).prepare_data()  # a second run, or a second node on a shared cache
+    assert (datamodule.tokenizer_path.read_text(), datamodule.tokenizer_path.stat().st_mtime_ns) == before
+
+
+def test_setup_without_prepare_data_names_the_missing_tokenizer(tiny_root, tmp_path) -> None:
+    dm = DemoDataModule(root=str(tiny_root), cache_dir=str(tmp_path / "empty_cache"), image_size=64,
+                        build_if_missing=False)
+    with pytest.raises(FileNotFoundError, match=r"no tokenizer at .*empty_cache.*prepare_data\(\)"):
+        dm.setup("fit")
+    assert not dm.tokenizer_path.exists()  # setup trained nothing

@@ -68,3 +68,33 @@ def test_streaming_mode_mixes_per_dataset_chunks(prepared, tmp_path, monkeypatch
         assert batch["video"].shape[1:] == (6, 3, 32, 32)
         seen |= set(batch["key"])
     assert seen == keys["fakeavceleb"] | keys["hdtf"]  # every item of both datasets, once per epoch
+
+
+def test_tokenizer_is_trained_by_prepare_data_and_only_read_by_setup(trees, prepared, tmp_path, monkeypatch):
+    """What DDP relies on: setup (every rank) never trains; prepare_data (local rank 0) trains once."""
+    import shutil
+
+    from tests.datamodules.datasets.helpers import fake_detection
+
+    for var in ("NFY_VOXCELEB", "NFY_FAKEAVCELEB", "NFY_HDTF", "NFY_CELEBVHQ"):
+        monkeypatch.delenv(var, raising=False)
+    prepared("fakeavceleb")  # the clips cached for the session
+    cache = tmp_path / "cache"
+    shutil.copytree(prepared.cache, cache)
+    (cache / "tokenizer.json").unlink(missing_ok=True)
+
+    def make() -> CombinedDataModule:
+        return CombinedDataModule(fakeavceleb_root=str(trees["fakeavceleb"]), cache_dir=str(cache), image_size=32,
+                                  english_only=False, num_frames=4, batch_size=2, num_workers=0)
+
+    with pytest.raises(FileNotFoundError, match="prepare_data"):
+        make().setup("fit")
+    assert not (cache / "tokenizer.json").exists()
+    with fake_detection():
+        make().prepare_data()  # the clips are cached: only the tokenizer is trained
+    from datamodules.tokenizer import load_tokenizer
+
+    trained = load_tokenizer(cache / "tokenizer.json").to_str()
+    rank1 = make()
+    rank1.setup("fit")
+    assert rank1.tokenizer.to_str() == trained and len(rank1.datasets["train"]) > 0
