@@ -50,6 +50,7 @@ def bench(name: str, base: Path, image_size: int, repeat: int) -> dict:
                            num_frames=16, batch_size=1, num_workers=0)
     report = preprocess_clips(module.discover_sources(), cache, module.config, progress=False)
     row = {"x_realtime_per_core": report.media_seconds / max(report.seconds, 1e-9), "kept": report.num_kept}
+    module.prepare_data()  # the clips are cached already: this trains the tokenizer, which setup only reads
     module.setup("fit")
     train = module.datasets["train"]
     module.datasets["train"] = ConcatDataset([train] * 8)  # longer epochs over the few fixture clips
