@@ -155,6 +155,7 @@ class NFYPipeline:
         """
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+        _check_mel_frames(max_mel_frames)
         conditions = (ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav)
         with _eval(self.network):
             with self._autocast(ref_image.device):  # once per clip: the speech step and every window share them
@@ -187,14 +188,13 @@ class NFYPipeline:
         Raises:
             ValueError: ``max_mel_frames`` below 1.
         """
+        _check_mel_frames(max_mel_frames)
         with self._autocast(ref_image.device):
             cond = self.network.encode_conditions(text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav)
         return self._speech(cond, max_mel_frames, text_ids.device)
 
     def _speech(self, cond: dict, max_mel_frames: int, device: torch.device) -> dict[str, torch.Tensor]:
         """:meth:`speech` from encoded conditions ``cond``."""
-        if max_mel_frames < 1:
-            raise ValueError(f"max_mel_frames must be >= 1, got {max_mel_frames}")
         net = self.network
         with self._autocast(device):
             out = net.generate_mel(cond, max_mel_frames)
@@ -310,6 +310,11 @@ class NFYPipeline:
                 parts.append(self.network.decode_diffused(latents[:, :, start : start + step], ref_latent,
                                                           ref_image).float())
         return torch.cat(parts, dim=1)
+
+
+def _check_mel_frames(max_mel_frames: int) -> None:
+    if max_mel_frames < 1:
+        raise ValueError(f"max_mel_frames must be >= 1, got {max_mel_frames}")
 
 
 class _eval:
