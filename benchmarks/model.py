@@ -9,28 +9,40 @@ random one of the same family shaped like it as far as the builders allow (:data
 2. one training step (forward, backward, AdamW) on a synthetic batch of the batch contract:
    seconds and peak resident memory, each configuration in a fresh process;
 3. generation real-time factor (seconds of compute per second of speech+video produced;
-   below 1 is faster than real time) for one 2 s utterance.
+   below 1 is faster than real time) for one 2 s utterance;
+4. the generation cost table (:func:`generation_table`, alone with ``--generation-only``): per
+   setting of the pipeline (fp32 / bf16, guidance as two calls or one batched call, DDIM 25 or
+   DPM-Solver++ 10 steps), FLOPs per second of 512 x 512 video at 25 fps counted with
+   ``torch.utils.flop_counter`` on ete.yaml's network at its real size (meta device), the peak memory
+   estimate (weights in the setting's dtype + the largest activation peak of one call), and the
+   real-time factor those FLOPs imply on one H100 at 40 % utilisation. The last line gives the
+   fastest setting's.
 
 Each measurement runs in its own subprocess under a memory limit (``--memory-gib``, default 24;
 ``RLIMIT_DATA``), so a configuration that does not fit fails alone; paper-size steps are tried
 from batch 1 x 4 frames upwards, and when even that does not fit, at smaller image sizes, and the
 script says which one fitted.
 
-Usage: ``python benchmarks/model.py [--skip-paper] [--memory-gib 24] [--threads 2]``
+Usage: ``python benchmarks/model.py [--skip-paper] [--memory-gib 24] [--threads 2] [--generation-only]``
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import multiprocessing as mp
 import resource
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a pretrained part missing from the cache fails at once, no download
@@ -180,6 +192,192 @@ def _limited(target, args, memory_gib, queue) -> None:
     target(*args, queue)
 
 
+# ---------------------------------------------------------------------------------------- generation cost
+H100_PEAK: dict[str, float] = {"fp32": 495e12, "bf16": 989e12}
+"""Dense FLOP/s of one H100 SXM: bf16 tensor cores, and fp32 matmuls as TF32 (what torch runs with
+``torch.backends.cuda.matmul.allow_tf32``)."""
+UTILISATION = 0.40
+"""Share of the peak a real generation sustains (an assumption; the FLOP counts are exact)."""
+VIDEO_FPS, WINDOW = 25, 16
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One generation setting: what it computes per second of video follows from these."""
+
+    name: str
+    dtype: str = "fp32"              # "fp32" or "bf16" (autocast)
+    steps: int = 25                  # sampler steps per window (DDIM 25, DPM-Solver++ 10)
+    guided: bool = True              # classifier-free guidance: two denoiser branches per step
+    batched: bool = False            # both branches in one call (batch 2) instead of two calls
+    encode_per_window: bool = True   # the conditions re-encoded for every window (the old loop)
+    decode_slice: Optional[int] = None  # frames the VAE decodes at a time (None: the whole window)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("fp32, DDIM 25, guidance as 2 calls (before)"),
+    Setting("bf16", dtype="bf16"),
+    Setting("bf16 + batched guidance, encode once, decode by 4", dtype="bf16", batched=True,
+            encode_per_window=False, decode_slice=4),
+    Setting("fp32 + DPM-Solver++ 10 steps", steps=10),
+    Setting("all of the above + DPM-Solver++ 10, guided", dtype="bf16", steps=10, batched=True,
+            encode_per_window=False, decode_slice=4),
+    Setting("the same without guidance (ete.yaml's guidance_scale 1)", dtype="bf16", steps=10, guided=False,
+            batched=True, encode_per_window=False, decode_slice=4),
+)
+"""The settings ``benchmarks/model.py`` compares; the last two are the pipeline's fastest options."""
+
+
+class GenerationCost:
+    """FLOPs and peak activation bytes of ete.yaml's generation parts, counted on the meta device.
+
+    The network is built with the architectures of the checkpoints ete.yaml names
+    (:func:`~lightning_modules.networks.presets.hub_architectures`, nothing read or downloaded). FLOPs
+    come from ``torch.utils.flop_counter.FlopCounterMode`` with torch's own attention; activation
+    peaks from :class:`~lightning_modules.memory.LiveTensorMeter` (live tensors at the worst moment of
+    one call) with attention counted as a fused kernel holds it and bf16 autocast's casts emulated.
+    """
+
+    def __init__(self) -> None:
+        from experiments.fit import build_network
+        from lightning_modules.networks.presets import LINKED_FROM_DATA, PAPER as PAPER_NETWORK, hub_architectures
+        from lightning_modules.networks.vocoder import hifigan_generator
+
+        linked = {k: PAPER_NETWORK[k] for k in LINKED_FROM_DATA}
+        with warnings.catch_warnings(), hub_architectures(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            self.net = build_network(*PAPER, **linked, vocoder=None).eval()
+            self.vocoder = hifigan_generator(512).eval()  # speechbrain's LibriTTS 16 kHz HiFi-GAN
+        self.parameters = sum(p.numel() for m in (self.net, self.vocoder) for p in m.parameters())
+        batch = make_batch(1, linked["image_size"], linked["num_frames"] + linked["motion_frames"], 2.0,
+                           linked["vocab_size"], text_tokens=24)
+        self.batch = {k: v.to("meta") if torch.is_tensor(v) else v for k, v in batch.items()}
+        self.frames, self.latent = int(self.net.num_frames), int(self.net.latent_size)
+        self._cache: dict[tuple, Any] = {}
+
+    # the parts: each returns what it computes (inputs built on the meta device)
+    def _encode(self) -> dict:
+        b = self.batch
+        return self.net.encode_conditions(b["text_ids"], b["text_mask"], b["ref_image"], b["face_mask"],
+                                          b["lip_mask"], b["profile_wav"])
+
+    def _window_inputs(self, cond: dict) -> tuple:
+        width = int(self.net.audio_decoder.gpt.config.n_embd)
+        hidden = torch.zeros(1, math.ceil(2.5 * self.frames), width, device="meta")  # (1, 40, W)
+        windows = self.net.audio_windows(hidden, torch.zeros(1, dtype=torch.long, device="meta"), self.frames)
+        motion = self.net.motion_latents(None, self.batch["ref_image"])
+        return self.net.denoiser_inputs(cond, motion, windows, self.frames)
+
+    def _denoise(self, inputs: tuple, batch: int) -> torch.Tensor:
+        maps, cross = inputs
+        if batch == 2:
+            maps = torch.cat([maps, maps])
+            cross = {k: torch.cat([v, v]) if torch.is_tensor(v) else v for k, v in cross.items()}
+        latents = torch.zeros(batch, 4, self.frames, self.latent, self.latent, device="meta")
+        return self.net.denoise(latents, torch.tensor(500, device="meta"), maps, cross)
+
+    def _decode(self, cond: dict, frames: int) -> torch.Tensor:
+        latents = torch.zeros(1, 4, frames, self.latent, self.latent, device="meta")
+        return self.net.decode_diffused(latents, cond["ref_latent"], self.batch["ref_image"])
+
+    def _speech(self, cond: dict, mel_frames: int) -> torch.Tensor:
+        mel = torch.zeros(1, 80, mel_frames, device="meta")
+        self.net.decode_speech(cond, mel)  # teacher-forced: the FLOPs of the cached loop, its causal half doubled
+        return self.vocoder(mel)
+
+    def flops(self) -> dict[str, float]:
+        """FLOPs of: the encoders (per clip), a window's inputs, one denoiser call on one window
+        (batch 1), the VAE decode of one frame, the speech decoder + vocoder per mel frame."""
+        from lightning_modules.memory import meta_semantics
+
+        if "flops" not in self._cache:
+            with meta_semantics(), torch.no_grad():
+                cond = self._encode()
+                inputs = self._window_inputs(cond)
+            mel_frames = 625
+            parts = {"encoders": self._encode, "window inputs": lambda: self._window_inputs(cond),
+                     "denoiser call": lambda: self._denoise(inputs, 1), "decode frame": lambda: self._decode(cond, 1),
+                     "speech per mel frame": lambda: self._speech(cond, mel_frames)}
+            counted = {}
+            for name, part in parts.items():
+                with meta_semantics(fused_attention=False), FlopCounterMode(display=False) as counter:
+                    with torch.no_grad():
+                        part()
+                counted[name] = counter.get_total_flops() / (mel_frames if name.startswith("speech") else 1)
+            self._cache["flops"] = counted
+        return self._cache["flops"]
+
+    def _count(self, fn, autocast: Optional[torch.dtype]) -> tuple[int, Any]:
+        """Peak bytes of the tensors ``fn`` creates while it runs (weights and inputs excluded), and its output."""
+        from lightning_modules.memory import LiveTensorMeter, meta_semantics
+
+        with torch.no_grad(), meta_semantics(autocast=autocast), LiveTensorMeter() as meter:
+            out = fn()
+        return meter.peak_bytes, out
+
+    def activation_peak(self, dtype: str, denoiser_batch: int, decode_frames: int) -> float:
+        """The largest activation peak (bytes) of the generation parts in ``dtype``."""
+        key = ("peak", dtype, denoiser_batch, decode_frames)
+        if key not in self._cache:
+            cast = torch.bfloat16 if dtype == "bf16" else None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                encoders, cond = self._count(self._encode, cast)
+                window, inputs = self._count(lambda: self._window_inputs(cond), cast)
+                peaks = [encoders, window, self._count(lambda: self._denoise(inputs, denoiser_batch), cast)[0],
+                         self._count(lambda: self._decode(cond, decode_frames), cast)[0],
+                         self._count(lambda: self._speech(cond, 625), cast)[0]]
+            self._cache[key] = max(peaks)
+        return self._cache[key]
+
+
+def setting_cost(cost: GenerationCost, setting: Setting, clip_seconds: float = 5.0) -> dict[str, float]:
+    """FLOPs per second of video, denoiser calls per second, implied H100 RTF and peak GiB of ``setting``.
+
+    A clip of ``clip_seconds`` (one sentence) encodes its conditions once for the speech step, and
+    again for every window when ``encode_per_window``.
+    """
+    flops = cost.flops()
+    windows = VIDEO_FPS / cost.frames  # per second of video
+    branches = 2 if setting.guided else 1
+    calls = setting.steps * (1 if setting.batched or not setting.guided else 2) * windows
+    encodes = 1 / clip_seconds + (windows if setting.encode_per_window else 0.0)
+    total = (setting.steps * branches * windows * flops["denoiser call"] + VIDEO_FPS * flops["decode frame"]
+             + windows * flops["window inputs"] + encodes * flops["encoders"]
+             + MEL_FRAMES_PER_SECOND * flops["speech per mel frame"])
+    rtf = total / (H100_PEAK[setting.dtype] * UTILISATION)
+    batch = 2 if setting.guided and setting.batched else 1
+    activations = cost.activation_peak(setting.dtype, batch, setting.decode_slice or cost.frames)
+    weights = cost.parameters * (2 if setting.dtype == "bf16" else 4)
+    return {"tflop_per_s": total / 1e12, "calls_per_s": calls, "rtf": rtf, "weights_gib": weights / 2**30,
+            "activations_gib": activations / 2**30, "peak_gib": (weights + activations) / 2**30}
+
+
+def generation_table(clip_seconds: float = 5.0) -> list[tuple[Setting, dict[str, float]]]:
+    """Print the cost of every :data:`SETTINGS` entry and a last line with the fastest setting's."""
+    cost = GenerationCost()
+    flops = cost.flops()
+    print(f"\ngeneration cost of ete.yaml at 512x512, {VIDEO_FPS} fps, {cost.frames}-frame windows, counted on the "
+          f"meta device ({cost.parameters / 1e6:,.1f} M parameters with the vocoder):")
+    print("  " + ", ".join(f"{name} {value / 1e12:.3f} TFLOP" if value > 1e11 else f"{name} {value / 1e9:.2f} GFLOP"
+                           for name, value in flops.items()))
+    print(f"  a {clip_seconds:g} s clip; implied real-time factor on one H100 at {UTILISATION:.0%} of "
+          f"{H100_PEAK['bf16'] / 1e12:.0f} TFLOP/s (bf16) or {H100_PEAK['fp32'] / 1e12:.0f} (fp32 as TF32)")
+    print(f"| setting | TFLOP per s of video | denoiser calls per s | implied H100 RTF | weights GiB "
+          f"| activations GiB | peak GiB |\n|---|---|---|---|---|---|---|")
+    rows = []
+    for setting in SETTINGS:
+        row = setting_cost(cost, setting, clip_seconds)
+        rows.append((setting, row))
+        print(f"| {setting.name} | {row['tflop_per_s']:,.1f} | {row['calls_per_s']:.1f} | {row['rtf']:.2f} | "
+              f"{row['weights_gib']:.2f} | {row['activations_gib']:.2f} | {row['peak_gib']:.2f} |")
+    fastest, best = min(rows, key=lambda r: r[1]["rtf"])
+    guided = min((r for s, r in rows if s.guided), key=lambda r: r["rtf"])
+    print(f"fastest setting ({fastest.name}): implied H100 RTF {best['rtf']:.2f}, peak {best['peak_gib']:.1f} GiB "
+          f"(guided: RTF {guided['rtf']:.2f}, {guided['peak_gib']:.1f} GiB); target RTF <= 1.0, <= 12 GB")
+    return rows
+
+
 def parameter_table(name: str, configs: tuple[str, ...], overrides: dict[str, Any]) -> Optional[dict]:
     """Print and return the parameter counts of one configuration (built on the meta device)."""
     from experiments.fit import build_network
@@ -204,7 +402,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-tiny-speed", action="store_true", help="no tiny step/generation timing")
     parser.add_argument("--skip-paper-generation", action="store_true", help="no paper-size generation timing")
+    parser.add_argument("--generation-only", action="store_true",
+                        help="only the generation cost table (FLOPs, memory, implied H100 RTF; about a minute)")
+    parser.add_argument("--clip-seconds", type=float, default=5.0, help="clip length the cost table assumes")
     args = parser.parse_args(argv)
+    logging.disable(logging.WARNING)  # diffusers' notes on casting the meta-device UNet
+    if args.generation_only:
+        generation_table(args.clip_seconds)
+        return 0
     from experiments.fit import merged_config
 
     data = merged_config(*TINY)["data"]["init_args"]
@@ -218,6 +423,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         _speed("tiny", TINY, tiny, args, batch_size=8, frames=None, seconds=2.0, steps=10)
     if not args.skip_paper:
         _paper_speed(args, paper)
+    generation_table(args.clip_seconds)
     return 0
 
 

@@ -4,6 +4,7 @@ Command line::
 
     python -m experiments.generate --ckpt last.ckpt --image face.jpg --voice voice.wav \\
         --text "Any text, of any length." --out out.mp4 [--steps 25 --guidance 1.0 --seed 0]
+        [--sampler dpm++ --steps 10 --dtype bfloat16 --compile]
 
 Python (what the metric suite and the tests call)::
 
@@ -53,7 +54,9 @@ from datamodules.media import MediaError, read_audio, write_mp4
 from datamodules.preprocess import PreprocessConfig
 from lightning_modules import NFYLitModule
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
+from lightning_modules.diffusion import SAMPLERS
 from lightning_modules.networks.layers import stored_architectures
+from lightning_modules.pipeline import NFYPipeline
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +85,11 @@ instead, as are control and invisible format characters, even inside these range
 CLI_FLAGS: dict[str, str] = {
     "checkpoint": "--ckpt", "image": "--image", "voice": "--voice", "text": "--text", "out": "--out",
     "num_inference_steps": "--steps", "guidance_scale": "--guidance", "seed": "--seed", "device": "--device",
+    "sampler": "--sampler", "dtype": "--dtype",
 }
 """The command-line flag of each :func:`generate` argument, for the CLI's error messages."""
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+"""``dtype`` names :func:`generate` accepts (bfloat16 / float16: the networks under autocast)."""
 
 
 class GenerationInputError(ValueError):
@@ -139,6 +145,21 @@ def check_options(num_inference_steps: Optional[int], guidance_scale: Optional[f
     if not (_is_integer(seed) and -(2**63) <= seed < 2**64):
         raise GenerationInputError("seed", seed, "an integer in [-2**63, 2**64) (what torch.Generator accepts)")
     return check_device(device)
+
+
+def check_sampling(sampler: str, dtype: Union[str, torch.dtype]) -> torch.dtype:
+    """Check the sampler name and the compute dtype (a name of :data:`DTYPES` or a torch dtype); returns the dtype.
+
+    Raises:
+        GenerationInputError: an unknown sampler or dtype.
+    """
+    if sampler not in SAMPLERS:
+        raise GenerationInputError("sampler", sampler, f"one of {', '.join(SAMPLERS)}")
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return DTYPES[dtype]
+    raise GenerationInputError("dtype", dtype, f"one of {', '.join(DTYPES)}")
 
 
 def _is_integer(value: Any) -> bool:
@@ -494,6 +515,9 @@ def generate(
     tokenizer: Any = None,
     face_box: Optional[Sequence[float]] = None,
     landmarks: Optional[Sequence[Sequence[float]]] = None,
+    sampler: str = "ddim",
+    dtype: Union[str, torch.dtype] = "float32",
+    compile: bool = False,
 ) -> GenerationResult:
     """Text + face photo + voice sample -> speech and a talking-face video (and an mp4 at ``out``).
 
@@ -513,6 +537,9 @@ def generate(
         tokenizer: overrides the checkpoint's tokenizer.
         face_box: [x0, y0, x1, y1] of the face in ``image``; with ``landmarks`` it skips detection.
         landmarks: 5 x [x, y] (eyes, nose, mouth corners) in ``image`` pixels.
+        sampler: ``"ddim"`` (the paper's) or ``"dpm++"`` (DPM-Solver++, about 10 steps for DDIM's 25).
+        dtype: ``"float32"``, or ``"bfloat16"`` (``"float16"``) to run the networks under autocast.
+        compile: ``torch.compile`` the video denoiser (pays off over many windows on a GPU).
 
     Returns:
         :class:`GenerationResult` (frames uint8 (T, H, W, 3), speech (T * 640,) float32).
@@ -523,6 +550,7 @@ def generate(
     """
     # 1. What needs no model, before the checkpoint is loaded
     device = check_options(num_inference_steps, guidance_scale, seed, device)
+    options = {"sampler": sampler, "dtype": check_sampling(sampler, dtype), "compile": bool(compile)}
     out = check_output(out, {"checkpoint": checkpoint, "image": image, "voice": voice})
     sentences = check_text(text)
     if not isinstance(checkpoint, NFYLitModule):
@@ -539,7 +567,7 @@ def generate(
     # 3. Speech then video, sentence by sentence, carrying the motion frames across
     generator = torch.Generator(device=module.device).manual_seed(seed)
     torch.manual_seed(seed)  # the pre-net dropout of free running, where a config keeps it on
-    frames, audio = _generate_sentences(module, ids, face, profile, (steps, guidance), generator, progress)
+    frames, audio = _generate_sentences(module, ids, face, profile, (steps, guidance), generator, progress, options)
     result = GenerationResult(video=frames, wav=audio, sentences=sentences)
     # 4. Mux (write_mp4 writes a temporary file and renames it: nothing partial on failure)
     if out is not None:
@@ -562,17 +590,18 @@ def _model_and_tokenizer(checkpoint: Union[PathLike, NFYLitModule], tokenizer: A
 
 def _generate_sentences(module: NFYLitModule, ids: list[torch.Tensor], face: dict[str, torch.Tensor],
                         profile: torch.Tensor, sampling: tuple[int, float], generator: torch.Generator,
-                        progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Generate every sentence with the module's :class:`~lightning_modules.pipeline.NFYPipeline`.
+                        progress: bool, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """Generate every sentence with an :class:`~lightning_modules.pipeline.NFYPipeline` of the module.
 
     Args:
-        sampling: DDIM steps per window and the guidance scale.
+        sampling: sampler steps per window and the guidance scale.
+        options: the pipeline's ``sampler``, ``dtype`` and ``compile`` (``None``: its defaults).
 
     Returns:
         (T, H, W, 3) uint8 frames and (T * 640,) float32 speech.
     """
     device, (steps, guidance) = module.device, sampling
-    pipeline = module.pipeline()
+    pipeline = NFYPipeline.from_training_scheduler(module.net, module.train_scheduler, **(options or {}))
     cond = {k: v[None].to(device) for k, v in face.items()}  # (1, ...) each
     profile_wav = profile[None].to(device)  # (1, 32000)
     motion: Optional[torch.Tensor] = None
@@ -620,9 +649,14 @@ def _parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--voice", required=True, help="voice sample, >= 2 s of speech (any format PyAV reads)")
     parser.add_argument("--text", required=True, help="text to speak, Latin script (other scripts, emoji: refused)")
     parser.add_argument("--out", required=True, help="mp4 to write (folders are created)")
-    parser.add_argument("--steps", type=int, default=None, help="DDIM steps per window, >= 1 (default: checkpoint's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="sampler steps per window, >= 1 (default: checkpoint's; about 10 suit --sampler dpm++)")
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale, >= 0 (default: checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampler", default="ddim", help=f"{' or '.join(SAMPLERS)} (DPM-Solver++; default: ddim)")
+    parser.add_argument("--dtype", default="float32",
+                        help=f"{', '.join(DTYPES)}: bfloat16 runs the networks under autocast (default: float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the video denoiser")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda[:N] or mps")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
@@ -634,7 +668,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = generate(args.ckpt, args.image, args.voice, args.text, out=args.out, num_inference_steps=args.steps,
-                          guidance_scale=args.guidance, seed=args.seed, device=args.device)
+                          guidance_scale=args.guidance, seed=args.seed, device=args.device, sampler=args.sampler,
+                          dtype=args.dtype, compile=args.compile)
     except (GenerationInputError, FileNotFoundError) as err:
         if args.debug:
             traceback.print_exc()

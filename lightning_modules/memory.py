@@ -22,11 +22,13 @@ Used by ``benchmarks/memory.py`` and the tests of the memory switches.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 GIB: float = 2.0**30
 
@@ -84,11 +86,12 @@ class _MetaMode(TorchFunctionMode):
     """On meta tensors: fused attention, autocast's casts (``autocast``), and a fixed value for ``int()``."""
 
     def __init__(self, meta_scalar: int, autocast: torch.dtype | None = None,
-                 fp32_ops: frozenset = FP32_OPS) -> None:
+                 fp32_ops: frozenset = FP32_OPS, fused_attention: bool = True) -> None:
         super().__init__()
         self.meta_scalar = meta_scalar
         self.autocast = autocast
         self.fp32_ops = fp32_ops
+        self.fused_attention = fused_attention
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -101,7 +104,7 @@ class _MetaMode(TorchFunctionMode):
             return self.meta_scalar
         if func is torch.Tensor.__bool__ and args[0].is_meta:
             return True  # "no padding" / "all valid" checks: the dense case, the one that costs memory
-        if func is nn.functional.scaled_dot_product_attention and args[0].is_meta:
+        if self.fused_attention and func is nn.functional.scaled_dot_product_attention and args[0].is_meta:
             return _meta_attention(*args, **kwargs)
         return func(*args, **kwargs)
 
@@ -111,6 +114,17 @@ def _meta_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         attn_mask = None  # a boolean mask becomes a bias inside the kernel, not a saved input
     return _FlashAttention.apply(query, key, value, attn_mask)
+
+
+def meta_semantics(meta_scalar: int = 500, autocast: torch.dtype | None = None,
+                   fused_attention: bool = True) -> TorchFunctionMode:
+    """The meta-device conventions of :class:`SavedTensorMeter` as a context manager of their own.
+
+    ``int()`` / ``.item()`` of a meta tensor read as ``meta_scalar`` and ``bool()`` as True;
+    ``autocast`` emulates CUDA autocast's casts; ``fused_attention`` replaces attention by a
+    shape-only fused kernel (off: torch's own attention runs, so that a FLOP counter sees it).
+    """
+    return _MetaMode(meta_scalar, autocast, fused_attention=fused_attention)
 
 
 class SavedTensorMeter:
@@ -212,6 +226,40 @@ class SavedTensorMeter:
         self._saved = {}
 
 
+class LiveTensorMeter(TorchDispatchMode):
+    """Context manager: the peak of bytes held by the tensors created inside it (``peak_bytes``).
+
+    Each storage counts from the op that creates it until the last tensor viewing it is freed, so
+    a no-grad forward pass's peak is what it needs on top of its inputs and weights. Works on the
+    meta device (inference memory of a network at any size, nothing allocated).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = self.peak_bytes = 0
+        self._views: dict[int, int] = {}
+        self._bytes: dict[int, int] = {}
+
+    def _release(self, key: int) -> None:
+        self._views[key] -= 1
+        if self._views[key] == 0:
+            self.current -= self._bytes.pop(key)
+            del self._views[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in torch.utils._pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                key = _storage_key(tensor)
+                if key not in self._views:
+                    self._views[key], self._bytes[key] = 0, _storage_bytes(tensor)
+                    self.current += self._bytes[key]
+                    self.peak_bytes = max(self.peak_bytes, self.current)
+                self._views[key] += 1
+                weakref.finalize(tensor, self._release, key)
+        return out
+
+
 def parameter_bytes(module: nn.Module, optimizer_state_bytes: float = 8.0) -> dict[str, int]:
     """Bytes of fp32 weights, their gradients and the optimiser state of a module's parameters.
 
@@ -235,4 +283,5 @@ def parameter_bytes(module: nn.Module, optimizer_state_bytes: float = 8.0) -> di
     }
 
 
-__all__ = ["FP32_LOSSES", "FP32_OPS", "GIB", "LOW_PRECISION_OPS", "PRECISION_BYTES", "SavedTensorMeter", "parameter_bytes"]
+__all__ = ["FP32_LOSSES", "FP32_OPS", "GIB", "LOW_PRECISION_OPS", "LiveTensorMeter", "PRECISION_BYTES", "SavedTensorMeter",
+           "meta_semantics", "parameter_bytes"]

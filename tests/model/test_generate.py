@@ -112,6 +112,30 @@ def test_cli_and_array_inputs(checkpoint: Path, voice: Path, shared_data: Path, 
     assert a.path is None and np.array_equal(a.video, b.video)
 
 
+def test_cli_sampler_dtype_and_compile_reach_the_pipeline(checkpoint: Path, voice: Path, shared_data: Path,
+                                                          tmp_path: Path, monkeypatch) -> None:
+    built = []
+    original = NFYPipeline.__init__
+
+    def spy(self, network, scheduler, **options):
+        built.append((type(scheduler).__name__, options))
+        original(self, network, scheduler, **options)
+
+    monkeypatch.setattr(NFYPipeline, "__init__", spy)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)  # the wiring, not the compiler, is under test
+    out = tmp_path / "fast.mp4"
+    status = gen.main(["--ckpt", str(checkpoint), "--image", str(shared_data / "faces" / "kid_1.jpg"),
+                       "--voice", str(voice), "--text", "Hello there.", "--out", str(out), "--steps", "3",
+                       "--sampler", "dpm++", "--dtype", "bfloat16", "--compile"])
+    assert status == 0 and out.is_file()
+    assert built == [("DPMSolverMultistepScheduler", {"dtype": torch.bfloat16, "compile": True})]
+    built.clear()
+    assert gen.main(["--ckpt", str(checkpoint), "--image", str(shared_data / "faces" / "kid_1.jpg"),
+                     "--voice", str(voice), "--text", "Hello there.", "--out", str(tmp_path / "plain.mp4"),
+                     "--steps", "1"]) == 0
+    assert built == [("DDIMScheduler", {"dtype": torch.float32, "compile": False})]
+
+
 def test_split_sentences_handles_any_length() -> None:
     long = "word " * 60 + "end."
     pieces = gen.split_sentences(f"First one.  Second, with a comma? {long}")
@@ -220,6 +244,8 @@ BEFORE_LOADING = {  # case: (argument named by the error, match)
     "voice_int_array": ("voice", "float"),
     "voice_nan_array": ("voice", "finite"),
     "checkpoint_folder": ("checkpoint", "folder"),
+    "sampler_unknown": ("sampler", "ddim, dpm"),
+    "dtype_unknown": ("dtype", "float32, bfloat16"),
 }
 
 
@@ -252,6 +278,8 @@ def test_bad_argument_refused_before_loading(case, checkpoint, voice, shared_dat
         "voice_int_array": lambda: dict(voice=np.ones(3 * SAMPLE_RATE, np.int16)),
         "voice_nan_array": lambda: dict(voice=np.full(3 * SAMPLE_RATE, np.nan, np.float32)),
         "checkpoint_folder": lambda: dict(checkpoint=tmp_path),
+        "sampler_unknown": lambda: dict(sampler="euler"),
+        "dtype_unknown": lambda: dict(dtype="int8"),
     }
     if case == "cuda_without_gpu":
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
-from lightning_modules.memory import SavedTensorMeter, parameter_bytes
+from lightning_modules.memory import LiveTensorMeter, SavedTensorMeter, parameter_bytes
 from lightning_modules.networks import AppearanceEncoder, AudioDecoder, AudioProfileEncoder, VideoDenoiser
 from lightning_modules.networks.video_denoiser import CheckpointedMotionModule
 from tests.model.test_networks import batch, losses, tiny_net
@@ -126,6 +126,19 @@ def test_meter_counts_attention_as_a_fused_kernel_on_the_meta_device() -> None:
             torch.nn.functional.scaled_dot_product_attention(q, q, q)
         # q (shared by q, k, v), the output and a float32 log-sum-exp: never the 256 x 256 matrix
         assert meter.saved_bytes <= 2 * q.numel() * 4 + 2 * lengths * 4, (device, meter.saved_bytes)
+
+
+def test_live_meter_peak_is_the_largest_set_of_tensors_alive_at_once() -> None:
+    for device in ("cpu", "meta"):
+        with torch.device(device):
+            net = torch.nn.Sequential(torch.nn.Conv2d(4, 64, 3, padding=1), torch.nn.SiLU(),
+                                      torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.Conv2d(64, 3, 3, padding=1))
+            x = torch.randn(2, 4, 64, 64)
+        with torch.no_grad(), LiveTensorMeter() as meter:
+            out = net(x)
+        # two 64-channel maps alive at once (a convolution's input and output), never all three
+        assert meter.peak_bytes == 2 * 2 * 64 * 64 * 64 * 4, (device, meter.peak_bytes)
+        assert meter.current == out.numel() * 4  # only the output is left
 
 
 # ---------------------------------------------------------------------------------------- run configs
