@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from lightning.pytorch import Callback
 
-from datamodules.conventions import PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_PER_FRAME
+from datamodules.conventions import SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import read_audio, read_video
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     held = held_out_inputs(root)
     video = args.out / "demo.mp4"
     result = generate(
-        checkpoint, held["image"], held["voice"][:PROFILE_SAMPLES], held["transcript"], out=video,
+        checkpoint, held["image"], held["voice"], held["transcript"], out=video,  # generate takes its first 2 s of speech
         num_inference_steps=args.steps, face_box=held["face_box"], landmarks=held["landmarks"],
     )
     # 4. Against the ground truth, as the model sees it (the preprocessed crop)
