@@ -73,13 +73,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.files import write_text_atomic
 from datamodules.clip_dataset import ClipDataModule
 from datamodules.conventions import FPS, SAMPLE_RATE
 from datamodules.demo import DemoDataModule
 from datamodules.media import MediaError, Mp4Writer, iter_frames, iter_video_frames
 from datamodules.preprocess import CachedClip
 from experiments import generate as gen
-from experiments.evaluate import _write_atomic, evaluate, list_clips, our_row
+from experiments.evaluate import evaluate, list_clips, our_row
 from lightning_modules.checkpoint import CheckpointError, check_checkpoint
 from metrics.paper_tables import (
     ABLATION_CONFIGS,
@@ -368,9 +369,9 @@ def write_test_set(test_set: TestSet, folder: Path) -> Path:
         if not (gt / f"{clip.key}.mp4").is_file():
             _write_ground_truth(clip, gt / f"{clip.key}.mp4")
     records = [{**asdict(clip)} for clip in test_set.clips]
-    _write_atomic(folder / "clips.json", json.dumps(records, indent=1) + "\n")
+    write_text_atomic(folder / "clips.json", json.dumps(records, indent=1) + "\n")
     transcripts = {f"{clip.key}.mp4": clip.text for clip in test_set.clips}
-    _write_atomic(folder / "transcripts.json", json.dumps(transcripts, indent=1) + "\n")
+    write_text_atomic(folder / "transcripts.json", json.dumps(transcripts, indent=1) + "\n")
     return gt
 
 
@@ -465,7 +466,7 @@ def score(pred: Path, gt: Path, out: Path, transcripts: Path, name: str, dataset
     summary = evaluate(pred, out, gt_dir=gt, transcripts=transcripts, dataset=TEST_SETS.get(dataset) if
                        TEST_SETS.get(dataset) in DATASETS else None,
                        name=name, metrics=options.metrics, overrides=options.overrides, recognizer=options.recognizer)
-    _write_atomic(done, json.dumps(stamp) + "\n")
+    write_text_atomic(done, json.dumps(stamp) + "\n")
     return summary
 
 
@@ -556,9 +557,9 @@ def write_tables(out: Path, plan: Plan, results: Results) -> None:
         md.append(render_markdown(TABLES[number], rows, blocks))
         tex.append(render_latex(TABLES[number], rows, blocks))
         rows_csv.append(render_csv(TABLES[number], rows, blocks, header=number == 1))
-    _write_atomic(out / "tables.md", "\n".join(md))
-    _write_atomic(out / "tables.tex", "\n".join(tex))
-    _write_atomic(out / "tables.csv", "".join(rows_csv))
+    write_text_atomic(out / "tables.md", "\n".join(md))
+    write_text_atomic(out / "tables.tex", "\n".join(tex))
+    write_text_atomic(out / "tables.csv", "".join(rows_csv))
 
 
 def write_failures(out: Path, failures: list[dict[str, str]]) -> None:
@@ -566,7 +567,7 @@ def write_failures(out: Path, failures: list[dict[str, str]]) -> None:
     writer = csv.DictWriter(buf, ["model", "dataset", "clip", "stage", "reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(failures)
-    _write_atomic(out / "failures.csv", buf.getvalue())
+    write_text_atomic(out / "failures.csv", buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,7 +625,7 @@ def reproduce(
     report["test_sets"] = {n: [c.key for c in ts.clips] for n, ts in plan.test_sets.items()}
     write_failures(out, results.failures)
     write_tables(out, plan, results)
-    _write_atomic(out / "reproduce.json", json.dumps(report, indent=1) + "\n")
+    write_text_atomic(out / "reproduce.json", json.dumps(report, indent=1) + "\n")
     return report
 
 
