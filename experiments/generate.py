@@ -606,8 +606,10 @@ def generate_rows(module: NFYLitModule, clips: Sequence[PreparedClip], sampling:
     Sentence ``k`` of every clip that has one is generated in one pipeline call (the texts padded
     and masked as ``datamodules.batch.collate`` pads them); each clip continues from the last
     frames of its own previous sentence. Rows are cut at their own lengths. One clip is exactly
-    what :func:`generate` does; in a batch, a row's diffusion noise depends on its place (one
-    noise tensor per window is drawn for the whole batch from ``generator``).
+    what :func:`generate` does. In a batch a row depends on the others in two ways: its diffusion
+    noise depends on its place (one noise tensor per window is drawn for the whole batch from
+    ``generator``), and a row whose text is shorter than the batch's longest speaks slightly
+    differently (the speech decoder numbers its positions after the padded text).
 
     Args:
         sampling: DDIM steps per window and the guidance scale (:func:`resolve_sampling`).
@@ -629,7 +631,7 @@ def generate_rows(module: NFYLitModule, clips: Sequence[PreparedClip], sampling:
             out = _sentence_call(module, pipeline, [clips[i] for i in group], k,
                                  [motion[i] for i in group], sampling, generator)
             for row, i in enumerate(group):
-                video, wav = cut_row(out, row)
+                video, wav = _cut_row(out, row)
                 frames = video.shape[0]
                 motion[i] = video[frames - context :] * 2 - 1 if 0 < context <= frames else None
                 videos[i].append(video.cpu())
@@ -653,7 +655,7 @@ def _sentence_call(module: NFYLitModule, pipeline: Any, clips: list[PreparedClip
     )
 
 
-def cut_row(out: dict[str, torch.Tensor], row: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _cut_row(out: dict[str, torch.Tensor], row: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Row ``row`` of a pipeline output cut at its own length.
 
     Returns:
