@@ -3,8 +3,10 @@
 1. Measured: a demo corpus at 64 px, a tiny checkpoint (``ete.yaml`` + ``tiny.yaml``, two
    training steps, speech capped at ``--max-mel-frames``: an untrained stop head never fires,
    so every sentence would run to tiny.yaml's 6 s), then the command on ``--clips`` test clips
-   (every metric of the suite whose weights are here, or ``--metrics``); clips per minute for
-   generation and for scoring, from ``reproduce.json``.
+   (every metric of the suite whose weights are here, or ``--metrics``) with ``--batch-size`` 4;
+   clips per minute of generation for each of ``--batch-sizes`` (the same clips, generated again
+   into an empty folder per batch size) and of scoring, printed as a table. Timings mean
+   something only on a quiet machine (load average below 1, see ``uptime``); the load is printed.
 2. Estimated: the paper's protocol, 800 clips x 20 s at 512 px, 25 DDIM steps per 16-frame
    window, on one H100 (989 TFLOP/s dense BF16) at 40 % utilisation. FLOPs are counted with
    ``torch.utils.flop_counter`` on the meta device (nothing is computed or allocated) for the
@@ -16,7 +18,8 @@
    and the metric networks not in torchvision (I3D, SyncNet, PIPs++, VGGish, Whisper); nor
    decoding, I/O and the CPU metrics (PESQ, STOI, MCD), which bound evaluation in practice.
 
-Usage: ``python benchmarks/reproduce.py [--clips 1] [--max-mel-frames 125] [--metrics psnr,...] [--skip-measure]``
+Usage: ``python benchmarks/reproduce.py [--clips 4] [--batch-sizes 1,4] [--max-mel-frames 125] [--metrics psnr,...]
+[--skip-measure]``
 """
 
 from __future__ import annotations
@@ -91,11 +94,13 @@ def estimate(flops: dict[str, float]) -> dict[str, float]:
             "generation_flops": PROTOCOL_CLIPS * per_clip, "evaluation_flops": evaluation}
 
 
-def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str] | None) -> dict[str, Any]:
-    """Clips per minute of generation and scoring for the tiny config on this machine."""
+def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str] | None,
+                 batch_sizes: list[int]) -> dict[str, Any]:
+    """Clips per minute of generation (per batch size) and of scoring for the tiny config on this machine."""
     from datamodules.demo_corpus import build_demo_corpus
     from experiments import fit
-    from experiments.reproduce import reproduce
+    from experiments import generate as gen
+    from experiments import reproduce as rep
 
     root = build_demo_corpus(work / "corpus", num_clips=7 + 10 * max(0, clips - 1), size=64, min_seconds=2.8,
                              max_seconds=3.2, num_workers=0, progress=False)
@@ -107,24 +112,40 @@ def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str]
     ckpt = work / "tiny.ckpt"
     cli.trainer.save_checkpoint(ckpt)
     start = time.perf_counter()
-    report = reproduce({"ete": ckpt}, work / "results", datasets=["demo"], limit=clips, metrics=metrics)
+    report = rep.reproduce({"ete": ckpt}, work / "results", datasets=["demo"], limit=clips, metrics=metrics,
+                           batch_size=rep.DEFAULT_BATCH_SIZE)
     done = report["generation"]["ete"]["demo"]
-    return {"clips": done["clips"], "generated": done["generated"], "failed": done["failed"],
-            "seconds": report["seconds"], "total_s": time.perf_counter() - start,
-            "skipped": json.loads((work / "results" / "scores" / "ete" / "demo" / "summary.json").read_text())
-            ["metrics_skipped"]}
+    measured = {"clips": done["clips"], "generated": done["generated"], "failed": done["failed"],
+                "seconds": report["seconds"], "total_s": time.perf_counter() - start,
+                "skipped": json.loads((work / "results" / "scores" / "ete" / "demo" / "summary.json").read_text())
+                ["metrics_skipped"], "batches": {}}
+    module, _ = gen.load_checkpoint(ckpt)
+    test_clips = rep.plan_run({"ete": ckpt}, ["demo"], clips, {}).test_sets["demo"].clips
+    for size in batch_sizes:  # generation alone, into an empty folder: every clip is made again
+        begin = time.perf_counter()
+        counts, _ = rep.generate_clips(module, test_clips, work / f"batch_{size}", rep.GenerationOptions(
+            batch_size=size), f"batch size {size}")
+        measured["batches"][size] = {"seconds": time.perf_counter() - begin, "generated": counts["generated"]}
+    return measured
+
+
+def _per_min(clips: int, seconds: float) -> float:
+    return 60.0 * clips / seconds if seconds > 0 else float("inf")
 
 
 def _print_measured(m: dict[str, Any]) -> None:
-    def per_min(seconds: float) -> float:
-        return 60.0 * m["clips"] / seconds if seconds > 0 else float("inf")
-
-    print(f"\ntiny config on this machine ({torch.get_num_threads()} threads), {m['clips']} demo test clips "
-          f"({m['failed']} failed):")
-    print(f"  generation: {m['seconds']['generation']:.1f} s -> {per_min(m['seconds']['generation']):.1f} clips/min")
-    print(f"  scoring:    {m['seconds']['scoring']:.1f} s -> {per_min(m['seconds']['scoring']):.1f} clips/min "
-          f"(metrics skipped for missing weights/packages: {', '.join(m['skipped']) or 'none'})")
-    print(f"  whole command: {m['total_s']:.1f} s")
+    load = os.getloadavg()[0]
+    print(f"\ntiny config on this machine ({torch.get_num_threads()} threads, load average {load:.2f}"
+          f"{'' if load < 1 else ': busy, the timings below are not comparable; rerun when uptime shows < 1'}), "
+          f"{m['clips']} demo test clips ({m['failed']} failed):")
+    print("\n  | batch size | clips generated | generation s | clips/min |\n  |---:|---:|---:|---:|")
+    for size, run in m["batches"].items():
+        print(f"  | {size} | {run['generated']} | {run['seconds']:.1f} | "
+              f"{_per_min(run['generated'], run['seconds']):.2f} |")
+    print(f"\n  scoring:    {m['seconds']['scoring']:.1f} s -> {_per_min(m['clips'], m['seconds']['scoring']):.1f} "
+          f"clips/min (metrics skipped for missing weights/packages: {', '.join(m['skipped']) or 'none'})")
+    print(f"  whole command (batch size 4): {m['total_s']:.1f} s")
+    print("  timings need a quiet machine: run when `uptime` shows a load average below 1")
 
 
 def _print_estimate(flops: dict[str, float], est: dict[str, float]) -> None:
@@ -141,7 +162,8 @@ def _print_estimate(flops: dict[str, float], est: dict[str, float]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=1, help="demo test clips to generate and score")
+    parser.add_argument("--clips", type=int, default=4, help="demo test clips to generate and score")
+    parser.add_argument("--batch-sizes", default="1,4", help="comma-separated batch sizes to time generation with")
     parser.add_argument("--max-mel-frames", type=int, default=125, help="speech cap per sentence (62.5 per second)")
     parser.add_argument("--metrics", help="comma-separated subset of the suite (default: all available)")
     parser.add_argument("--skip-measure", action="store_true", help="only the FLOP estimate")
@@ -151,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_measure:
         with tempfile.TemporaryDirectory() as work:
             metrics = args.metrics.split(",") if args.metrics else None
-            _print_measured(measure_tiny(args.clips, Path(work), args.max_mel_frames, metrics))
+            sizes = [int(size) for size in args.batch_sizes.split(",")]
+            _print_measured(measure_tiny(args.clips, Path(work), args.max_mel_frames, metrics, sizes))
     flops = {**count_generation_flops(), **count_metric_flops()}
     _print_estimate(flops, estimate(flops))
     return 0

@@ -75,7 +75,7 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> NFYBatch:
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
-    text_ids, text_mask = _pad([s["text_ids"] for s in samples], 0)
+    text_ids, text_mask = pad_text([s["text_ids"] for s in samples])
     wav, wav_lengths = _pad([s["wav"] for s in samples], 0.0)
     mel, mel_lengths = _pad([s["mel"] for s in samples], MEL_PAD_VALUE)
     return NFYBatch(
@@ -95,6 +95,14 @@ def collate(samples: Sequence[Mapping[str, Any]]) -> NFYBatch:
         speaker=[str(s["speaker"]) for s in samples],
         dataset=[str(s["dataset"]) for s in samples],
     )
+
+
+def pad_text(ids: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad (L_i,) int64 token ids with 0 (``<pad>``) into ``text_ids`` (B, L) and ``text_mask`` (B, L).
+
+    What :func:`collate` does to the texts; generation pads its texts the same way.
+    """
+    return _pad(ids, 0)
 
 
 def _pad(tensors: Sequence[torch.Tensor], value: float) -> tuple[torch.Tensor, torch.Tensor]:

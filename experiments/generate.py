@@ -49,6 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datamodules import face as facelib
+from datamodules.batch import pad_text
 from datamodules.conventions import FPS, PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import MediaError, read_audio, write_mp4
 from datamodules.preprocess import PreprocessConfig
@@ -493,12 +494,19 @@ def load_checkpoint(checkpoint: PathLike, device: Union[str, torch.device] = "cp
     return module, tokenizer
 
 
-def _check_steps(module: NFYLitModule, steps: int) -> None:
-    """The DDIM sampler takes at most as many steps as the model was trained with timesteps."""
+def resolve_sampling(module: NFYLitModule, num_inference_steps: Optional[int],
+                     guidance_scale: Optional[float]) -> tuple[int, float]:
+    """DDIM steps per window and guidance scale: the given ones, else the checkpoint's settings.
+
+    Raises:
+        GenerationInputError: more steps than the model was trained with timesteps.
+    """
+    steps = module.hparams.num_inference_steps if num_inference_steps is None else num_inference_steps
     limit = int(module.train_scheduler.config.num_train_timesteps)
     if steps > limit:
         raise GenerationInputError("num_inference_steps", steps,
                                    f"at most {limit} DDIM steps (the model's num_train_timesteps)")
+    return steps, module.hparams.guidance_scale if guidance_scale is None else guidance_scale
 
 
 def generate(
@@ -559,21 +567,62 @@ def generate(
     profile = load_voice(voice)
     # 2. The model, and what depends on it, before any generation
     module, tokenizer = _model_and_tokenizer(checkpoint, tokenizer, device)
-    ids = encode_sentences(module, tokenizer, sentences)
-    steps = module.hparams.num_inference_steps if num_inference_steps is None else num_inference_steps
-    _check_steps(module, steps)
-    guidance = module.hparams.guidance_scale if guidance_scale is None else guidance_scale
-    face = _crop_like_preprocessing(*photo, int(module.net.image_size))
+    clip = PreparedClip(sentences, encode_sentences(module, tokenizer, sentences),
+                        _crop_like_preprocessing(*photo, int(module.net.image_size)), profile)
+    sampling = resolve_sampling(module, num_inference_steps, guidance_scale)
     # 3. Speech then video, sentence by sentence, carrying the motion frames across
     generator = torch.Generator(device=module.device).manual_seed(seed)
     torch.manual_seed(seed)  # the pre-net dropout of free running, where a config keeps it on
-    frames, audio = _generate_sentences(module, ids, face, profile, (steps, guidance), generator, progress, options)
+    ((frames, audio),) = generate_rows(module, [clip], sampling, generator, progress, options)
     result = GenerationResult(video=frames, wav=audio, sentences=sentences)
-    # 4. Mux (write_mp4 writes a temporary file and renames it: nothing partial on failure)
+    # 4. Mux (written to a temporary file and renamed: nothing partial on failure)
     if out is not None:
-        result.path = write_mp4(out, frames, fps=FPS, audio=audio, sample_rate=SAMPLE_RATE)
-        log.info("wrote %s (%d frames, %.2f s)", result.path, len(frames), len(audio) / SAMPLE_RATE)
+        result.path = write_clip(out, frames, audio)
     return result
+
+
+@dataclass
+class PreparedClip:
+    """The checked model inputs of one clip, as :func:`generate` makes them (:func:`prepare_clip`).
+
+    Attributes:
+        sentences: the text pieces to speak, in order.
+        ids: (L_k,) int64 token ids per sentence.
+        face: ``ref_image`` (3, S, S) in [-1, 1], ``face_mask`` and ``lip_mask`` (1, S, S) {0, 1}.
+        profile: (32000,) float32 voice profile (2 s at 16 kHz).
+    """
+
+    sentences: list[str]
+    ids: list[torch.Tensor]
+    face: dict[str, torch.Tensor]
+    profile: torch.Tensor
+
+
+def prepare_clip(module: NFYLitModule, tokenizer: Any, image: Union[PathLike, np.ndarray],
+                 voice: Union[PathLike, np.ndarray], text: str, face_box: Optional[Sequence[float]] = None,
+                 landmarks: Optional[Sequence[Sequence[float]]] = None) -> PreparedClip:
+    """Check and prepare one clip's inputs for a loaded model, with :func:`generate`'s checks.
+
+    Args: as :func:`generate`'s; ``tokenizer`` the one the model was trained with.
+
+    Raises:
+        GenerationInputError: a bad text, photo, face box or voice sample.
+    """
+    sentences = check_text(text)
+    photo = read_face(image, face_box, landmarks)
+    profile = load_voice(voice)
+    ids = encode_sentences(module, tokenizer, sentences)
+    return PreparedClip(sentences, ids, _crop_like_preprocessing(*photo, int(module.net.image_size)), profile)
+
+
+def write_clip(out: PathLike, frames: np.ndarray, wav: np.ndarray) -> Path:
+    """Mux (T, H, W, 3) uint8 ``frames`` (25 fps) and (S,) float32 ``wav`` (16 kHz) into the mp4 ``out``.
+
+    The file appears only when complete (a temporary file in the same folder, then renamed).
+    """
+    path = write_mp4(out, frames, fps=FPS, audio=wav, sample_rate=SAMPLE_RATE)
+    log.info("wrote %s (%d frames, %.2f s)", path, len(frames), len(wav) / SAMPLE_RATE)
+    return path
 
 
 def _model_and_tokenizer(checkpoint: Union[PathLike, NFYLitModule], tokenizer: Any,
@@ -588,44 +637,82 @@ def _model_and_tokenizer(checkpoint: Union[PathLike, NFYLitModule], tokenizer: A
     return module, tokenizer or stored
 
 
-def _generate_sentences(module: NFYLitModule, ids: list[torch.Tensor], face: dict[str, torch.Tensor],
-                        profile: torch.Tensor, sampling: tuple[int, float], generator: torch.Generator,
-                        progress: bool, options: Optional[dict[str, Any]] = None) -> tuple[np.ndarray, np.ndarray]:
-    """Generate every sentence with an :class:`~lightning_modules.pipeline.NFYPipeline` of the module.
+def generate_rows(module: NFYLitModule, clips: Sequence[PreparedClip], sampling: tuple[int, float],
+                  generator: torch.Generator, progress: bool = False,
+                  options: Optional[dict[str, Any]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Generate several clips together with the module's :class:`~lightning_modules.pipeline.NFYPipeline`.
+
+    Sentence ``k`` of every clip that has one is generated in one pipeline call (the texts padded
+    and masked as ``datamodules.batch.collate`` pads them); each clip continues from the last
+    frames of its own previous sentence. Rows are cut at their own lengths. One clip is exactly
+    what :func:`generate` does. In a batch a row depends on the others in two ways: its diffusion
+    noise depends on its place (one noise tensor per window is drawn for the whole batch from
+    ``generator``), and a row whose text is shorter than the batch's longest speaks slightly
+    differently (the speech decoder numbers its positions after the padded text).
 
     Args:
-        sampling: sampler steps per window and the guidance scale.
+        sampling: DDIM steps per window and the guidance scale (:func:`resolve_sampling`).
+        progress: tqdm bar over sentences.
         options: the pipeline's ``sampler``, ``dtype`` and ``compile`` (``None``: its defaults).
 
     Returns:
-        (T, H, W, 3) uint8 frames and (T * 640,) float32 speech.
+        Per clip: (T, H, W, 3) uint8 frames and (T * 640,) float32 speech.
     """
-    device, (steps, guidance) = module.device, sampling
     pipeline = NFYPipeline.from_training_scheduler(module.net, module.train_scheduler, **(options or {}))
-    cond = {k: v[None].to(device) for k, v in face.items()}  # (1, ...) each
-    profile_wav = profile[None].to(device)  # (1, 32000)
-    motion: Optional[torch.Tensor] = None
-    videos, wavs = [], []
-    for text_ids in tqdm(ids, desc="sentences", unit="sentence", disable=not progress):
-        text_ids = text_ids[None].to(device)  # (1, L)
-        out = pipeline(
-            text_ids, torch.ones_like(text_ids, dtype=torch.bool), cond["ref_image"], cond["face_mask"],
-            cond["lip_mask"], profile_wav, num_inference_steps=steps, guidance_scale=guidance,
-            generator=generator, motion_frames=motion, max_mel_frames=module.hparams.max_mel_frames,
-        )
-        frames = int(out["num_frames"][0])
-        video = out["video"][0, :frames]  # (T, 3, H, W) in [0, 1]
-        wav = torch.zeros(frames * SAMPLES_PER_FRAME)
-        length = min(int(out["wav_lengths"][0]), wav.numel())
-        wav[:length] = out["wav"][0, :length].float().cpu()  # padded to the video's length: A/V stay in sync
-        context = int(module.net.motion_frames)
-        # the next sentence continues from this one's last frames (1, 2, 3, H, W) in [-1, 1]
-        motion = out["video"][:, frames - context : frames] * 2 - 1 if 0 < context <= frames else None
-        videos.append(video.cpu())
-        wavs.append(wav)
-    video = torch.cat(videos)  # (T, 3, H, W)
-    frames_u8 = (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    return frames_u8, torch.cat(wavs).numpy().astype(np.float32)
+    context = int(module.net.motion_frames)
+    videos: list[list[torch.Tensor]] = [[] for _ in clips]
+    wavs: list[list[torch.Tensor]] = [[] for _ in clips]
+    motion: list[Optional[torch.Tensor]] = [None] * len(clips)  # (M, 3, H, W) in [-1, 1] per clip
+    for k in tqdm(range(max(len(c.ids) for c in clips)), desc="sentences", unit="sentence", disable=not progress):
+        active = [i for i, clip in enumerate(clips) if k < len(clip.ids)]
+        # the pipeline takes motion frames for every row or none: a sentence too short to give them goes apart
+        for group in ([i for i in active if motion[i] is None], [i for i in active if motion[i] is not None]):
+            if not group:
+                continue
+            out = _sentence_call(module, pipeline, [clips[i] for i in group], k,
+                                 [motion[i] for i in group], sampling, generator)
+            for row, i in enumerate(group):
+                video, wav = _cut_row(out, row)
+                frames = video.shape[0]
+                motion[i] = video[frames - context :] * 2 - 1 if 0 < context <= frames else None
+                videos[i].append(video.cpu())
+                wavs[i].append(wav)
+    return [(_to_uint8(torch.cat(v)), torch.cat(w).numpy().astype(np.float32)) for v, w in zip(videos, wavs)]
+
+
+def _sentence_call(module: NFYLitModule, pipeline: Any, clips: list[PreparedClip], k: int,
+                   motion: list[Optional[torch.Tensor]], sampling: tuple[int, float],
+                   generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One pipeline call on sentence ``k`` of ``clips`` (B rows); ``motion`` all tensors or all ``None``."""
+    device, (steps, guidance) = module.device, sampling
+    text_ids, text_mask = pad_text([clip.ids[k] for clip in clips])  # (B, L) each
+    face = {name: torch.stack([clip.face[name] for clip in clips]).to(device) for name in clips[0].face}
+    return pipeline(
+        text_ids.to(device), text_mask.to(device), face["ref_image"], face["face_mask"], face["lip_mask"],
+        torch.stack([clip.profile for clip in clips]).to(device), num_inference_steps=steps,
+        guidance_scale=guidance, generator=generator,
+        motion_frames=None if motion[0] is None else torch.stack(motion),  # (B, M, 3, H, W)
+        max_mel_frames=module.hparams.max_mel_frames,
+    )
+
+
+def _cut_row(out: dict[str, torch.Tensor], row: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row ``row`` of a pipeline output cut at its own length.
+
+    Returns:
+        (T, 3, H, W) frames in [0, 1] (T = the row's ``num_frames``) and (T * 640,) float32 speech on
+        the CPU, zero-padded to the video's length so that audio and video stay in sync.
+    """
+    frames = int(out["num_frames"][row])
+    wav = torch.zeros(frames * SAMPLES_PER_FRAME)
+    length = min(int(out["wav_lengths"][row]), wav.numel())
+    wav[:length] = out["wav"][row, :length].float().cpu()
+    return out["video"][row, :frames], wav
+
+
+def _to_uint8(video: torch.Tensor) -> np.ndarray:
+    """(T, 3, H, W) in [0, 1] -> (T, H, W, 3) uint8."""
+    return (video.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 # ---------------------------------------------------------------------------------- tokenizer glue

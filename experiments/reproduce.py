@@ -4,7 +4,7 @@ Command line::
 
     python -m experiments.reproduce --ckpt ete=ete.ckpt [--ckpt ste=ste.ckpt --ckpt dc_off=dc_off.ckpt ...] \\
         --out results/ [--datasets hdtf,voxceleb | demo] [--limit 20] [--baseline hallo=hallo_outputs/ ...] \\
-        [--steps 25 --guidance 1.0 --seed 0 --device cuda --metrics psnr,ssim,... --asr whisper_base_en]
+        [--steps 25 --guidance 1.0 --seed 0 --device cuda --batch-size 4 --metrics psnr,ssim,... --asr whisper_base_en]
 
 For each checkpoint (``NAME=PATH``; the name is its config: ``ete``, ``ste``, ``dc_off`` ...) and
 each test split its DataModule names (the DataModule config that training saved in the
@@ -18,10 +18,11 @@ checkpoint: the demo corpus, or any of VoxCeleb, FakeAVCeleb, CelebV-HQ and HDTF
    preprocessed into the DataModule's cache, its first frame (of the source video) as the source
    image, its first 2 s of speech as the voice profile and its transcript as the prompt text; the
    ground truth is the preprocessed clip (face crop, 25 fps, 16 kHz) as an mp4;
-3. generates every clip with :func:`experiments.generate.generate` (a progress bar per checkpoint
-   and test set). Clips are written atomically, so after a kill the next run keeps every clip
-   already written and makes only the others; a clip that fails is listed with its reason and the
-   run goes on;
+3. generates every clip with the pipeline and input checks of :mod:`experiments.generate`,
+   ``--batch-size`` clips per pipeline call (default 4; a progress bar of clips per checkpoint and
+   test set). Clips are written atomically, so after a kill the next run keeps every clip already
+   written and makes only the others; a clip that fails is listed with its reason and the run goes
+   on (a batch that fails is redone clip by clip, so that only the failing clip is lost);
 4. scores each folder against the ground truth with :func:`experiments.evaluate.evaluate` (the
    whole metric suite, or ``--metrics``); a folder whose clips did not change since it was last
    scored keeps its scores;
@@ -53,6 +54,15 @@ in ``DIR/<dataset>/`` when that folder exists, else in ``DIR``) and adds their r
 The generated clip's length is the model's: :func:`experiments.generate.generate` speaks the text
 until its stop head fires and takes no target length, so each pair is cut to the shorter of the
 two before scoring (``per_clip.csv`` records the frames cut).
+
+Batches and seeds: ``--batch-size 1`` gives exactly what :func:`experiments.generate.generate` gives
+with ``--seed``. In a batch a clip depends on its batch in two ways, both of the pipeline and the
+network: one noise tensor per video window is drawn for all rows from one generator seeded with
+``--seed``, so a clip's diffusion noise depends on its place in the batch (and so on which clips
+an earlier, killed run had already written); and the speech decoder numbers its positions after
+the padded text, so a clip whose text is shorter than the batch's longest speaks slightly
+differently than alone (training batches are padded the same way). Its inputs and the cut at its
+own length do not depend on the batch.
 """
 
 from __future__ import annotations
@@ -71,6 +81,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from common.files import write_text_atomic
@@ -102,6 +113,9 @@ TEST_SETS: dict[str, str] = {"voxceleb": "VoxCeleb", "fakeavceleb": "FakeAVCeleb
 """``--datasets`` names -> the test set's name in the tables (the paper's four blocks, and the demo corpus)."""
 MAIN_MODEL = "ete"
 """The checkpoint shown in Tables 1-5 (the paper's proposed model); else the first ``--ckpt``."""
+DEFAULT_BATCH_SIZE = 4
+"""Clips per pipeline call (``--batch-size``); a batch that fails (e.g. out of memory) is redone clip by clip."""
+BATCH_SIZE_EXPECTED = "an integer >= 1 (clips per pipeline call)"
 BASELINE_TAG = "scored here"
 """What a baseline row is called in the tables: someone else's videos, scored by our code on our clips."""
 
@@ -387,54 +401,120 @@ def _write_ground_truth(clip: TestClip, path: Path) -> None:
 
 @dataclass
 class GenerationOptions:
-    """What every clip is generated with (see :func:`experiments.generate.generate`)."""
+    """What every clip is generated with (see :func:`experiments.generate.generate`).
+
+    ``batch_size`` clips share one pipeline call (:func:`experiments.generate.generate_rows`).
+    """
 
     num_inference_steps: int | None = None
     guidance_scale: float | None = None
     seed: int = 0
     device: str = "cpu"
+    batch_size: int = DEFAULT_BATCH_SIZE
 
 
 def generate_clips(module: Any, clips: Sequence[TestClip], folder: Path, options: GenerationOptions,
                    desc: str) -> tuple[dict[str, int], list[dict[str, str]]]:
-    """Generate every clip of ``clips`` that ``folder`` lacks; returns counts and failures.
-
-    ``experiments.generate.generate`` takes one clip at a time, so this loops over the clips; a
-    batched entry point replaces :func:`generate_clip` here without changing the rest.
+    """Generate every clip of ``clips`` that ``folder`` lacks, ``options.batch_size`` per pipeline call.
 
     Returns:
         ``{"clips", "generated", "kept", "failed"}`` and ``[{"clip", "reason"}]``.
     """
     counts = {"clips": len(clips), "generated": 0, "kept": 0, "failed": 0}
     failures = []
-    for clip in tqdm(clips, desc=desc, unit="clip"):
-        path = folder / f"{clip.key}.mp4"
-        if path.is_file():  # written atomically: a file there is a complete clip
-            counts["kept"] += 1
-            continue
-        try:
-            generate_clip(module, clip, path, options)
-            counts["generated"] += 1
-        except Exception as err:  # one clip must not end a run of hundreds; Ctrl-C (BaseException) still does
-            log.debug("%s: %s", clip.key, err, exc_info=True)
-            counts["failed"] += 1
-            failures.append({"clip": clip.key, "reason": f"{type(err).__name__}: {err}"})
-            log.warning("%s: %s failed: %s", desc, clip.key, err)
+    with tqdm(total=len(clips), desc=desc, unit="clip") as bar:
+        todo = [clip for clip in clips if not (folder / f"{clip.key}.mp4").is_file()]  # written atomically: complete
+        counts["kept"] = len(clips) - len(todo)
+        bar.update(counts["kept"])
+        for start in range(0, len(todo), options.batch_size):
+            batch = todo[start : start + options.batch_size]
+            errors = generate_batch(module, batch, folder, options)
+            for clip in batch:
+                err = errors.get(clip.key)
+                if err is None:
+                    counts["generated"] += 1
+                else:
+                    log.debug("%s: %s", clip.key, err, exc_info=err)
+                    counts["failed"] += 1
+                    failures.append({"clip": clip.key, "reason": f"{type(err).__name__}: {err}"})
+                    log.warning("%s: %s failed: %s", desc, clip.key, err)
+            bar.update(len(batch))
     return counts, failures
 
 
-def generate_clip(module: Any, clip: TestClip, path: Path, options: GenerationOptions) -> None:
-    """One clip by the protocol: first frame, first 2 s of speech, the transcript, written to ``path``."""
+def generate_batch(module: Any, clips: Sequence[TestClip], folder: Path,
+                   options: GenerationOptions) -> dict[str, Exception]:
+    """Generate ``clips`` in one pipeline call and write ``folder/<key>.mp4``; returns the errors by key.
+
+    A clip whose inputs cannot be prepared is left out of the call; when the call itself fails
+    (one clip's bad input, memory), every clip not yet written is redone alone with
+    :func:`generate_clip`, so that one clip's failure costs no other clip.
+    """
+    errors: dict[str, Exception] = {}
+    ready: dict[str, tuple[TestClip, gen.PreparedClip]] = {}
+    for clip in clips:
+        try:
+            ready[clip.key] = (clip, prepare_clip(module, clip))
+        except Exception as err:  # one clip must not end a run of hundreds; Ctrl-C (BaseException) still does
+            errors[clip.key] = err
+    if len(ready) > 1:
+        try:
+            _write_rows(module, list(ready.values()), folder, options)
+            return errors
+        except Exception as err:
+            log.warning("a batch of %d clips failed (%s: %s); generating them one by one", len(ready),
+                        type(err).__name__, err)
+    for key, (clip, _) in ready.items():
+        path = folder / f"{key}.mp4"
+        if path.is_file():  # written before the batch failed
+            continue
+        try:
+            generate_clip(module, clip, path, options)
+        except Exception as err:
+            errors[key] = err
+    return errors
+
+
+def _write_rows(module: Any, rows: list[tuple[TestClip, gen.PreparedClip]], folder: Path,
+                options: GenerationOptions) -> None:
+    """One :func:`experiments.generate.generate_rows` call on ``rows``, each clip written atomically."""
+    sampling = gen.resolve_sampling(module, options.num_inference_steps, options.guidance_scale)
+    generator = torch.Generator(device=module.device).manual_seed(options.seed)
+    outputs = gen.generate_rows(module, [inputs for _, inputs in rows], sampling, generator)
+    folder.mkdir(parents=True, exist_ok=True)
+    for (clip, _), (frames, wav) in zip(rows, outputs, strict=True):
+        gen.write_clip(folder / f"{clip.key}.mp4", frames, wav)
+
+
+def prepare_clip(module: Any, clip: TestClip) -> gen.PreparedClip:
+    """The model inputs of one clip by the protocol, checked as :func:`experiments.generate.generate` checks them."""
+    return gen.prepare_clip(module, module.tokenizer, source_image(clip), CachedClip(clip.folder).wav(), clip.text,
+                            clip.face_box, clip.landmarks)
+
+
+def source_image(clip: TestClip) -> np.ndarray:
+    """(H, W, 3) uint8: the frame of the clip's source video where the clip starts.
+
+    Raises:
+        FileNotFoundError: the source video is gone.
+        datamodules.media.MediaError: no frame there.
+    """
     if not Path(clip.source_video).is_file():
         raise FileNotFoundError(f"source video {clip.source_video} of clip {clip.key} not found (its first "
                                 "frame is the source image)")
-    image = next(iter_video_frames(clip.source_video, fps=FPS, start=clip.start), None)  # (H, W, 3) uint8
+    image = next(iter_video_frames(clip.source_video, fps=FPS, start=clip.start), None)
     if image is None:
         raise MediaError(clip.source_video, "empty", f"no frame at {clip.start:.2f} s")
+    return image
+
+
+def generate_clip(module: Any, clip: TestClip, path: Path, options: GenerationOptions) -> None:
+    """One clip alone through :func:`experiments.generate.generate`: first frame, first 2 s of speech, the
+    transcript, written to ``path`` (the path a batch falls back to)."""
     voice = CachedClip(clip.folder).wav()  # generate takes its first 2 s of speech as the voice profile
-    gen.generate(module, image, voice, clip.text, out=path, num_inference_steps=options.num_inference_steps,
-                 guidance_scale=options.guidance_scale, seed=options.seed, progress=False,
-                 face_box=clip.face_box, landmarks=clip.landmarks)
+    gen.generate(module, source_image(clip), voice, clip.text, out=path,
+                 num_inference_steps=options.num_inference_steps, guidance_scale=options.guidance_scale,
+                 seed=options.seed, progress=False, face_box=clip.face_box, landmarks=clip.landmarks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,6 +668,7 @@ def reproduce(
     metrics: Sequence[str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     recognizer: Any = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Generate, score and lay out the tables (module docstring); returns what ``reproduce.json`` holds.
 
@@ -598,13 +679,17 @@ def reproduce(
         limit: at most this many clips per test set (the first by key).
         baselines: row name -> folder of someone else's generated mp4s.
         steps, guidance, seed, device: generation options (default: the checkpoint's settings).
+        batch_size: clips per pipeline call.
         metrics, overrides, recognizer: what :func:`experiments.evaluate.evaluate` gets.
 
     Raises:
         ReproduceInputError: a bad input, before anything is generated.
         experiments.generate.GenerationInputError: a bad generation option, likewise.
     """
-    options = GenerationOptions(steps, guidance, seed, str(gen.check_options(steps, guidance, seed, device)))
+    if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
+        raise ReproduceInputError("--batch-size", batch_size, BATCH_SIZE_EXPECTED)
+    options = GenerationOptions(steps, guidance, seed, str(gen.check_options(steps, guidance, seed, device)),
+                                batch_size)
     plan = plan_run(checkpoints, datasets, limit, baselines or {})
     out, clock = Path(out), time.perf_counter()
     gt = {name: write_test_set(ts, out / "test_sets" / name) for name, ts in plan.test_sets.items()}
@@ -687,10 +772,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: checkpoint's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or mps")
+    parser.add_argument("--batch-size", default=str(DEFAULT_BATCH_SIZE),
+                        help=f"clips per pipeline call (default {DEFAULT_BATCH_SIZE}; more on a GPU with memory "
+                        "to spare)")
     parser.add_argument("--metrics", help="comma-separated subset of the metric suite (default: all)")
     parser.add_argument("--asr", default="pocketsphinx", help="recogniser for WER (see experiments.evaluate)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     return parser.parse_args(argv)
+
+
+def _batch_size(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ReproduceInputError("--batch-size", value, BATCH_SIZE_EXPECTED) from None
 
 
 def _limit(value: str | None) -> int | None:
@@ -710,7 +805,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = reproduce(
             _pairs(args.ckpt, "--ckpt"), args.out, args.datasets.split(",") if args.datasets else None,
             _limit(args.limit), _pairs(args.baseline, "--baseline"), args.steps, args.guidance, args.seed,
-            args.device, args.metrics.split(",") if args.metrics else None, recognizer=args.asr)
+            args.device, args.metrics.split(",") if args.metrics else None, recognizer=args.asr,
+            batch_size=_batch_size(args.batch_size))
     except (ReproduceInputError, gen.GenerationInputError) as err:
         if args.debug:
             raise

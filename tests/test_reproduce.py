@@ -11,13 +11,16 @@ import csv
 import json
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from datamodules.demo_corpus import build_demo_corpus
 from experiments import fit
+from experiments import generate as gen
 from experiments import reproduce as rep
 
 slow = pytest.mark.slow  # the tests on trained checkpoints: about two minutes together on 2 cores
@@ -245,3 +248,127 @@ def _corpus_without_test_clips(root: Path, tmp_path: Path) -> str:
     return str(copy)
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# Batched generation (--batch-size)
+# --------------------------------------------------------------------------------------------
+
+
+def _generable_clips(ckpt: Path, limit: int = 3) -> list[rep.TestClip]:
+    """The first ``limit`` demo test clips (``BROKEN`` among them) as the command reads them."""
+    return rep.plan_run({"ete": ckpt}, ["demo"], limit, {}).test_sets["demo"].clips
+
+
+def _recorded_writes(monkeypatch) -> dict[str, tuple]:
+    """``{clip key: (frames, wav)}`` of every clip written through ``experiments.generate.write_clip``."""
+    written: dict[str, tuple] = {}
+    real = gen.write_clip
+
+    def record(path, frames, wav):
+        written[Path(path).stem] = (frames, wav)
+        return real(path, frames, wav)
+
+    monkeypatch.setattr(gen, "write_clip", record)
+    return written
+
+
+@pytest.fixture()
+def tiny_module(checkpoints):
+    """The ete checkpoint's module with speech that the global RNG does not change.
+
+    tiny.yaml keeps the pre-net dropout on when generating and inverts the mel with Griffin-Lim
+    from a random phase; both draw from the global RNG (not the seeded generator), with one draw
+    per batch, so a batch's speech would differ from a clip's alone for that reason alone.
+    """
+    module, _ = gen.load_checkpoint(checkpoints["ete"])
+    module.net.audio_decoder.prenet_dropout_at_inference = False
+    module.net.vocoder.griffin_lim.rand_init = False
+    return module
+
+
+@slow
+def test_batch_of_one_equals_experiments_generate(tiny_module, checkpoints, tmp_path, monkeypatch) -> None:
+    """The batched path with one clip per call is experiments.generate, byte for byte in the arrays."""
+    written = _recorded_writes(monkeypatch)
+    clip = _generable_clips(checkpoints["ete"])[1]
+    options = rep.GenerationOptions(num_inference_steps=2, seed=3, batch_size=1)
+    counts, failures = rep.generate_clips(tiny_module, [clip], tmp_path / "batched", options, "test")
+    assert counts["generated"] == 1 and failures == []
+    rep.generate_clip(tiny_module, clip, tmp_path / "alone" / "one.mp4", options)
+    frames, wav = written[clip.key]
+    assert frames.shape[0] > 1 and np.array_equal(frames, written["one"][0]) and np.array_equal(wav, written["one"][1])
+
+
+@slow
+def test_batched_rows_equal_their_clips_generated_alone(tiny_module, checkpoints, tmp_path, monkeypatch) -> None:
+    """A row whose text needs no padding is its clip generated alone, once the diffusion noise is the same.
+
+    Two things make a row depend on its batch, both in the pipeline and the network rather than in
+    how reproduce batches: the pipeline draws one noise tensor per window for the whole batch from
+    one generator (so here the noise is fixed to zeros), and the speech decoder numbers its
+    positions after the padded text (so a row with a shorter text than the batch's longest speaks
+    slightly differently). Everything reproduce does (inputs, collation, cutting each row at its
+    own length, writing) must not change the row with the longest text; the other row must still
+    come out whole, its audio and video of one length.
+    """
+    real_randn = torch.randn
+    monkeypatch.setattr(torch, "randn", lambda *size, generator=None, **kw: torch.zeros(*size, **kw)
+                        if generator is not None else real_randn(*size, **kw))
+    written = _recorded_writes(monkeypatch)
+    clips = _generable_clips(checkpoints["ete"])[1:]  # spk04, spk09
+    tokens = {c.key: len(gen.encode_text(tiny_module.tokenizer, c.text)) for c in clips}
+    longest = max(tokens, key=tokens.get)
+    assert len(set(tokens.values())) == 2  # the batch pads one text
+    options = rep.GenerationOptions(num_inference_steps=2, batch_size=2)
+    counts, failures = rep.generate_clips(tiny_module, clips, tmp_path / "batched", options, "test")
+    assert counts == {"clips": 2, "generated": 2, "kept": 0, "failed": 0} and failures == []
+    for key, (frames, wav) in written.items():
+        assert len(frames) > 1 and len(wav) == len(frames) * 640
+    alone = next(c for c in clips if c.key == longest)
+    rep.generate_clip(tiny_module, alone, tmp_path / "alone" / "alone.mp4", options)
+    (frames, wav), (frames_1, wav_1) = written[longest], written["alone"]
+    assert frames.shape == frames_1.shape and wav.shape == wav_1.shape
+    assert np.abs(frames.astype(int) - frames_1.astype(int)).max() <= 1  # float rounding, then uint8
+    # Griffin-Lim's 32 iterations amplify the float differences of batched matmuls (about 1e-3 of the signal)
+    assert np.linalg.norm(wav - wav_1) <= 1e-2 * np.linalg.norm(wav_1) and np.abs(wav_1).max() > 1e-3
+    other = next(k for k in written if k not in (longest, "alone"))
+    assert not np.array_equal(written[other][0], frames)  # the rows were not mixed up: another face
+
+
+@slow
+def test_a_clip_failing_in_a_batch_is_listed_and_the_others_written(tiny_module, checkpoints, tmp_path,
+                                                                    monkeypatch) -> None:
+    """A batch whose pipeline call fails is redone clip by clip: only the failing clip is lost."""
+    real = gen.generate_rows
+    calls = []
+
+    def poisoned(module, rows, *args, **kwargs):
+        calls.append(len(rows))
+        if any("poison" in " ".join(row.sentences) for row in rows):
+            raise RuntimeError("the pipeline failed on the poisoned text")
+        return real(module, rows, *args, **kwargs)
+
+    monkeypatch.setattr(gen, "generate_rows", poisoned)
+    broken, good, bad = _generable_clips(checkpoints["ete"])
+    bad = replace(bad, text="Some poison in this text.")
+    folder = tmp_path / "out"
+    options = rep.GenerationOptions(num_inference_steps=2, batch_size=3)
+    counts, failures = rep.generate_clips(tiny_module, [broken, good, bad], folder, options, "test")
+    assert calls == [2, 1, 1]  # the batch of the two clips with inputs, then each alone
+    assert counts == {"clips": 3, "generated": 1, "kept": 0, "failed": 2}
+    assert sorted(p.name for p in folder.iterdir()) == [f"{good.key}.mp4"]
+    reasons = {f["clip"]: f["reason"] for f in failures}
+    assert set(reasons) == {broken.key, bad.key}
+    assert "not found" in reasons[broken.key] and "poisoned text" in reasons[bad.key]
+
+
+@pytest.mark.parametrize("value", ["0", "two", "1.5"])
+def test_bad_batch_size_one_line_exit_2(value, tmp_path, monkeypatch, capsys) -> None:
+    _refuse_generation(monkeypatch)
+    ckpt = tmp_path / "nope.ckpt"
+    ckpt.write_bytes(b"not read: the option is checked first")
+    args = ["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo", "--batch-size", value]
+    assert rep.main(args) == 2
+    assert _one_error_line(capsys) == f"error: --batch-size {value}: an integer >= 1 (clips per pipeline call)"
+    assert not (tmp_path / "out").exists()
