@@ -49,6 +49,9 @@ def _train(root: Path, out: Path, *configs: str) -> Path:
     args = [arg for config in configs for arg in ("--config", config)]
     cli = fit.main([*args, "--config", "tiny.yaml", f"--data.root={root}", "--data.build_if_missing=false",
                     "--data.batch_size=3", "--model.init_args.max_mel_frames=30", "--trainer.max_steps=2",
+                    # untrained, the alignment aid's length head would end speech after a few frames, too
+                    # short for the audio metrics; without it the speech runs to the 30-frame cap
+                    "--model.init_args.net.init_args.alignment_aid=false",
                     "--trainer.num_sanity_val_steps=0", "--trainer.logger=false", "--trainer.callbacks=[]",
                     "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={out}"])
     path = out / "last.ckpt"
@@ -126,7 +129,10 @@ def test_every_table_file_has_every_table_with_our_rows(run) -> None:
     ste = {r["reason"] for r in records if r["table"] == "6" and r["model"] == "ste (ours)"}
     assert len(ste) == 1 and "missing checkpoint" in ste.pop()
     dc_off = {r["metric"]: r for r in records if r["table"] == "6" and r["model"] == "dc_off (ours)"}
-    assert float(dc_off["mcd_paper"]["value"]) > 0 and dc_off["mcd_paper"]["clips"] == "1"
+    # a 2-step model's speech may be excluded by the audio metrics (per_clip.csv says why): then the
+    # cell is a "-" with its reason, else a value over the one clip
+    mcd = dc_off["mcd_paper"]
+    assert (float(mcd["value"]) > 0 and mcd["clips"] == "1") if mcd["value"] else mcd["reason"].startswith("no clip")
     assert float(dc_off["fid"]["value"]) >= 0 and dc_off["stoi"]["reason"]  # a "-" always says why
     assert "1 clip(s) failed" in md and "failures.csv" in md
 
