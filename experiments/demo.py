@@ -72,6 +72,11 @@ def frame_rms(wav: np.ndarray, frames: int) -> np.ndarray:
     return np.sqrt(np.mean(wav.reshape(frames, SAMPLES_PER_FRAME).astype(np.float64) ** 2, axis=1))
 
 
+def _r(value: float) -> str:
+    """A correlation for printing; NaN means one side never changed (e.g. a mouth that never opens)."""
+    return f"{value:.2f}" if np.isfinite(value) else "undefined (the mouth never opens)"
+
+
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson r of two equally long series; NaN when either is constant."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -210,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{held['key']} (speaker {held['speaker']}): {held['transcript']!r})")
     print(f"speech:       {len(result.wav) / SAMPLE_RATE:.2f} s generated, the clip says it in "
           f"{len(truth['wav']) / SAMPLE_RATE:.2f} s")
-    print(f"lip sync:     mouth opening vs own speech energy r = {measured['sync_corr_speech']:.2f}, "
-          f"vs the clip's mouth r = {measured['sync_corr_gt']:.2f} (per frame, Pearson)")
+    print(f"lip sync:     mouth opening vs own speech energy r = {_r(measured['sync_corr_speech'])}, "
+          f"vs the clip's mouth r = {_r(measured['sync_corr_gt'])} (per frame, Pearson)")
     print(f"sheet:        {sheet}")
     print(f"total time:   {(time.perf_counter() - started) / 60:.1f} min")
     return 0
