@@ -11,10 +11,15 @@ Those callbacks then skip, with one warning; generate from the saved checkpoint 
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, SingleDeviceStrategy
+from lightning.pytorch.strategies import (
+    DDPStrategy,
+    DeepSpeedStrategy,
+    SingleDeviceStrategy,
+)
 
 FULL_COPY_STRATEGIES: tuple[type, ...] = (SingleDeviceStrategy, DDPStrategy)
 """Strategies whose every rank holds the whole model (DDP subclasses such as ddp_spawn included)."""
@@ -27,6 +32,18 @@ def why_no_generation(trainer: Trainer) -> Optional[str]:
         return None
     return (f"{type(strategy).__name__} shards the weights across processes, so generating outside "
             "the training step would hang or fail; generate from a checkpoint with python -m experiments.generate")
+
+
+def generation_blocked(callback: object, trainer: Trainer, what: str) -> bool:
+    """True when ``callback`` must not generate under ``trainer``'s strategy; warns once per callback
+    (``"<callback class> <what>: <reason>"``), remembering that in ``callback._warned``."""
+    reason = why_no_generation(trainer)
+    if reason is None:
+        return False
+    if not getattr(callback, "_warned", False):
+        logging.getLogger(type(callback).__module__).warning("%s %s: %s", type(callback).__name__, what, reason)
+        callback._warned = True
+    return True
 
 
 def _deepspeed_stage_3(strategy: object) -> bool:

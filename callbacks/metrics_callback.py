@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from callbacks.distributed import why_no_generation
+from callbacks.distributed import generation_blocked
 from metrics.suite import SPECS, Clip, MetricSuite
 
 log = logging.getLogger(__name__)
@@ -93,11 +93,7 @@ class GenerativeMetricsCallback(Callback):
         batches, self._batches = self._batches, []
         if not batches:
             return
-        reason = why_no_generation(trainer)
-        if reason is not None:
-            if not self._warned:
-                log.warning("GenerativeMetricsCallback scores nothing: %s", reason)
-                self._warned = True
+        if generation_blocked(self, trainer, "scores nothing"):
             return
         suite = MetricSuite(self.metric_names, paired=True, overrides=self.metric_kwargs)
         for key, reason in suite.skipped.items():

@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks.distributed import why_no_generation
+from callbacks.distributed import generation_blocked
 from datamodules.conventions import FPS, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,7 @@ class SampleCallback(Callback):
         due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if batch is None or not due or not trainer.is_global_zero:
             return
-        reason = why_no_generation(trainer)
-        if reason is not None:
-            if not self._warned:
-                log.warning("SampleCallback renders no samples: %s", reason)
-                self._warned = True
+        if generation_blocked(self, trainer, "renders no samples"):
             return
         with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
