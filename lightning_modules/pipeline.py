@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from datamodules.conventions import (
@@ -121,11 +123,12 @@ class NFYPipeline:
         profile_wav: torch.Tensor,
         num_inference_steps: int = 25,
         guidance_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         progress: bool = False,
         motion_frames: torch.Tensor | None = None,
         max_frames: int | None = None,
         max_mel_frames: int = 625,
+        mel_frames: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Speech first (autoregressive until the stop head fires, then the vocoder), then video.
 
@@ -136,13 +139,20 @@ class NFYPipeline:
             profile_wav: (B, 32000) float in [-1, 1], 2 s of the target voice at 16 kHz.
             num_inference_steps: DDIM steps per video window.
             guidance_scale: classifier-free guidance scale (1 = off).
-            generator: seeds the diffusion noise.
+            generator: seeds the randomness: the diffusion noise, and the pre-net dropout where the
+                network keeps it on when generating. A list of B generators gives each row its own
+                streams, so that a row comes out as its clip generated alone with that generator
+                (whatever the other rows' texts and lengths); one generator serves the whole batch
+                (a row then depends on its place). ``None``: the global RNG.
             progress: show a tqdm bar over video windows.
             motion_frames: (B, M, 3, H, W) in [-1, 1], the last frames of a preceding clip the
                 first window continues (``None``: start from the reference image).
             max_frames: generate at most this many video frames, e.g. the ones a metric scores
                 (``None``: every frame the speech covers).
             max_mel_frames: cap on autoregressive mel frames (62.5 per second).
+            mel_frames: (B,) int >= 1: speak exactly this many mel frames per row (a given duration;
+                the stop head is not consulted and ``max_mel_frames`` does not cap them; the
+                decoder's positions still do). ``None``: until the stop head fires.
 
         Returns:
             ``video`` (B, T, 3, H, W) float in [0, 1], T = ceil(longest speech / 640 samples)
@@ -151,20 +161,23 @@ class NFYPipeline:
             ``mel_lengths`` (B,); ``num_frames`` (B,) int64 frames covering each row's speech.
 
         Raises:
-            ValueError: ``max_frames`` below 1.
+            ValueError: ``max_frames`` below 1; ``mel_frames`` not (B,) or below 1; a list of generators
+                not one per row.
         """
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
         _check_mel_frames(max_mel_frames)
+        _check_targets(mel_frames, ref_image.shape[0])
+        speech_rng, noise_rng = _streams(generator, ref_image.shape[0])
         conditions = (ref_image, face_mask, lip_mask, text_ids, text_mask, profile_wav)
         with _eval(self.network):
             with self._autocast(ref_image.device):  # once per clip: the speech step and every window share them
                 cond = self.network.encode_conditions(text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav)
-            speech = self._speech(cond, max_mel_frames, text_ids.device)
+            speech = self._speech(cond, max_mel_frames, text_ids.device, mel_frames, speech_rng)
             num_frames = frames_for_samples(speech["wav_lengths"])  # (B,)
             total = int(num_frames.max()) if max_frames is None else min(int(num_frames.max()), max_frames)
             video = self.video(*conditions, speech["audio_hidden"], total, num_inference_steps, guidance_scale,
-                               generator, progress, motion_frames, conditions=cond)  # (B, T, 3, H, W) in [-1, 1]
+                               noise_rng, progress, motion_frames, conditions=cond)  # (B, T, 3, H, W) in [-1, 1]
         return {
             "video": ((video + 1.0) / 2.0).clamp(0.0, 1.0),
             "wav": speech["wav"].clamp(-1.0, 1.0),
@@ -178,32 +191,47 @@ class NFYPipeline:
     @torch.no_grad()
     def speech(self, text_ids: torch.Tensor, text_mask: torch.Tensor, ref_image: torch.Tensor,
                face_mask: torch.Tensor, lip_mask: torch.Tensor, profile_wav: torch.Tensor,
-               max_mel_frames: int = 625) -> dict[str, torch.Tensor]:
-        """Autoregressive speech until the stop head fires (or ``max_mel_frames``), then the vocoder.
+               max_mel_frames: int = 625, mel_frames: torch.Tensor | None = None,
+               generator: torch.Generator | Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """Autoregressive speech until the stop head fires (or ``max_mel_frames``), then the vocoder;
+        ``mel_frames`` and ``generator`` as in :meth:`__call__`.
 
         Returns:
             ``mel`` (B, 80, T) (pad value after each length), ``mel_lengths`` (B,), ``wav`` (B, 256 T)
-            16 kHz in [-1, 1] (0 after each length), ``wav_lengths`` (B,), ``audio_hidden`` (B, T, W).
+            16 kHz in [-1, 1] (0 after each length), ``wav_lengths`` (B,), ``audio_hidden`` (B, T, W) (each
+            row's last state held after its length).
 
         Raises:
-            ValueError: ``max_mel_frames`` below 1.
+            ValueError: ``max_mel_frames`` below 1; bad ``mel_frames`` or ``generator`` list.
         """
         _check_mel_frames(max_mel_frames)
+        _check_targets(mel_frames, ref_image.shape[0])
         with self._autocast(ref_image.device):
             cond = self.network.encode_conditions(text_ids, text_mask, ref_image, face_mask, lip_mask, profile_wav)
-        return self._speech(cond, max_mel_frames, text_ids.device)
+        return self._speech(cond, max_mel_frames, text_ids.device, mel_frames,
+                            _streams(generator, ref_image.shape[0])[0])
 
-    def _speech(self, cond: dict, max_mel_frames: int, device: torch.device) -> dict[str, torch.Tensor]:
-        """:meth:`speech` from encoded conditions ``cond``."""
+    def _speech(self, cond: dict, max_mel_frames: int, device: torch.device, mel_frames: torch.Tensor | None = None,
+                generators: list[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`speech` from encoded conditions ``cond``; ``generators`` one per row or ``None``."""
         net = self.network
+        targets = None if mel_frames is None else mel_frames.to(device=device, dtype=torch.long)
         with self._autocast(device):
-            out = net.generate_mel(cond, max_mel_frames)
+            out = net.generate_mel(cond, max_mel_frames, targets, generators)
         out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
         valid = torch.arange(out["mel"].shape[2], device=device)[None] < out["lengths"][:, None]  # (B, T)
         mel = torch.where(valid[:, None], out["mel"], torch.full_like(out["mel"], MEL_PAD_VALUE))
-        wav = net.vocoder(mel)  # (B, 256 T), float32 (a vocoder's STFT is no place for bf16)
+        # Each row is vocoded at its own length (float32: a vocoder's STFT is no place for bf16), so that
+        # its speech does not depend on how long the batch's other rows are.
+        wav = mel.new_zeros(mel.shape[0], mel.shape[2] * HOP_LENGTH)  # (B, 256 T)
+        for row, length in enumerate(out["lengths"].tolist()):
+            wav[row, : length * HOP_LENGTH] = net.vocoder(mel[row : row + 1, :, :length])[0]
         wav_lengths = out["lengths"] * HOP_LENGTH
-        wav = wav * (torch.arange(wav.shape[1], device=wav.device)[None] < wav_lengths[:, None])
+        # Past its length a row's states are the decoder's continuation: hold its last state instead, as
+        # a row alone is held (window_states), so that a short row's last window matches its clip alone.
+        last = (out["lengths"] - 1).clamp(min=0)[:, None]  # (B, 1)
+        index = torch.minimum(torch.arange(out["hidden"].shape[1], device=device)[None], last)  # (B, T)
+        out["hidden"] = out["hidden"].gather(1, index[..., None].expand(-1, -1, out["hidden"].shape[2]))
         return {"mel": mel, "mel_lengths": out["lengths"], "wav": wav, "wav_lengths": wav_lengths,
                 "audio_hidden": out["hidden"]}
 
@@ -212,8 +240,9 @@ class NFYPipeline:
     def video(self, ref_image: torch.Tensor, face_mask: torch.Tensor, lip_mask: torch.Tensor,
               text_ids: torch.Tensor, text_mask: torch.Tensor, profile_wav: torch.Tensor,
               audio_hidden: torch.Tensor, total_frames: int, num_inference_steps: int = 25,
-              guidance_scale: float = 1.0, generator: torch.Generator | None = None, progress: bool = False,
-              motion_frames: torch.Tensor | None = None, conditions: dict | None = None) -> torch.Tensor:
+              guidance_scale: float = 1.0, generator: torch.Generator | Sequence[torch.Generator] | None = None,
+              progress: bool = False, motion_frames: torch.Tensor | None = None,
+              conditions: dict | None = None) -> torch.Tensor:
         """``total_frames`` frames window by window, each conditioned on the previous window's last frames.
 
         Args:
@@ -248,7 +277,8 @@ class NFYPipeline:
                      text_ids: torch.Tensor, text_mask: torch.Tensor, profile_wav: torch.Tensor,
                      audio_hidden: torch.Tensor, num_frames: int, motion_frames: torch.Tensor | None = None,
                      num_inference_steps: int = 25, guidance_scale: float = 1.0,
-                     generator: torch.Generator | None = None, conditions: dict | None = None) -> torch.Tensor:
+                     generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                     conditions: dict | None = None) -> torch.Tensor:
         """One window of ``num_frames`` frames by the sampler, conditioned on the previous window's last frames.
 
         Args:
@@ -256,6 +286,7 @@ class NFYPipeline:
                 window starting at index 0); shorter spans repeat their last state.
             motion_frames: (B, M, 3, H, W) in [-1, 1], or ``None`` at the start of a clip.
             guidance_scale: classifier-free guidance on the cross-attention tokens (1 = off).
+            generator: draws the initial noise; a list of B generators draws each row's from its own.
             conditions: the network's ``encode_conditions`` of these inputs (``None``: encoded here).
 
         Returns:
@@ -277,7 +308,9 @@ class NFYPipeline:
         # 2. The sampler from Gaussian noise (its arithmetic in float32)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         shape = (b, 4, num_frames, net.latent_size, net.latent_size)
-        latents = torch.randn(shape, generator=generator, device=device) * self.scheduler.init_noise_sigma
+        noise = randn_tensor(shape, generator=list(generator) if isinstance(generator, Sequence) else generator,
+                             device=device, dtype=torch.float32)
+        latents = noise * self.scheduler.init_noise_sigma
         for t in self.scheduler.timesteps:
             pred = self._guided(latents, t, maps, cross, guidance_scale)
             latents = self.scheduler.step(pred.float(), t, latents).prev_sample
@@ -315,6 +348,41 @@ class NFYPipeline:
 def _check_mel_frames(max_mel_frames: int) -> None:
     if max_mel_frames < 1:
         raise ValueError(f"max_mel_frames must be >= 1, got {max_mel_frames}")
+
+
+def _check_targets(mel_frames: torch.Tensor | None, rows: int) -> None:
+    if mel_frames is None:
+        return
+    if tuple(mel_frames.shape) != (rows,) or bool((mel_frames < 1).any()):
+        raise ValueError(f"mel_frames must be ({rows},) integers >= 1 (one per row), got "
+                         f"{mel_frames.tolist()}")
+
+
+def _streams(generator: torch.Generator | Sequence[torch.Generator] | None,
+             rows: int) -> tuple[list[torch.Generator] | None, list[torch.Generator] | torch.Generator | None]:
+    """The speech (pre-net dropout) and diffusion-noise generators of one call.
+
+    A list gives each row two streams of its own, seeded by two draws from the row's generator: a
+    call takes exactly two draws from each, whatever the lengths, so that the next call (the next
+    sentence) continues from the same state in a batch as alone. One generator is split into rows
+    by its draws (the rows then depend on their places); ``None`` leaves both to the global RNG.
+    """
+    if generator is None:
+        return None, None
+    if isinstance(generator, torch.Generator):
+        if rows == 1:
+            generator = [generator]
+        else:
+            seeds = torch.randint(0, 2**62, (rows,), generator=generator, device=generator.device).tolist()
+            generator = [torch.Generator(device=generator.device).manual_seed(seed) for seed in seeds]
+    if len(generator) != rows:
+        raise ValueError(f"generator: one per row expected, got a list of {len(generator)} for {rows} rows")
+    speech, noise = [], []
+    for row in generator:
+        first, second = torch.randint(0, 2**62, (2,), generator=row, device=row.device).tolist()
+        speech.append(torch.Generator(device=row.device).manual_seed(first))
+        noise.append(torch.Generator(device=row.device).manual_seed(second))
+    return speech, noise
 
 
 class _eval:

@@ -50,6 +50,7 @@ parameters and is never called):
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -336,14 +337,18 @@ class NFYNetwork(nn.Module):
         return self.audio_decoder(cond["prefix"], cond["prefix_mask"], mel, *self.decoder_memory(cond),
                                   lengths=lengths, text_positions=cond["text_mask"].shape[1])
 
-    def generate_mel(self, cond: dict[str, torch.Tensor], max_mel_frames: int) -> dict[str, torch.Tensor]:
-        """Free-running speech decoder (its own key/value-cached loop) until every stop head fires.
+    def generate_mel(self, cond: dict[str, torch.Tensor], max_mel_frames: int,
+                     target_lengths: torch.Tensor | None = None,
+                     generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
+        """Free-running speech decoder (its own key/value-cached loop) until every stop head fires, or
+        to ``target_lengths`` (B,) frames; ``generators`` (one per row) draw the pre-net dropout.
 
         Returns:
             ``mel`` (B, 80, T), ``lengths`` (B,), ``hidden`` (B, T, W); see :meth:`AudioDecoder.generate`.
         """
         return self.audio_decoder.generate(cond["prefix"], cond["prefix_mask"], max_mel_frames,
-                                           *self.decoder_memory(cond), text_positions=cond["text_mask"].shape[1])
+                                           *self.decoder_memory(cond), text_positions=cond["text_mask"].shape[1],
+                                           target_lengths=target_lengths, generators=generators)
 
     def audio_windows(self, audio_hidden: torch.Tensor, first_mel: torch.Tensor, num_frames: int,
                       lengths: torch.Tensor | None = None) -> torch.Tensor | None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -148,8 +149,11 @@ class AudioDecoder(nn.Module):
             cross["encoder_hidden_states"] = self.cond_proj(video_tokens)  # (B, Nv, W)
             if video_mask is not None:
                 cross["encoder_attention_mask"] = video_mask.long()
-        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), use_cache=past is not None,
-                       **{CACHE_ARGUMENT: past}, **cross)
+        # Positions count real tokens only, so that a row's frames sit where they would without the
+        # batch's text padding (padding shares its neighbour's position and is masked anyway).
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)[:, -embeds.shape[1]:]  # (B, S)
+        out = self.gpt(inputs_embeds=embeds, attention_mask=mask.long(), position_ids=positions,
+                       use_cache=past is not None, **{CACHE_ARGUMENT: past}, **cross)
         return out.last_hidden_state, getattr(out, CACHE_ARGUMENT)
 
     def forward(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, mel: torch.Tensor,
@@ -189,14 +193,15 @@ class AudioDecoder(nn.Module):
         return {"mel": self._mel(hidden).transpose(1, 2), "stop_logits": self.stop_head(hidden).squeeze(-1),
                 "hidden": hidden, **extra}
 
-    def _prenet(self, frames: torch.Tensor) -> torch.Tensor:
-        """(..., 80) standardised frames -> (..., W); dropout also in eval with ``prenet_dropout_at_inference``."""
+    def _prenet(self, frames: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """(B, ..., 80) standardised frames -> (B, ..., W); dropout also in eval with
+        ``prenet_dropout_at_inference``, row ``i``'s masks drawn from ``generators[i]`` when given
+        (else from the global RNG)."""
         if not self.prenet_dropout_at_inference or self.training:
             return self.prenet(frames)
         first, act, drop, second, _ = self.prenet
-        p = drop.p
-        hidden = nn.functional.dropout(act(first(frames)), p, training=True)
-        return nn.functional.dropout(second(hidden), p, training=True)
+        hidden = _dropout(act(first(frames)), drop.p, generators)
+        return _dropout(second(hidden), drop.p, generators)
 
     def _text(self, cond: torch.Tensor, mask: torch.Tensor, text_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The text part of the projected prefix (B, L, W) and its mask (B, L) (the prefix ends with the text)."""
@@ -239,13 +244,18 @@ class AudioDecoder(nn.Module):
     def generate(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, max_frames: int,
                  video_tokens: torch.Tensor | None = None, video_mask: torch.Tensor | None = None,
                  stop_threshold: float = 0.5, use_cache: bool = True,
-                 text_positions: int = 0) -> dict[str, torch.Tensor]:
+                 text_positions: int = 0, target_lengths: torch.Tensor | None = None,
+                 generators: Sequence[torch.Generator] | None = None) -> dict[str, torch.Tensor]:
         """Autoregressive mel generation with a key/value cache, until every row's stop head fires.
 
         ``use_cache=False`` runs the whole sequence again at every step (same frames, slower): a check
         of the cache.
 
         ``max_frames`` is capped (with a warning) to the positions the decoder has left after the prefix.
+
+        ``target_lengths`` (B,) >= 1: each row speaks exactly that many frames (the stop head is not
+        consulted; the alignment aid's progress uses them as the length); ``max_frames`` is then
+        their maximum. ``generators``: one per row for the pre-net dropout at inference.
 
         Returns:
             ``mel`` (B, 80, T), ``lengths`` (B,) frames up to and including the stop frame (``max_frames``
@@ -255,6 +265,8 @@ class AudioDecoder(nn.Module):
         """
         b = prefix.shape[0]
         room = int(self.gpt.config.n_positions) - prefix.shape[1]
+        if target_lengths is not None:
+            max_frames = int(target_lengths.max())
         if max_frames > room:
             self._check_length(prefix.shape[1] + 1)  # not even one frame fits: a clear error
             log.warning("max_frames=%d capped to %d: the decoder holds %d positions and the prefix uses %d",
@@ -264,6 +276,8 @@ class AudioDecoder(nn.Module):
         aid, extra = None, {}
         if self.alignment_aid:
             predicted = self._log_duration(cond, prefix_mask, text_positions).exp().round().clamp(1, max_frames)
+            if target_lengths is not None:
+                predicted = target_lengths.to(cond.dtype).clamp(1, max_frames)
             extra["predicted_lengths"] = predicted.long()
             aid = lambda step: self._aid(cond, prefix_mask, text_positions,
                                          predicted.new_full((b, 1), float(step)), predicted)  # (B, 1, W)
@@ -271,6 +285,8 @@ class AudioDecoder(nn.Module):
         embeds = torch.cat([cond, start + aid(0) if aid else start], dim=1)  # (B, P+1, W)
         mask = torch.cat([prefix_mask, prefix_mask.new_ones(b, 1)], dim=1)  # (B, P+1)
         lengths = torch.full((b,), max_frames, dtype=torch.long, device=prefix.device)
+        if target_lengths is not None:
+            lengths = target_lengths.to(prefix.device, torch.long).clamp(max=max_frames)
         mels, states, past = [], [], _empty_cache(self.gpt.config) if use_cache else None
         sequence = embeds  # (B, P+1+step, W): the whole input, for runs without the cache
         for step in range(max_frames):
@@ -279,16 +295,28 @@ class AudioDecoder(nn.Module):
             frame = self._mel(state)  # (B, 80)
             mels.append(frame)
             states.append(state)
-            stopped = (torch.sigmoid(self.stop_head(state).squeeze(-1)) > stop_threshold) & (lengths == max_frames)
-            lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
-            if bool((lengths < max_frames).all()) or step + 1 == max_frames:
+            if target_lengths is None:
+                stopped = (torch.sigmoid(self.stop_head(state).squeeze(-1)) > stop_threshold) & (lengths == max_frames)
+                lengths = torch.where(stopped, torch.full_like(lengths, step + 1), lengths)
+            if bool((lengths <= step + 1).all()) or step + 1 == max_frames:
                 break
-            embeds = self._prenet(self._standardise(frame))[:, None]  # (B, 1, W)
+            embeds = self._prenet(self._standardise(frame), generators)[:, None]  # (B, 1, W)
             if aid:
                 embeds = embeds + aid(step + 1)
             sequence = torch.cat([sequence, embeds], dim=1)
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
         return {"mel": torch.stack(mels, dim=2), "lengths": lengths, "hidden": torch.stack(states, dim=1), **extra}
+
+
+def _dropout(x: torch.Tensor, p: float, generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+    """Inverted dropout of ``x`` (B, ...) with probability ``p``; row ``i``'s mask from ``generators[i]``."""
+    if generators is None:
+        return nn.functional.dropout(x, p, training=True)
+    if len(generators) != x.shape[0]:
+        raise ValueError(f"generators: one per row expected, got {len(generators)} for {x.shape[0]} rows")
+    keep = torch.cat([torch.bernoulli(torch.full_like(x[i : i + 1], 1.0 - p), generator=g)
+                      for i, g in enumerate(generators)])
+    return x * keep / (1.0 - p)
 
 
 def _empty_cache(config: GPT2Config):

@@ -93,8 +93,10 @@ class Vocoder(nn.Module):
             n_stft=N_FFT // 2 + 1, n_mels=N_MELS, sample_rate=SAMPLE_RATE, f_min=F_MIN, f_max=F_MAX,
             norm="slaney", mel_scale="slaney",
         )
+        # Zero initial phase: the speech depends on the mel alone (a random start would draw from the
+        # global RNG, so a clip's speech would change with whatever ran before it or beside it in a batch).
         self.griffin_lim = torchaudio.transforms.GriffinLim(
-            n_fft=N_FFT, n_iter=iters, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, power=1.0,
+            n_fft=N_FFT, n_iter=iters, win_length=WIN_LENGTH, hop_length=HOP_LENGTH, power=1.0, rand_init=False,
         )
 
     @torch.no_grad()

@@ -79,10 +79,14 @@ class StandInNetwork(nn.Module):
                 "stop_logits": self.to_stop(cond["text"]).expand(b, t),
                 "hidden": torch.arange(t, dtype=torch.float)[None, :, None].expand(b, t, self.hidden)}
 
-    def generate_mel(self, cond: dict, max_mel_frames: int) -> dict:
+    def generate_mel(self, cond: dict, max_mel_frames: int, target_lengths: torch.Tensor | None = None,
+                     generators: list | None = None) -> dict:
         b, t = cond["text"].shape[0], min(self.speech_frames, max_mel_frames)
+        lengths = torch.full((b,), t, dtype=torch.long)
+        if target_lengths is not None:
+            lengths, t = target_lengths.long(), int(target_lengths.max())
         return {"mel": self.to_mel(cond["text"])[:, :, None].expand(b, 80, t),
-                "lengths": torch.full((b,), t, dtype=torch.long),
+                "lengths": lengths,
                 "hidden": torch.arange(t, dtype=torch.float)[None, :, None].expand(b, t, self.hidden)}
 
     def audio_windows(self, audio_hidden, first_mel, num_frames, lengths=None) -> None:

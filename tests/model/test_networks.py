@@ -564,3 +564,17 @@ def test_generation_with_and_without_the_key_value_cache_agree(cross_attention: 
         full = dec.generate(prefix, prefix_mask, 8, video, use_cache=False)
     torch.testing.assert_close(cached["mel"], full["mel"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(cached["hidden"], full["hidden"], atol=1e-4, rtol=1e-4)
+
+
+def test_speech_decoder_ignores_the_batch_padding_of_its_prefix() -> None:
+    """A row's teacher-forced frames are the same with its text padded (as a batch pads it) as without:
+    positions count real tokens only."""
+    torch.manual_seed(0)
+    dec = AudioDecoder(16, width=16, layers=2, heads=2, cross_attention=False, prenet_dropout=0.0).eval()
+    prefix, mel = torch.randn(1, 5, 16), torch.randn(1, 80, 6) - 4
+    padded = torch.cat([prefix, torch.randn(1, 2, 16)], dim=1)  # two padding tokens after the text
+    mask = torch.tensor([[True] * 5 + [False] * 2])
+    alone = dec(prefix, torch.ones(1, 5, dtype=torch.bool), mel)
+    in_batch = dec(padded, mask, mel)
+    torch.testing.assert_close(in_batch["mel"], alone["mel"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(in_batch["stop_logits"], alone["stop_logits"], atol=1e-5, rtol=1e-5)

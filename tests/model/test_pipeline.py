@@ -127,3 +127,68 @@ def test_compile_is_off_by_default_and_the_flag_compiles_the_denoiser(net, clip,
     assert not compiled
     window(sampler(net, compile=True), clip, guidance_scale=1.0)
     assert len(compiled) == STEPS
+
+
+# ---------------------------------------------------------------------------------- rows of a batch
+@pytest.fixture(scope="module")
+def aided_net():
+    """The tiny network with tiny.yaml's learning aids: pre-net dropout when generating and the alignment aid."""
+    network = tiny_net(seed=1, prenet_dropout_at_inference=True, alignment_aid=True).eval()
+    with torch.no_grad():
+        network.audio_decoder.stop_head.bias.fill_(-50.0)  # never stops by itself
+    return network
+
+
+def _row(b: dict, i: int) -> dict:
+    """Row ``i`` of batch ``b`` as a batch of one, its text without the batch's padding."""
+    row = {k: v[i : i + 1] for k, v in b.items() if torch.is_tensor(v)}
+    length = int(row["text_mask"].sum())
+    row["text_ids"], row["text_mask"] = row["text_ids"][:, :length], row["text_mask"][:, :length]
+    return row
+
+
+def test_a_batched_row_is_its_clip_generated_alone(aided_net) -> None:
+    """With one generator per row, a row's speech and video do not depend on the other rows: not on
+    their text length (padding), their speech length, nor their place in the batch."""
+    b = batch()
+    assert int(b["text_mask"][0].sum()) < b["text_mask"].shape[1]  # row 0's text is padded
+    pipe = sampler(aided_net)
+    lengths = torch.tensor([12, 7])
+    both = pipe(*conditions(b), num_inference_steps=STEPS, mel_frames=lengths,
+                generator=[torch.Generator().manual_seed(seed) for seed in (5, 6)])
+    assert both["mel_lengths"].tolist() == [12, 7] and both["num_frames"].tolist() == [5, 3]
+    for i, seed in enumerate((5, 6)):
+        alone = pipe(*conditions(_row(b, i)), num_inference_steps=STEPS, mel_frames=lengths[i : i + 1],
+                     generator=[torch.Generator().manual_seed(seed)])
+        n, f = int(lengths[i]), int(both["num_frames"][i])
+        torch.testing.assert_close(both["mel"][i, :, :n], alone["mel"][0, :, :n], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(both["video"][i, :f], alone["video"][0, :f], atol=1e-4, rtol=1e-4)
+        wav, wav_alone = both["wav"][i, : n * 256], alone["wav"][0, : n * 256]
+        assert wav_alone.abs().max() > 1e-4
+        # Griffin-Lim's 32 iterations amplify the mels' float differences (about 1e-6) to about 1 % of
+        # the signal; its own randomness is gone (the same mel gives the same samples)
+        assert (wav - wav_alone).norm() <= 5e-2 * wav_alone.norm()
+        mel = alone["mel"][:, :, :n]
+        assert torch.equal(aided_net.vocoder(mel), aided_net.vocoder(mel.clone()))
+    # the rows differ from each other (nothing was mixed up or shared)
+    assert not torch.allclose(both["video"][0, :3], both["video"][1, :3], atol=1e-3)
+
+
+def test_speech_runs_to_the_asked_length_whatever_the_stop_head_says() -> None:
+    network = tiny_net(seed=2).eval()
+    with torch.no_grad():
+        network.audio_decoder.stop_head.bias.fill_(50.0)  # would stop at the first frame
+    pipe = sampler(network)
+    b = batch()
+    free = pipe.speech(*conditions(b), max_mel_frames=30)
+    assert free["mel_lengths"].tolist() == [1, 1]
+    out = pipe(*conditions(b), num_inference_steps=1, mel_frames=torch.tensor([9, 16]), max_mel_frames=5)
+    assert out["mel_lengths"].tolist() == [9, 16]  # the asked lengths win over max_mel_frames too
+    assert out["wav_lengths"].tolist() == [9 * 256, 16 * 256] and out["num_frames"].tolist() == [4, 7]
+    assert out["video"].shape[1] == 7
+    with pytest.raises(ValueError, match="mel_frames"):
+        pipe(*conditions(b), num_inference_steps=1, mel_frames=torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match="mel_frames"):
+        pipe(*conditions(b), num_inference_steps=1, mel_frames=torch.tensor([4]))
+    with pytest.raises(ValueError, match="generator"):
+        pipe(*conditions(b), num_inference_steps=1, generator=[torch.Generator()])

@@ -15,22 +15,22 @@ from tests.model.test_networks import batch, conditions, objective, pipeline, ti
 ATOL = 1e-3
 
 EXPECTED_LOSSES: list[list[float]] = [
-    [0.560872, 3.841664, 1.109009, 1.054003],
-    [0.559748, 3.768885, 1.002252, 0.910597],
+    [0.560873, 3.834158, 1.108841, 1.033743],
+    [0.559762, 3.741373, 1.00206, 0.894956],
 ]
 """Per training step: video_l1, audio_mse, denoise, stop."""
 EXPECTED_WEIGHTS: list[float] = [
-    0.039067, 0.073827, -0.228884, -0.134441, 0.038406, 0.060698,
-    0.015815,
+    0.039208, 0.073791, -0.228883, -0.134413, 0.038405, 0.060699,
+    0.01581,
 ]
 """``audio_decoder.mel_head.weight[0, :4]`` and ``video_denoiser.unet.conv_out.weight[0, 0, 0]`` after 2 steps."""
 EXPECTED_MEL: list[float] = [
-    -6.550579, -2.785609, -4.960479, -7.371837, -1.001987, -1.739864,
-    -4.761174, -2.593961, -3.442282, -4.36955, -3.348387, -1.502455,
+    -5.238504, -1.391706, -4.93708, -6.888996, -3.388665, -1.384328,
+    -3.93408, -3.628504, -2.622247, -3.631617, -2.678644, -1.775711,
 ]
 """``NFYPipeline.speech`` mel[0, :4, :3] (flattened), stop head disabled."""
 EXPECTED_FRAMES: list[float] = [
-    -0.016016, 0.167001, -0.058931, -0.387054, 0.157996, 0.069449,
+    -0.014865, 0.172737, -0.030638, -0.384391, 0.146615, 0.067903,
 ]
 """``NFYPipeline.video_window`` (2 DDIM steps, guidance 2) frame 0, channel 0, row 16, columns 0..5 of clip 0."""
 
