@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 
 from datamodules import face as facelib
 from datamodules.batch import pad_text
-from datamodules.conventions import FPS, PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_PER_FRAME
+from datamodules.conventions import FPS, HOP_LENGTH, PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import MediaError, read_audio, write_mp4
 from datamodules.preprocess import PreprocessConfig
 from lightning_modules import NFYLitModule
@@ -526,6 +526,7 @@ def generate(
     sampler: str = "ddim",
     dtype: Union[str, torch.dtype] = "float32",
     compile: bool = False,
+    num_frames: Optional[int] = None,
 ) -> GenerationResult:
     """Text + face photo + voice sample -> speech and a talking-face video (and an mp4 at ``out``).
 
@@ -538,8 +539,9 @@ def generate(
         out: ``.mp4`` path to write (atomically); ``None`` writes nothing.
         num_inference_steps: DDIM steps per window, >= 1 (default: the checkpoint's setting).
         guidance_scale: classifier-free guidance, >= 0 (default: the checkpoint's setting).
-        seed: seeds the diffusion noise, and the global RNG that the speech decoder's pre-net dropout at
-            inference draws from (``prenet_dropout_at_inference``).
+        seed: seeds the diffusion noise and the speech decoder's pre-net dropout at inference
+            (``prenet_dropout_at_inference``); a clip made in a batch (:func:`generate_rows`) with the
+            same seed is the same clip.
         device: where to run: cpu, cuda, cuda:N or mps.
         progress: tqdm bar over sentences.
         tokenizer: overrides the checkpoint's tokenizer.
@@ -548,6 +550,9 @@ def generate(
         sampler: ``"ddim"`` (the paper's) or ``"dpm++"`` (DPM-Solver++, about 10 steps for DDIM's 25).
         dtype: ``"float32"``, or ``"bfloat16"`` (``"float16"``) to run the networks under autocast.
         compile: ``torch.compile`` the video denoiser (pays off over many windows on a GPU).
+        num_frames: make the clip exactly this many video frames long (25 fps), shared among the
+            sentences by their characters (:func:`split_frames`); each sentence is spoken at its share
+            instead of where the stop head ends it. ``None``: the model's own length.
 
     Returns:
         :class:`GenerationResult` (frames uint8 (T, H, W, 3), speech (T * 640,) float32).
@@ -561,6 +566,7 @@ def generate(
     options = {"sampler": sampler, "dtype": check_sampling(sampler, dtype), "compile": bool(compile)}
     out = check_output(out, {"checkpoint": checkpoint, "image": image, "voice": voice})
     sentences = check_text(text)
+    shares = None if num_frames is None else split_frames(num_frames, sentences)
     if not isinstance(checkpoint, NFYLitModule):
         check_checkpoint_path(checkpoint)
     photo = read_face(image, face_box, landmarks)
@@ -568,12 +574,10 @@ def generate(
     # 2. The model, and what depends on it, before any generation
     module, tokenizer = _model_and_tokenizer(checkpoint, tokenizer, device)
     clip = PreparedClip(sentences, encode_sentences(module, tokenizer, sentences),
-                        _crop_like_preprocessing(*photo, int(module.net.image_size)), profile)
+                        _crop_like_preprocessing(*photo, int(module.net.image_size)), profile, shares)
     sampling = resolve_sampling(module, num_inference_steps, guidance_scale)
     # 3. Speech then video, sentence by sentence, carrying the motion frames across
-    generator = torch.Generator(device=module.device).manual_seed(seed)
-    torch.manual_seed(seed)  # the pre-net dropout of free running, where a config keeps it on
-    ((frames, audio),) = generate_rows(module, [clip], sampling, generator, progress, options)
+    ((frames, audio),) = generate_rows(module, [clip], sampling, seed, progress, options)
     result = GenerationResult(video=frames, wav=audio, sentences=sentences)
     # 4. Mux (written to a temporary file and renamed: nothing partial on failure)
     if out is not None:
@@ -590,29 +594,54 @@ class PreparedClip:
         ids: (L_k,) int64 token ids per sentence.
         face: ``ref_image`` (3, S, S) in [-1, 1], ``face_mask`` and ``lip_mask`` (1, S, S) {0, 1}.
         profile: (32000,) float32 voice profile (2 s at 16 kHz).
+        frames: video frames per sentence when the clip has a given length (:func:`split_frames`);
+            ``None``: each sentence ends where the stop head ends it.
     """
 
     sentences: list[str]
     ids: list[torch.Tensor]
     face: dict[str, torch.Tensor]
     profile: torch.Tensor
+    frames: Optional[list[int]] = None
 
 
 def prepare_clip(module: NFYLitModule, tokenizer: Any, image: Union[PathLike, np.ndarray],
                  voice: Union[PathLike, np.ndarray], text: str, face_box: Optional[Sequence[float]] = None,
-                 landmarks: Optional[Sequence[Sequence[float]]] = None) -> PreparedClip:
+                 landmarks: Optional[Sequence[Sequence[float]]] = None,
+                 num_frames: Optional[int] = None) -> PreparedClip:
     """Check and prepare one clip's inputs for a loaded model, with :func:`generate`'s checks.
 
     Args: as :func:`generate`'s; ``tokenizer`` the one the model was trained with.
 
     Raises:
-        GenerationInputError: a bad text, photo, face box or voice sample.
+        GenerationInputError: a bad text, photo, face box, voice sample or ``num_frames``.
     """
     sentences = check_text(text)
+    shares = None if num_frames is None else split_frames(num_frames, sentences)
     photo = read_face(image, face_box, landmarks)
     profile = load_voice(voice)
     ids = encode_sentences(module, tokenizer, sentences)
-    return PreparedClip(sentences, ids, _crop_like_preprocessing(*photo, int(module.net.image_size)), profile)
+    return PreparedClip(sentences, ids, _crop_like_preprocessing(*photo, int(module.net.image_size)), profile,
+                        shares)
+
+
+def split_frames(num_frames: int, sentences: Sequence[str]) -> list[int]:
+    """``num_frames`` video frames shared among ``sentences`` in proportion to their characters
+    (largest remainders; at least one frame each).
+
+    Raises:
+        GenerationInputError: ``num_frames`` not an integer, or fewer frames than sentences.
+    """
+    if not (_is_integer(num_frames) and num_frames >= max(1, len(sentences))):
+        raise GenerationInputError("num_frames", num_frames, f"an integer >= {max(1, len(sentences))} (a video "
+                                   f"frame per sentence at least; the text has {len(sentences)}), or None")
+    sizes = np.array([len(sentence) for sentence in sentences], dtype=float)
+    extra = num_frames - len(sentences)  # one frame each first, the rest by characters
+    ideal = extra * sizes / sizes.sum()
+    shares = np.floor(ideal).astype(int)
+    for index in np.argsort(-(ideal - shares), kind="stable")[: extra - int(shares.sum())]:
+        shares[index] += 1
+    return [int(share) + 1 for share in shares]
 
 
 def write_clip(out: PathLike, frames: np.ndarray, wav: np.ndarray) -> Path:
@@ -638,20 +667,19 @@ def _model_and_tokenizer(checkpoint: Union[PathLike, NFYLitModule], tokenizer: A
 
 
 def generate_rows(module: NFYLitModule, clips: Sequence[PreparedClip], sampling: tuple[int, float],
-                  generator: torch.Generator, progress: bool = False,
+                  seed: int = 0, progress: bool = False,
                   options: Optional[dict[str, Any]] = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Generate several clips together with the module's :class:`~lightning_modules.pipeline.NFYPipeline`.
 
     Sentence ``k`` of every clip that has one is generated in one pipeline call (the texts padded
     and masked as ``datamodules.batch.collate`` pads them); each clip continues from the last
-    frames of its own previous sentence. Rows are cut at their own lengths. One clip is exactly
-    what :func:`generate` does. In a batch a row depends on the others in two ways: its diffusion
-    noise depends on its place (one noise tensor per window is drawn for the whole batch from
-    ``generator``), and a row whose text is shorter than the batch's longest speaks slightly
-    differently (the speech decoder numbers its positions after the padded text).
+    frames of its own previous sentence. Rows are cut at their own lengths. Each clip draws its
+    randomness from its own generator seeded with ``seed``, so a clip comes out the same in any
+    batch as alone (up to float rounding): :func:`generate` is the one-clip case.
 
     Args:
         sampling: DDIM steps per window and the guidance scale (:func:`resolve_sampling`).
+        seed: every clip's seed.
         progress: tqdm bar over sentences.
         options: the pipeline's ``sampler``, ``dtype`` and ``compile`` (``None``: its defaults).
 
@@ -659,18 +687,20 @@ def generate_rows(module: NFYLitModule, clips: Sequence[PreparedClip], sampling:
         Per clip: (T, H, W, 3) uint8 frames and (T * 640,) float32 speech.
     """
     pipeline = NFYPipeline.from_training_scheduler(module.net, module.train_scheduler, **(options or {}))
+    generators = [torch.Generator(device=module.device).manual_seed(seed) for _ in clips]
     context = int(module.net.motion_frames)
     videos: list[list[torch.Tensor]] = [[] for _ in clips]
     wavs: list[list[torch.Tensor]] = [[] for _ in clips]
     motion: list[Optional[torch.Tensor]] = [None] * len(clips)  # (M, 3, H, W) in [-1, 1] per clip
     for k in tqdm(range(max(len(c.ids) for c in clips)), desc="sentences", unit="sentence", disable=not progress):
         active = [i for i, clip in enumerate(clips) if k < len(clip.ids)]
-        # the pipeline takes motion frames for every row or none: a sentence too short to give them goes apart
-        for group in ([i for i in active if motion[i] is None], [i for i in active if motion[i] is not None]):
-            if not group:
-                continue
+        # the pipeline takes motion frames, and given lengths, for every row or none: calls by kind
+        kinds: dict[tuple[bool, bool], list[int]] = {}
+        for i in active:
+            kinds.setdefault((motion[i] is None, clips[i].frames is None), []).append(i)
+        for group in kinds.values():
             out = _sentence_call(module, pipeline, [clips[i] for i in group], k,
-                                 [motion[i] for i in group], sampling, generator)
+                                 [motion[i] for i in group], sampling, [generators[i] for i in group])
             for row, i in enumerate(group):
                 video, wav = _cut_row(out, row)
                 frames = video.shape[0]
@@ -682,17 +712,21 @@ def generate_rows(module: NFYLitModule, clips: Sequence[PreparedClip], sampling:
 
 def _sentence_call(module: NFYLitModule, pipeline: Any, clips: list[PreparedClip], k: int,
                    motion: list[Optional[torch.Tensor]], sampling: tuple[int, float],
-                   generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """One pipeline call on sentence ``k`` of ``clips`` (B rows); ``motion`` all tensors or all ``None``."""
+                   generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """One pipeline call on sentence ``k`` of ``clips`` (B rows, a generator each); ``motion`` all tensors
+    or all ``None``, ``clips``' ``frames`` all lists or all ``None``."""
     device, (steps, guidance) = module.device, sampling
     text_ids, text_mask = pad_text([clip.ids[k] for clip in clips])  # (B, L) each
+    mel_frames = None
+    if clips[0].frames is not None:  # frames -> mel frames whose samples fill exactly those frames
+        mel_frames = torch.tensor([clip.frames[k] * SAMPLES_PER_FRAME // HOP_LENGTH for clip in clips], device=device)
     face = {name: torch.stack([clip.face[name] for clip in clips]).to(device) for name in clips[0].face}
     return pipeline(
         text_ids.to(device), text_mask.to(device), face["ref_image"], face["face_mask"], face["lip_mask"],
         torch.stack([clip.profile for clip in clips]).to(device), num_inference_steps=steps,
-        guidance_scale=guidance, generator=generator,
+        guidance_scale=guidance, generator=generators,
         motion_frames=None if motion[0] is None else torch.stack(motion),  # (B, M, 3, H, W)
-        max_mel_frames=module.hparams.max_mel_frames,
+        max_mel_frames=module.hparams.max_mel_frames, mel_frames=mel_frames,
     )
 
 
@@ -744,6 +778,8 @@ def _parse(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dtype", default="float32",
                         help=f"{', '.join(DTYPES)}: bfloat16 runs the networks under autocast (default: float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the video denoiser")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="make the video exactly this many frames (25 fps) long (default: where the speech ends)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda[:N] or mps")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser.parse_args(argv)
@@ -756,7 +792,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         result = generate(args.ckpt, args.image, args.voice, args.text, out=args.out, num_inference_steps=args.steps,
                           guidance_scale=args.guidance, seed=args.seed, device=args.device, sampler=args.sampler,
-                          dtype=args.dtype, compile=args.compile)
+                          dtype=args.dtype, compile=args.compile, num_frames=args.frames)
     except (GenerationInputError, FileNotFoundError) as err:
         if args.debug:
             traceback.print_exc()

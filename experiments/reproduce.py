@@ -18,9 +18,10 @@ checkpoint: the demo corpus, or any of VoxCeleb, FakeAVCeleb, CelebV-HQ and HDTF
    preprocessed into the DataModule's cache, its first frame (of the source video) as the source
    image, its first 2 s of speech as the voice profile and its transcript as the prompt text; the
    ground truth is the preprocessed clip (face crop, 25 fps, 16 kHz) as an mp4;
-3. generates every clip with the pipeline and input checks of :mod:`experiments.generate`,
-   ``--batch-size`` clips per pipeline call (default 4; a progress bar of clips per checkpoint and
-   test set). Clips are written atomically, so after a kill the next run keeps every clip already
+3. generates every clip with the pipeline and input checks of :mod:`experiments.generate`, as
+   long as its ground truth (``--length clip``, the protocol; ``--length model`` lets the stop head
+   end each sentence), ``--batch-size`` clips per pipeline call (default 4; a clip comes out the
+   same in any batch; a progress bar of clips per checkpoint and test set). Clips are written atomically, so after a kill the next run keeps every clip already
    written and makes only the others; a clip that fails is listed with its reason and the run goes
    on (a batch that fails is redone clip by clip, so that only the failing clip is lost);
 4. scores each folder against the ground truth with :func:`experiments.evaluate.evaluate` (the
@@ -116,6 +117,8 @@ MAIN_MODEL = "ete"
 DEFAULT_BATCH_SIZE = 4
 """Clips per pipeline call (``--batch-size``); a batch that fails (e.g. out of memory) is redone clip by clip."""
 BATCH_SIZE_EXPECTED = "an integer >= 1 (clips per pipeline call)"
+LENGTHS: tuple[str, ...] = ("clip", "model")
+"""How long each generated clip is: its ground truth's length (the protocol), or the model's own."""
 BASELINE_TAG = "scored here"
 """What a baseline row is called in the tables: someone else's videos, scored by our code on our clips."""
 
@@ -403,7 +406,11 @@ def _write_ground_truth(clip: TestClip, path: Path) -> None:
 class GenerationOptions:
     """What every clip is generated with (see :func:`experiments.generate.generate`).
 
-    ``batch_size`` clips share one pipeline call (:func:`experiments.generate.generate_rows`).
+    ``batch_size`` clips share one pipeline call (:func:`experiments.generate.generate_rows`); a clip
+    comes out the same in any batch. ``length``: ``"clip"`` (the protocol) makes each clip as long
+    as its ground truth (the speech of each sentence spoken at its share of the clip's frames);
+    ``"model"`` lets the stop head end each sentence (the pairs are then cut to the shorter when
+    scored, recorded in per_clip.csv).
     """
 
     num_inference_steps: int | None = None
@@ -411,6 +418,7 @@ class GenerationOptions:
     seed: int = 0
     device: str = "cpu"
     batch_size: int = DEFAULT_BATCH_SIZE
+    length: str = "clip"
 
 
 def generate_clips(module: Any, clips: Sequence[TestClip], folder: Path, options: GenerationOptions,
@@ -454,7 +462,7 @@ def generate_batch(module: Any, clips: Sequence[TestClip], folder: Path,
     ready: dict[str, tuple[TestClip, gen.PreparedClip]] = {}
     for clip in clips:
         try:
-            ready[clip.key] = (clip, prepare_clip(module, clip))
+            ready[clip.key] = (clip, prepare_clip(module, clip, options.length))
         except Exception as err:  # one clip must not end a run of hundreds; Ctrl-C (BaseException) still does
             errors[clip.key] = err
     if len(ready) > 1:
@@ -479,17 +487,22 @@ def _write_rows(module: Any, rows: list[tuple[TestClip, gen.PreparedClip]], fold
                 options: GenerationOptions) -> None:
     """One :func:`experiments.generate.generate_rows` call on ``rows``, each clip written atomically."""
     sampling = gen.resolve_sampling(module, options.num_inference_steps, options.guidance_scale)
-    generator = torch.Generator(device=module.device).manual_seed(options.seed)
-    outputs = gen.generate_rows(module, [inputs for _, inputs in rows], sampling, generator)
+    outputs = gen.generate_rows(module, [inputs for _, inputs in rows], sampling, options.seed)
     folder.mkdir(parents=True, exist_ok=True)
     for (clip, _), (frames, wav) in zip(rows, outputs, strict=True):
         gen.write_clip(folder / f"{clip.key}.mp4", frames, wav)
 
 
-def prepare_clip(module: Any, clip: TestClip) -> gen.PreparedClip:
-    """The model inputs of one clip by the protocol, checked as :func:`experiments.generate.generate` checks them."""
+def prepare_clip(module: Any, clip: TestClip, length: str = "clip") -> gen.PreparedClip:
+    """The model inputs of one clip by the protocol, checked as :func:`experiments.generate.generate` checks
+    them; ``length`` as in :class:`GenerationOptions`."""
     return gen.prepare_clip(module, module.tokenizer, source_image(clip), CachedClip(clip.folder).wav(), clip.text,
-                            clip.face_box, clip.landmarks)
+                            clip.face_box, clip.landmarks, num_frames=_frames(clip, length))
+
+
+def _frames(clip: TestClip, length: str) -> int | None:
+    """The video frames to generate ``clip`` at: its own with ``length="clip"``, else ``None`` (the model's)."""
+    return clip.num_frames if length == "clip" else None
 
 
 def source_image(clip: TestClip) -> np.ndarray:
@@ -514,7 +527,8 @@ def generate_clip(module: Any, clip: TestClip, path: Path, options: GenerationOp
     voice = CachedClip(clip.folder).wav()  # generate takes its first 2 s of speech as the voice profile
     gen.generate(module, source_image(clip), voice, clip.text, out=path,
                  num_inference_steps=options.num_inference_steps, guidance_scale=options.guidance_scale,
-                 seed=options.seed, progress=False, face_box=clip.face_box, landmarks=clip.landmarks)
+                 seed=options.seed, progress=False, face_box=clip.face_box, landmarks=clip.landmarks,
+                 num_frames=_frames(clip, options.length))
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,6 +683,7 @@ def reproduce(
     overrides: dict[str, dict[str, Any]] | None = None,
     recognizer: Any = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    length: str = "clip",
 ) -> dict[str, Any]:
     """Generate, score and lay out the tables (module docstring); returns what ``reproduce.json`` holds.
 
@@ -680,6 +695,7 @@ def reproduce(
         baselines: row name -> folder of someone else's generated mp4s.
         steps, guidance, seed, device: generation options (default: the checkpoint's settings).
         batch_size: clips per pipeline call.
+        length: ``"clip"`` (each clip at its ground truth's length, the protocol) or ``"model"``.
         metrics, overrides, recognizer: what :func:`experiments.evaluate.evaluate` gets.
 
     Raises:
@@ -688,8 +704,10 @@ def reproduce(
     """
     if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1):
         raise ReproduceInputError("--batch-size", batch_size, BATCH_SIZE_EXPECTED)
+    if length not in LENGTHS:
+        raise ReproduceInputError("--length", length, f"one of {', '.join(LENGTHS)}")
     options = GenerationOptions(steps, guidance, seed, str(gen.check_options(steps, guidance, seed, device)),
-                                batch_size)
+                                batch_size, length)
     plan = plan_run(checkpoints, datasets, limit, baselines or {})
     out, clock = Path(out), time.perf_counter()
     gt = {name: write_test_set(ts, out / "test_sets" / name) for name, ts in plan.test_sets.items()}
@@ -775,6 +793,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", default=str(DEFAULT_BATCH_SIZE),
                         help=f"clips per pipeline call (default {DEFAULT_BATCH_SIZE}; more on a GPU with memory "
                         "to spare)")
+    parser.add_argument("--length", default="clip",
+                        help="clip: each clip as long as its ground truth (the protocol; default); model: where "
+                        "the stop head ends the speech")
     parser.add_argument("--metrics", help="comma-separated subset of the metric suite (default: all)")
     parser.add_argument("--asr", default="pocketsphinx", help="recogniser for WER (see experiments.evaluate)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
@@ -806,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _pairs(args.ckpt, "--ckpt"), args.out, args.datasets.split(",") if args.datasets else None,
             _limit(args.limit), _pairs(args.baseline, "--baseline"), args.steps, args.guidance, args.seed,
             args.device, args.metrics.split(",") if args.metrics else None, recognizer=args.asr,
-            batch_size=_batch_size(args.batch_size))
+            batch_size=_batch_size(args.batch_size), length=args.length)
     except (ReproduceInputError, gen.GenerationInputError) as err:
         if args.debug:
             raise

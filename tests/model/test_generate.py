@@ -393,3 +393,43 @@ def test_demo_refuses_bad_steps_before_training(monkeypatch, tmp_path, capsys) -
     with pytest.raises(SystemExit) as caught:
         demo.main(["--steps", "0", "--root", str(tmp_path / "corpus"), "--out", str(tmp_path / "out")])
     assert caught.value.code == 2 and "--steps" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- length and batching
+def test_split_frames_shares_a_length_among_sentences_by_their_characters() -> None:
+    assert gen.split_frames(10, ["Hi there.", "Hi."]) == [7, 3]
+    assert gen.split_frames(3, ["A much longer sentence than the other one.", "Ok."]) == [2, 1]
+    assert sum(gen.split_frames(501, ["a b c.", "d e.", "f g h i."])) == 501
+    assert gen.split_frames(1, ["Alone."]) == [1]
+    with pytest.raises(gen.GenerationInputError, match="num_frames"):
+        gen.split_frames(1, ["One.", "Two."])  # a frame per sentence at least
+
+
+def test_generate_at_a_given_length(checkpoint: Path, voice: Path, shared_data: Path, tmp_path: Path) -> None:
+    """num_frames: the video has exactly that many frames whatever the model's own speech length."""
+    text = "Hello there. The quick brown fox jumps over the lazy dog!"
+    result = gen.generate(checkpoint, shared_data / "faces" / "man.jpg", voice, text, num_inference_steps=1,
+                          num_frames=31, progress=False)  # the stand-in would speak 12 frames
+    assert result.video.shape[0] == 31 and result.wav.shape == (31 * SAMPLES_PER_FRAME,)
+    with pytest.raises(gen.GenerationInputError, match="num_frames"):
+        gen.generate(checkpoint, shared_data / "faces" / "man.jpg", voice, text, num_frames=0, progress=False)
+
+
+def test_batched_clips_equal_the_clips_generated_alone(tiny_checkpoint: Path, voice: Path,
+                                                      shared_data: Path) -> None:
+    """generate_rows: clips of different texts, faces and lengths in one batch come out as each alone
+    with the same seed (the real tiny network: pre-net dropout at inference, alignment aid, Griffin-Lim)."""
+    module, tokenizer = gen.load_checkpoint(tiny_checkpoint)
+    clips = [gen.prepare_clip(module, tokenizer, shared_data / "faces" / face, voice, text, num_frames=frames)
+             for face, text, frames in (("actor.jpg", "Hello there. How are you?", 13),
+                                        ("man.jpg", "Fine, thanks.", None))]
+    sampling = gen.resolve_sampling(module, 2, None)
+    together = gen.generate_rows(module, clips, sampling, seed=4)
+    assert together[0][0].shape[0] == 13
+    for clip, (frames, wav) in zip(clips, together):
+        ((frames_1, wav_1),) = gen.generate_rows(module, [clip], sampling, seed=4)
+        assert frames.shape == frames_1.shape and wav.shape == wav_1.shape
+        assert np.abs(frames.astype(int) - frames_1.astype(int)).max() <= 1  # float rounding, then uint8
+        # Griffin-Lim amplifies the float differences of batched matmuls to about 1 % of the signal
+        assert np.linalg.norm(wav - wav_1) <= 5e-2 * np.linalg.norm(wav_1) and np.abs(wav_1).max() > 1e-3
+    assert not np.array_equal(together[0][0][:5], together[1][0][:5])
