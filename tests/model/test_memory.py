@@ -1,21 +1,30 @@
 """Memory switches of the network at tiny scale on CPU: each cuts the bytes it claims to cut.
 
 Saved-activation bytes are counted with :class:`lightning_modules.memory.SavedTensorMeter`
-(``saved_tensors_hooks``); no timing is asserted.
+(``saved_tensors_hooks``), 8-bit AdamW's state from the optimiser's own tensors after real steps
+(bitsandbytes runs its 8-bit optimisers on the CPU since 0.50); no timing is asserted.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
+from datamodules.demo_corpus import build_demo_corpus
 from lightning_modules.memory import LiveTensorMeter, SavedTensorMeter, parameter_bytes
 from lightning_modules.networks import AppearanceEncoder, AudioDecoder, AudioProfileEncoder, VideoDenoiser
 from lightning_modules.networks.video_denoiser import CheckpointedMotionModule
 from tests.model.test_networks import batch, losses, tiny_net, total_loss
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def saved_bytes(module: torch.nn.Module, run) -> int:
@@ -269,6 +278,49 @@ def test_8bit_adamw_accounting_holds_on_the_paper_network(ete_meta_net: torch.nn
     trained = [p.numel() for p in ete_meta_net.parameters() if p.requires_grad]
     paper = sum(rate * n if n >= threshold else 8.0 * n for n in trained) / sum(trained)
     assert run_config(["ete.yaml", "ete_48gb.yaml"])["optimizer_bytes"] == pytest.approx(paper, rel=0.03), paper
+
+
+MIN_8BIT_SIZE = 4096
+"""bitsandbytes' default ``min_8bit_size`` (ete_48gb.yaml keeps it): smaller tensors keep fp32 moments."""
+
+
+def _flat(state: dict) -> dict:
+    """One parameter's optimiser state with nested dicts flattened (bitsandbytes nests its tensors in
+    one for FSDP)."""
+    flat = {}
+    for key, value in state.items():
+        flat.update(_flat(value) if isinstance(value, dict) else {key: value})
+    return flat
+
+
+@pytest.mark.slow
+def test_fit_with_ete_48gb_on_the_cpu_checkpoints_uint8_moments(tmp_path: Path) -> None:
+    """``experiments.fit --config ete.yaml --config tiny.yaml --config ete_48gb.yaml`` for 2 steps on a
+    demo corpus: last.ckpt holds 8-bit AdamW's state, uint8 moments for every tensor of at least
+    min_8bit_size elements and fp32 ones for the rest."""
+    pytest.importorskip("bitsandbytes", reason="bitsandbytes is the nfy[adam8bit] extra")
+    corpus = build_demo_corpus(tmp_path / "corpus", num_clips=4, size=64, min_seconds=2.0, max_seconds=2.4,
+                               num_workers=0, progress=False)
+    args = [
+        sys.executable, "-m", "experiments.fit", "--config", "ete.yaml", "--config", "tiny.yaml",
+        "--config", "ete_48gb.yaml", f"--data.root={corpus}", "--data.batch_size=2", "--data.vocab_size=300",
+        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.max_steps=2", "--trainer.max_epochs=2", "--trainer.max_time=null",
+        "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    (last,) = tmp_path.rglob("last.ckpt")
+    (optimizer,) = torch.load(last, map_location="cpu", weights_only=True)["optimizer_states"]
+    states = [_flat(state) for state in optimizer["state"].values()]
+    assert states and all(state["step"] == 2 for state in states)
+    for state in states:  # a moment has its parameter's shape, quantised or not
+        dtype = torch.uint8 if state["state1"].numel() >= MIN_8BIT_SIZE else torch.float32
+        assert state["state1"].dtype == state["state2"].dtype == dtype, (state["state1"].shape, state["state1"].dtype)
+    assert any(state["state1"].dtype == torch.uint8 for state in states)
 
 
 def test_fsdp_wrap_policy_names_blocks_of_the_paper_network(ete_meta_net: torch.nn.Module) -> None:
