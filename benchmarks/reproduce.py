@@ -7,19 +7,29 @@
    clips per minute of generation for each of ``--batch-sizes`` (the same clips, generated again
    into an empty folder per batch size) and of scoring, printed as a table. Timings mean
    something only on a quiet machine (load average below 1, see ``uptime``); the load is printed.
-2. Estimated: the paper's protocol, 800 clips x 20 s at 512 px, 25 DDIM steps per 16-frame
-   window, on one H100 (989 TFLOP/s dense BF16) at 40 % utilisation. FLOPs are counted with
-   ``torch.utils.flop_counter`` on the meta device (nothing is computed or allocated) for the
-   parts that dominate: the video denoiser's step on one window (ete.yaml's network with random
-   stand-ins shaped like its pretrained parts, :data:`benchmarks.model.PAPER_SHAPED`), the VAE
-   decoding of a window, and the metric networks that see every frame (Inception for FID,
-   AlexNet for LPIPS, torchvision's architectures). Not counted: the speech decoder (GPT-2 small
-   over 1,250 mel frames per clip, about 1e-4 of the video part), the encoders (once per clip),
-   and the metric networks not in torchvision (I3D, SyncNet, PIPs++, VGGish, Whisper); nor
-   decoding, I/O and the CPU metrics (PESQ, STOI, MCD), which bound evaluation in practice.
+   ``--skip-measure`` leaves this part out (no training).
+2. Estimated: the paper's protocol, 800 clips x 20 s at 512 px, on one H100 (989 TFLOP/s dense
+   BF16) at 40 % utilisation. FLOPs are counted with ``torch.utils.flop_counter`` on the meta
+   device (nothing is computed or allocated).
+
+   * Generation: the video denoiser's step on one window (ete.yaml's network with random
+     stand-ins shaped like its pretrained parts, :data:`benchmarks.model.PAPER_SHAPED`), 25 DDIM
+     steps per 16-frame window, and the VAE decoding of a window. Not counted: the speech decoder
+     (GPT-2 small over 1,250 mel frames per clip, about 1e-4 of the video part) and the encoders
+     (once per clip).
+   * Evaluation, the whole metric suite (:mod:`benchmarks.evaluation_cost`): a table with every
+     network of every metric (Inception, I3D for FVD and again for KVD, PIPs++ over every
+     16-frame window of FVMD, LPIPS' AlexNet, VGGish, SyncNet, the speaker encoder; Whisper
+     base.en beside the total, as the alternative to the default PocketSphinx), its FLOPs per
+     unit, the protocol's PFLOP and H100 seconds, or why it is not counted; then every CPU part
+     (decoding, PSNR/SSIM, STOI, ESTOI, PESQ, MCD, DNSMOS, PocketSphinx, the LSE face crops...)
+     timed on one core on the example clips (about a minute) and spread over ``--workers``
+     processes; then the total against the goal of 15 minutes, met or not. The H100 figures
+     assume the networks on the GPU and the CPU figures clips spread over worker processes;
+     ``experiments.evaluate`` does neither yet (the printout says so).
 
 Usage: ``python benchmarks/reproduce.py [--clips 4] [--batch-sizes 1,4] [--max-mel-frames 125] [--metrics psnr,...]
-[--skip-measure]``
+[--skip-measure] [--workers 16]``
 """
 
 from __future__ import annotations
@@ -38,6 +48,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repo root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from benchmarks.evaluation_cost import (
+    EvaluationEstimate,
+    Media,
+    Protocol,
+    count_flops,
+    count_network_flops,
+    format_estimate,
+    load_media,
+    network_costs,
+    time_cpu_work,
+)
 from benchmarks.model import PAPER, PAPER_DATA, PAPER_SHAPED
 
 H100_BF16_FLOPS = 989e12
@@ -45,14 +66,7 @@ H100_BF16_FLOPS = 989e12
 UTILISATION = 0.40
 PROTOCOL_CLIPS, PROTOCOL_SECONDS, FPS = 800, 20.0, 25
 STEPS, WINDOW = 25, 16  # ete.yaml's num_inference_steps and num_frames
-
-
-def _flops(fn) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        fn()
-    return float(counter.get_total_flops())
+EVALUATION_GOAL_S = 15 * 60.0
 
 
 def count_generation_flops() -> dict[str, float]:
@@ -67,31 +81,25 @@ def count_generation_flops() -> dict[str, float]:
         latents = torch.randn(WINDOW, 4, latent, latent)
         step = torch.tensor([500])
     return {
-        "denoiser_step_window": _flops(lambda: net.video_denoiser(sample, step, tokens, 10, None)),
-        "vae_decode_window": _flops(lambda: net.appearance_encoder.decode(latents)),
+        "denoiser_step_window": count_flops(lambda: net.video_denoiser(sample, step, tokens, 10, None)),
+        "vae_decode_window": count_flops(lambda: net.appearance_encoder.decode(latents)),
     }
 
 
-def count_metric_flops() -> dict[str, float]:
-    """FLOPs per frame of the frame-level metric networks (FID's Inception at 299 px, LPIPS' AlexNet at 512)."""
-    from torchvision.models import alexnet, inception_v3
-
-    with torch.device("meta"):
-        inception = inception_v3(weights=None, aux_logits=False, init_weights=False).eval()
-        net = alexnet(weights=None).features.eval()
-        x299, x512 = torch.randn(1, 3, 299, 299), torch.randn(2, 3, 512, 512)  # LPIPS: generated and real
-    return {"inception_frame": _flops(lambda: inception(x299)), "alexnet_pair": _flops(lambda: net(x512))}
-
-
-def estimate(flops: dict[str, float]) -> dict[str, float]:
-    """Seconds of the protocol on one H100 at :data:`UTILISATION` for generation and for the counted evaluation."""
+def estimate_generation(flops: dict[str, float]) -> dict[str, float]:
+    """Seconds and FLOPs of generating the protocol on one H100 at :data:`UTILISATION`."""
     rate = H100_BF16_FLOPS * UTILISATION
     windows = -(-int(PROTOCOL_SECONDS * FPS) // WINDOW)  # 32 windows of 16 frames per 20 s clip
-    frames = PROTOCOL_CLIPS * PROTOCOL_SECONDS * FPS
     per_clip = windows * (STEPS * flops["denoiser_step_window"] + flops["vae_decode_window"])
-    evaluation = frames * (2 * flops["inception_frame"] + flops["alexnet_pair"])  # FID: generated and real
-    return {"generation_s": PROTOCOL_CLIPS * per_clip / rate, "evaluation_s": evaluation / rate,
-            "generation_flops": PROTOCOL_CLIPS * per_clip, "evaluation_flops": evaluation}
+    return {"generation_s": PROTOCOL_CLIPS * per_clip / rate, "generation_flops": PROTOCOL_CLIPS * per_clip}
+
+
+def estimate_evaluation(workers: int, media: Media | None = None) -> EvaluationEstimate:
+    """The whole metric suite over the protocol: networks counted, CPU parts timed on ``media`` (default: the example clips)."""
+    protocol = Protocol(PROTOCOL_CLIPS, PROTOCOL_SECONDS, FPS)
+    networks = network_costs(count_network_flops(), protocol)
+    cpu = time_cpu_work(media if media is not None else load_media())
+    return EvaluationEstimate(networks, cpu, protocol, H100_BF16_FLOPS * UTILISATION, workers)
 
 
 def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str] | None,
@@ -148,16 +156,23 @@ def _print_measured(m: dict[str, Any]) -> None:
     print("  timings need a quiet machine: run when `uptime` shows a load average below 1")
 
 
-def _print_estimate(flops: dict[str, float], est: dict[str, float]) -> None:
+def _print_generation(flops: dict[str, float], est: dict[str, float]) -> None:
     print(f"\npaper protocol ({PROTOCOL_CLIPS} clips x {PROTOCOL_SECONDS:g} s, {STEPS} steps per {WINDOW}-frame "
           f"window) on one H100 at {UTILISATION:.0%} of {H100_BF16_FLOPS / 1e12:g} TFLOP/s:")
     print(f"  denoiser step on one window: {flops['denoiser_step_window'] / 1e12:.2f} TFLOP; VAE decode of a window: "
           f"{flops['vae_decode_window'] / 1e12:.2f} TFLOP")
     print(f"  generation: {est['generation_flops'] / 1e18:.2f} EFLOP -> {est['generation_s'] / 3600:.1f} h "
           f"({est['generation_s'] / PROTOCOL_CLIPS:.0f} s per clip)")
-    print(f"  evaluation (Inception x2 + AlexNet per frame, counted): {est['evaluation_flops'] / 1e15:.1f} PFLOP -> "
-          f"{est['evaluation_s']:.0f} s; the goal of 15 min is met for the network part, which leaves "
-          f"{(900 - est['evaluation_s']) / 60:.1f} min for decoding and the CPU metrics (not estimated here)")
+
+
+def _print_evaluation(est: EvaluationEstimate, media_source: str) -> None:
+    load = os.getloadavg()[0]
+    print(f"\nevaluation of the same protocol with the whole metric suite: networks on one H100 at "
+          f"{UTILISATION:.0%}, CPU parts timed on one core of this machine (load average {load:.2f}"
+          f"{'' if load < 1 else ', busy: the CPU timings are high'}) on {media_source}:\n")
+    print(format_estimate(est, EVALUATION_GOAL_S))
+    print("  assumed, not yet done by experiments.evaluate: the networks on the GPU (today every metric is built "
+          "on the CPU) and clips spread over worker processes (today one process scores one clip at a time)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", help="comma-separated subset of the suite (default: all available)")
     parser.add_argument("--skip-measure", action="store_true", help="only the FLOP estimate")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=16, help="CPU processes the estimate spreads the CPU parts over")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.skip_measure:
@@ -175,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics = args.metrics.split(",") if args.metrics else None
             sizes = [int(size) for size in args.batch_sizes.split(",")]
             _print_measured(measure_tiny(args.clips, Path(work), args.max_mel_frames, metrics, sizes))
-    flops = {**count_generation_flops(), **count_metric_flops()}
-    _print_estimate(flops, estimate(flops))
+    flops = count_generation_flops()
+    _print_generation(flops, estimate_generation(flops))
+    media = load_media()
+    _print_evaluation(estimate_evaluation(args.workers, media), media.source)
     return 0
 
 

@@ -1,0 +1,580 @@
+"""Cost of scoring the paper's protocol (800 clips x 20 s) with the whole metric suite.
+
+The evaluation part of ``python benchmarks/reproduce.py --skip-measure`` (this module prints nothing itself).
+
+Two parts, added up (:class:`EvaluationEstimate`):
+
+1. **Networks, by FLOPs** (:func:`count_network_flops`). Every network a metric of
+   :data:`metrics.suite.SUITE` runs is built on the meta device at its real size (random init:
+   no weights are needed, nothing is computed or allocated) and fed the input its metric gives
+   it; ``torch.utils.flop_counter.FlopCounterMode`` counts one unit of work (a frame, a 16-frame
+   window, a 0.96 s patch...). :func:`network_costs` multiplies by the units of the protocol
+   (:data:`NETWORKS` says which and why). Two architectures are not in any package here: I3D
+   (FVD and KVD load a TorchScript file) and PIPs++ (FVMD imports it from a module the user
+   installs). Their counts were taken the same way on the published code and are kept in
+   :data:`RECORDED`; PIPs++ is counted live instead whenever its module imports. Networks that
+   cannot be counted say why: DNSMOS is an ONNX graph, MTCNN's cascade sizes its later stages
+   from what the first one finds, and S3FD comes with face-alignment, not installed here. Their
+   work runs on the CPU and is timed in part 2.
+2. **CPU work, by timing** (:func:`time_cpu_work`): decoding, PSNR and SSIM (torch on the CPU,
+   as the suite runs them), STOI, ESTOI, PESQ, MCD with DTW, DNSMOS (onnxruntime), resemblyzer's
+   VAD and mel front end, PocketSphinx (the default recogniser for WER), the LSE face crops
+   (MTCNN) and MFCCs, FAD's log-mel patches. Each is timed once on one core, after a warm-up
+   call, on real example clips (synthetic ones when ``../shared/data/clips`` is absent): the
+   video parts on the first second of two clips, the audio parts on 20 s of speech, the
+   protocol's length, because DTW grows with the square of it and DNSMOS scores 9 s windows
+   every second. The protocol's core-seconds are spread over ``workers`` processes.
+
+What this assumes, which ``experiments.evaluate`` does not do yet: the networks on the GPU (today
+every metric is built on the CPU) and clips spread over worker processes (today one process
+scores one clip at a time; the PESQ/STOI pools engage only for updates of two or more clips).
+The GPU and CPU parts are added, not overlapped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+CLIPS = Path(os.environ.get("NFY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "clips"
+WHISPER_TOKENS_PER_SECOND = 3.0
+"""Text tokens Whisper decodes per second of speech (about 150 words a minute, 1.2 tokens a word)."""
+WHISPER_BASE_EN = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 512, "n_audio_head": 8, "n_audio_layer": 6,
+                   "n_vocab": 51864, "n_text_ctx": 448, "n_text_state": 512, "n_text_head": 8, "n_text_layer": 6}
+"""``dims`` of OpenAI's ``base.en.pt`` (registry entry ``whisper_base_en``, the README's ``--asr`` example)."""
+FRAME_SIZE = 512  # the paper's frames
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The evaluation protocol: ``clips`` clips of ``seconds`` at ``fps`` (Sec. 4.1: 800 x 20 s)."""
+
+    clips: int = 800
+    seconds: float = 20.0
+    fps: int = 25
+
+    @property
+    def frames(self) -> int:
+        """Frames per clip."""
+        return int(self.seconds * self.fps)
+
+    @property
+    def clip_seconds(self) -> float:
+        """Seconds of generated media in the whole protocol."""
+        return self.clips * self.seconds
+
+
+@dataclass(frozen=True)
+class RecordedCount:
+    """FLOPs of a network whose code is not installed here, counted on its published code."""
+
+    flops: int
+    source: str
+
+
+RECORDED: dict[str, RecordedCount] = {
+    "i3d": RecordedCount(55_575_957_504, "pytorch-i3d InceptionI3d"),
+    "pips": RecordedCount(3_309_061_537_792, "aharley/pips2 Pips"),
+}
+"""FlopCounterMode counts on the meta device, taken on the published code of each network.
+
+* ``i3d``: piergiaj/pytorch-i3d at 05783d1, ``pytorch_i3d.InceptionI3d(400)`` on (1, 3, 16, 224,
+  224): the TF-hub I3D that StyleGAN-V's ``i3d_torchscript.pt`` exports; our FVD/KVD feed it the
+  first 16 frames of a clip at 224 px.
+* ``pips``: aharley/pips2 at 8b5bd9e, ``nets.pips2.Pips(stride=8)`` (the same network as FVMD's
+  ``fvmd.nets.pips2`` at DSL-Lab d0863a3, imports aside) on (1, 16, 3, 256, 256) frames, 400 grid
+  points, 16 iterations, as :class:`metrics.features.pips.PipsTracker` runs it; :func:`pips_window`
+  reproduces this number exactly when the module imports.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Part 1: networks, counted on the meta device
+# --------------------------------------------------------------------------------------------
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """FLOPs of ``fn()`` as ``torch.utils.flop_counter.FlopCounterMode`` counts them (no gradients)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return float(counter.get_total_flops())
+
+
+def inception_frame_flops() -> float:
+    """pytorch-fid's FID Inception-v3 (pool3) on one 512 px frame, resized to 299 inside as VideoFID runs it."""
+    import torchvision
+    from pytorch_fid import inception as pfid
+
+    # weights are not needed to count: the published file would only be loaded into meta tensors
+    with torch.device("meta"), mock.patch.object(pfid, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(torchvision.models.Inception3, "load_state_dict", lambda *a, **k: None):
+        net = pfid.InceptionV3([pfid.InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True,
+                               normalize_input=True).eval()
+        frame = torch.rand(1, 3, FRAME_SIZE, FRAME_SIZE)
+    return count_flops(lambda: net(frame))
+
+
+def lpips_pair_flops() -> float:
+    """LPIPS v0.1 (torchmetrics' ``_LPIPS``: AlexNet on both frames + linear heads) on one 512 px pair."""
+    from torchmetrics.functional.image.lpips import _LPIPS
+
+    with torch.device("meta"):
+        # its scaling layer makes CPU buffers whatever the default device: moved after building
+        net = _LPIPS(pretrained=False, net="alex", pnet_rand=True).eval().to("meta")
+        frame = torch.rand(1, 3, FRAME_SIZE, FRAME_SIZE)
+    return count_flops(lambda: net(frame, frame))
+
+
+def vggish_patch_flops() -> float:
+    """torchvggish's VGGish (as :class:`metrics.audio_features.VGGishEmbedder` builds it) on one 0.96 s patch."""
+    from torchvggish import torchvggish
+
+    with torch.device("meta"):
+        net = torchvggish.VGG(torchvggish.make_layers(), postprocess=False).eval()
+        patch = torch.rand(1, 1, 96, 64)
+    return count_flops(lambda: net(patch))
+
+
+def syncnet_window_flops() -> float:
+    """Our SyncNet v2, both streams, on one 5-frame window of 224 px crops and its 20 MFCC frames."""
+    from metrics.syncnet import SyncNet
+
+    with torch.device("meta"):
+        net = SyncNet()
+        lips, mfcc = torch.rand(1, 3, 5, 224, 224), torch.rand(1, 1, 13, 20)
+    return count_flops(lambda: (net.forward_lip(lips), net.forward_aud(mfcc)))
+
+
+def speaker_partial_flops() -> float:
+    """resemblyzer's GE2E encoder (3-layer LSTM + linear, sizes from its hparams) on one 1.6 s partial."""
+    from resemblyzer import hparams
+
+    with torch.device("meta"):
+        lstm = torch.nn.LSTM(hparams.mel_n_channels, hparams.model_hidden_size, hparams.model_num_layers,
+                             batch_first=True)
+        linear = torch.nn.Linear(hparams.model_hidden_size, hparams.model_embedding_size)
+        mels = torch.rand(1, hparams.partials_n_frames, hparams.mel_n_channels)  # (1, 160, 40)
+    return count_flops(lambda: linear(lstm(mels)[1][0][-1]))
+
+
+def whisper_window_flops(speech_seconds: float = 20.0) -> float:
+    """Whisper base.en on one 30 s window: the encoder, then the decoder over the window's tokens.
+
+    Greedy decoding with a key-value cache does about the work of one decoder pass over the
+    whole sequence: the 4 prompt tokens and :data:`WHISPER_TOKENS_PER_SECOND` per second of speech.
+    """
+    from whisper.model import AudioEncoder, TextDecoder
+
+    d = WHISPER_BASE_EN
+    tokens = 4 + math.ceil(WHISPER_TOKENS_PER_SECOND * min(speech_seconds, 30.0))
+    with torch.device("meta"):  # Whisper() itself builds a sparse buffer, which meta cannot hold
+        encoder = AudioEncoder(d["n_mels"], d["n_audio_ctx"], d["n_audio_state"], d["n_audio_head"], d["n_audio_layer"])
+        decoder = TextDecoder(d["n_vocab"], d["n_text_ctx"], d["n_text_state"], d["n_text_head"], d["n_text_layer"])
+        mel = torch.rand(1, d["n_mels"], 2 * d["n_audio_ctx"])  # (1, 80, 3000): 30 s
+        text = torch.zeros(1, tokens, dtype=torch.long)
+    audio = torch.empty(1, d["n_audio_ctx"], d["n_audio_state"], device="meta")
+    return count_flops(lambda: encoder(mel)) + count_flops(lambda: decoder(text, audio))
+
+
+def _pips_flops(pips: type) -> float:
+    """PIPs++ (class ``pips`` of the published code) on one FVMD window, as PipsTracker calls it."""
+    from metrics.features.pips import (
+        PIPS_ITERS,
+        PIPS_POINTS,
+        PIPS_SIZE,
+        _cuda_calls_stay_put,
+    )
+
+    with torch.device("meta"):
+        net = pips(stride=8).eval()
+        frames = torch.rand(1, 16, 3, PIPS_SIZE, PIPS_SIZE) * 255
+        start = torch.rand(1, 16, PIPS_POINTS, 2) * PIPS_SIZE
+    with _cuda_calls_stay_put(torch.device("meta")):  # its forward calls .cuda()
+        return count_flops(lambda: net(start, frames, iters=PIPS_ITERS, feat_init=None, beautify=True))
+
+
+def pips_window() -> tuple[float, str]:
+    """PIPs++ on one FVMD window: counted live when its module imports, else :data:`RECORDED`."""
+    from metrics.features.pips import _import_pips
+
+    for module in ("fvmd.nets.pips2", "nets.pips2"):
+        try:
+            return _pips_flops(_import_pips(module)), f"counted ({module})"
+        except ModuleNotFoundError:
+            continue
+    return float(RECORDED["pips"].flops), f"recorded on {RECORDED['pips'].source} (not installed here)"
+
+
+COUNTERS: dict[str, Callable[[], float]] = {
+    "inception": inception_frame_flops, "lpips": lpips_pair_flops, "vggish": vggish_patch_flops,
+    "syncnet": syncnet_window_flops, "ge2e": speaker_partial_flops, "whisper": whisper_window_flops,
+}
+"""The networks whose architecture is installed here, each counted per unit of its metric's input."""
+
+
+def count_network_flops() -> dict[str, tuple[float, str]]:
+    """FLOPs per unit and how they were obtained, per network key of :data:`NETWORKS`."""
+    counts = {key: (fn(), "counted") for key, fn in COUNTERS.items()}
+    counts["pips"] = pips_window()
+    counts["i3d"] = float(RECORDED["i3d"].flops), f"recorded on {RECORDED['i3d'].source} (the suite loads a TorchScript file)"
+    return counts
+
+
+# --------------------------------------------------------------------------------------------
+# Network rows of the protocol
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network a metric runs, and how many units of it the protocol needs.
+
+    Attributes:
+        key: entry of :func:`count_network_flops`, or ``None`` when the network is not counted.
+        units: units of work in a protocol.
+        note: why it is not counted, or what the units hold.
+        in_total: False for an alternative to the default (Whisper instead of PocketSphinx).
+    """
+
+    metric: str
+    network: str
+    unit: str
+    key: str | None
+    units: Callable[[Protocol], float]
+    note: str = ""
+    in_total: bool = True
+
+
+def _fad_patches(p: Protocol) -> int:
+    return int((p.seconds - 0.015) // 0.96)  # metrics.audio_features.vggish_patches
+
+
+def _speaker_partials(p: Protocol) -> int:
+    from resemblyzer import VoiceEncoder
+
+    wav_slices, _ = VoiceEncoder.compute_partial_slices(int(p.seconds * 16_000), 1.3, 0.75)  # embed_utterance's
+    return len(wav_slices)
+
+
+NETWORKS: tuple[NetworkSpec, ...] = (
+    NetworkSpec("FID", "Inception-v3 (pytorch-fid), 512 px -> 299", "frame", "inception",
+                lambda p: 2 * p.clips * p.frames, "every frame, generated and real"),
+    NetworkSpec("FVD", "I3D Kinetics-400, 224 px", "16-frame window", "i3d", lambda p: 2 * p.clips,
+                "first 16 frames of each clip, generated and real"),
+    NetworkSpec("KVD", "I3D again (its own copy, same windows)", "16-frame window", "i3d", lambda p: 2 * p.clips),
+    NetworkSpec("FVMD", "PIPs++, 400 points, 16 iterations, 256 px", "16-frame window", "pips",
+                lambda p: 2 * p.clips * (p.frames - 15), "every window at stride 1, generated and real"),
+    NetworkSpec("LPIPS", "AlexNet + LPIPS heads, 512 px", "frame pair", "lpips", lambda p: p.clips * p.frames),
+    NetworkSpec("FAD", "VGGish", "0.96 s patch", "vggish", lambda p: 2 * p.clips * _fad_patches(p),
+                "generated and real"),
+    NetworkSpec("LSE", "SyncNet v2, lip + audio streams", "5-frame window", "syncnet",
+                lambda p: p.clips * (p.frames - 5)),
+    NetworkSpec("LSE", "MTCNN face detector (facenet-pytorch)", "frame", None, lambda p: p.clips * p.frames,
+                "not counted: its later stages run on the boxes the first finds (data-dependent); "
+                "runs on the CPU, timed below"),
+    NetworkSpec("LSE", "S3FD face detector", "frame", None, lambda p: p.clips * p.frames,
+                "not counted: " + ("runs on the CPU when present; the timing below uses MTCNN"
+                                   if find_spec("face_alignment") else
+                                   "face-alignment is not installed, so the suite crops with MTCNN")),
+    NetworkSpec("Speaker sim.", "GE2E 3-layer LSTM (resemblyzer)", "1.6 s partial", "ge2e",
+                lambda p: 2 * p.clips * _speaker_partials(p), "generated and ground truth"),
+    NetworkSpec("DNSMOS", "P.835 + P.808 (ONNX)", "9 s window", None, lambda p: p.clips,
+                "not counted: an ONNX graph run by onnxruntime on the CPU, timed below"),
+    NetworkSpec("WER", "Whisper base.en (--asr whisper_base_en)", "30 s window", "whisper",
+                lambda p: p.clips * math.ceil(p.seconds / 30.0),
+                "not in the total: the default recogniser is PocketSphinx, timed below", in_total=False),
+)
+"""Every network of the suite (metrics.suite.SUITE) with its units in a protocol."""
+
+
+@dataclass(frozen=True)
+class NetworkCost:
+    """One network row of the estimate (``flops_per_unit`` ``None``: not counted, see ``note``)."""
+
+    metric: str
+    network: str
+    unit: str
+    units: float
+    flops_per_unit: float | None
+    source: str
+    note: str
+    in_total: bool
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of the whole protocol (0 when not counted)."""
+        return 0.0 if self.flops_per_unit is None else self.units * self.flops_per_unit
+
+    def seconds(self, flops_per_second: float) -> float:
+        """Seconds at ``flops_per_second``."""
+        return self.flops / flops_per_second
+
+
+def network_costs(flops: dict[str, tuple[float, str]], protocol: Protocol) -> list[NetworkCost]:
+    """The rows of :data:`NETWORKS` for ``protocol`` with the counts of :func:`count_network_flops`."""
+    rows = []
+    for spec in NETWORKS:
+        per_unit, source = flops[spec.key] if spec.key is not None else (None, "")
+        rows.append(NetworkCost(spec.metric, spec.network, spec.unit, float(spec.units(protocol)), per_unit,
+                                source, spec.note, spec.in_total))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Part 2: CPU work, timed on one core
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuCost:
+    """One timed CPU part: ``seconds_per_clip_second`` on one core, ``passes`` times per clip-second."""
+
+    metric: str
+    work: str
+    seconds_per_clip_second: float
+    passes: int = 1
+
+    def core_seconds(self, protocol: Protocol) -> float:
+        """Core-seconds over the whole protocol."""
+        return self.seconds_per_clip_second * self.passes * protocol.clip_seconds
+
+
+@dataclass
+class Media:
+    """What the CPU parts are timed on: paired video ``(T, 3, H, W)`` uint8 and 16 kHz audio ``(S,)``."""
+
+    videos: list[tuple[torch.Tensor, torch.Tensor]]  # (generated, ground truth)
+    wav: tuple[np.ndarray, np.ndarray]  # (generated, ground truth), float32
+    decode_seconds_per_second: float
+    source: str
+
+    @property
+    def video_seconds(self) -> float:
+        """Seconds of video in :attr:`videos`."""
+        return sum(v.shape[0] for v, _ in self.videos) / 25.0
+
+    @property
+    def audio_seconds(self) -> float:
+        """Seconds of audio in :attr:`wav`."""
+        return self.wav[0].size / 16_000
+
+
+def _noisy_video(video: torch.Tensor, seed: int) -> torch.Tensor:
+    """A stand-in for a generated clip: the real frames with noise, so that the metrics do their full work."""
+    g = torch.Generator().manual_seed(seed)
+    return (video.int() + torch.randint(-8, 9, video.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+
+
+def _noisy_wav(wav: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A stand-in for generated speech: the real speech with noise."""
+    rng = np.random.default_rng(seed)
+    return np.clip(wav + 0.01 * rng.standard_normal(wav.size), -1, 1).astype(np.float32)
+
+
+def load_media(video_seconds: float = 1.0, audio_seconds: float = 20.0, folder: Path = CLIPS) -> Media:
+    """Two real clips' first ``video_seconds`` and ``audio_seconds`` of their speech, or synthetic media.
+
+    Decoding is timed on the two clips whole, with :func:`experiments.evaluate.load_clip`.
+    """
+    from datamodules.media import read_audio
+    from experiments.evaluate import load_clip
+
+    paths = sorted(folder.glob("*.mp4"))[:5] if folder.is_dir() else []
+    if len(paths) < 2:
+        return _synthetic_media(video_seconds, audio_seconds)
+    start, clips = time.perf_counter(), [load_clip(path) for path in paths[:2]]
+    decode = (time.perf_counter() - start) / sum(c.video.shape[0] / 25.0 for c in clips)
+    frames = int(video_seconds * 25)
+    speech = np.concatenate([read_audio(path, sample_rate=16_000) for path in paths])
+    speech = np.tile(speech, math.ceil(audio_seconds * 16_000 / speech.size))[: int(audio_seconds * 16_000)]
+    videos = [(_noisy_video(c.video[:frames], i), c.video[:frames]) for i, c in enumerate(clips)]
+    return Media(videos, (_noisy_wav(speech), speech), decode,
+                 f"{len(paths[:2])} real 512 px clips ({', '.join(p.name for p in paths[:2])}) and "
+                 f"{audio_seconds:g} s of their speech")
+
+
+def _synthetic_media(video_seconds: float, audio_seconds: float) -> Media:
+    """Random 512 px frames (no face: MTCNN searches the whole frame) and speech-like tones."""
+    g = torch.Generator().manual_seed(0)
+    t = np.arange(int(audio_seconds * 16_000)) / 16_000
+    wav = (0.3 * np.sin(2 * np.pi * 140 * t) * (0.6 + 0.4 * np.sin(6 * np.pi * t))).astype(np.float32)
+    videos = []
+    for i in range(2):
+        real = torch.randint(0, 256, (int(video_seconds * 25), 3, FRAME_SIZE, FRAME_SIZE), dtype=torch.uint8, generator=g)
+        videos.append((_noisy_video(real, i), real))
+    return Media(videos, (_noisy_wav(wav), wav), float("nan"),
+                 "synthetic media (example clips not found; decoding not timed)")
+
+
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _audio_parts(media: Media) -> dict[str, tuple[str, Callable[[], object], Callable[[], object]]]:
+    """Per metric: the work timed, a warm-up call on 1 s (loads models) and the timed call on all the speech."""
+    from resemblyzer import preprocess_wav
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from metrics.asr import PocketSphinxRecognizer
+    from metrics.audio_features import vggish_patches
+    from metrics.dnsmos import DNSMOS
+    from metrics.functional.lse import syncnet_mfcc
+    from metrics.intelligibility import ESTOI, STOI
+    from metrics.mcd import MelCepstralDistortion, PaperMFCCDistance
+    from metrics.pesq import WidebandPESQ
+
+    pred, real = (torch.from_numpy(w)[None] for w in media.wav)  # (1, S)
+    short = (pred[:, :16_000], real[:, :16_000])
+    paired = {"STOI": STOI(num_workers=1), "ESTOI": ESTOI(num_workers=1), "PESQ": WidebandPESQ(num_workers=1),
+              "MCD (dB)": MelCepstralDistortion(), "MCD (paper)": PaperMFCCDistance()}
+    work = {"MCD (dB)": "WORLD analysis + DTW, per pair", "MCD (paper)": "MFCCs, per pair"}
+    parts = {name: (work.get(name, "per pair"), lambda m=m: m.update(*short), lambda m=m: m.update(pred, real))
+             for name, m in paired.items()}
+    dnsmos, asr = DNSMOS(num_threads=1), PocketSphinxRecognizer()
+
+    def speaker(wavs: tuple[torch.Tensor, ...]) -> None:
+        for wav in wavs:
+            wav_to_mel_spectrogram(preprocess_wav(wav.numpy()[0]))
+
+    def fad(wavs: tuple[torch.Tensor, ...]) -> None:
+        for wav in wavs:
+            vggish_patches(wav.numpy()[0])
+
+    parts.update({
+        "DNSMOS": ("onnxruntime, generated", lambda: dnsmos.update(short[0]), lambda: dnsmos.update(pred)),
+        "Speaker sim.": ("VAD + mel, both clips", lambda: speaker(short), lambda: speaker((pred, real))),
+        "WER": ("PocketSphinx (the default --asr)", lambda: asr(short[0]), lambda: asr(pred)),
+        "LSE": ("MFCCs", lambda: syncnet_mfcc(short[0][0]), lambda: syncnet_mfcc(pred[0])),
+        "FAD": ("log-mel patches, both clips", lambda: fad(short), lambda: fad((pred, real))),
+    })
+    return parts
+
+
+def _video_parts(media: Media) -> dict[str, tuple[str, Callable[[], object]]]:
+    """Per metric: the work timed on every video of ``media``."""
+    from metrics.errors import MetricInputError
+    from metrics.facecrop import crop_faces, mtcnn_detector
+    from metrics.image_quality import VideoPSNR, VideoSSIM
+
+    detector = mtcnn_detector()
+    detector(media.videos[0][0][:1].permute(0, 2, 3, 1).numpy())  # warm-up: MTCNN's weights
+
+    def crops() -> None:
+        for pred, _ in media.videos:
+            try:
+                crop_faces(pred.permute(0, 2, 3, 1).numpy(), detector)
+            except MetricInputError:  # synthetic frames hold no face: the search was still done
+                pass
+
+    psnr, ssim = VideoPSNR(), VideoSSIM()
+    return {"PSNR": ("torch on the CPU", lambda: [psnr.update(p[None], g[None]) for p, g in media.videos]),
+            "SSIM": ("torch on the CPU", lambda: [ssim.update(p[None], g[None]) for p, g in media.videos]),
+            "LSE": ("face crops (MTCNN, every frame)", crops)}
+
+
+def time_cpu_work(media: Media) -> list[CpuCost]:
+    """Seconds per clip-second of every CPU part of the suite, on one core (one torch thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = [CpuCost("(all)", "decoding with experiments.evaluate.load_clip, generated + ground truth",
+                        media.decode_seconds_per_second, passes=2)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, (work, fn) in _video_parts(media).items():
+                rows.append(CpuCost(name, work, _seconds(fn) / media.video_seconds))
+            for name, (work, warm_up, fn) in _audio_parts(media).items():
+                warm_up()
+                rows.append(CpuCost(name, work, _seconds(fn) / media.audio_seconds))
+    finally:
+        torch.set_num_threads(threads)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# The estimate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EvaluationEstimate:
+    """Seconds of the protocol: the counted networks at ``flops_per_second``, the CPU parts over ``workers``."""
+
+    networks: list[NetworkCost]
+    cpu: list[CpuCost]
+    protocol: Protocol
+    flops_per_second: float
+    workers: int = 16
+
+    def cpu_seconds(self, row: CpuCost) -> float:
+        """Wall seconds of one CPU part, its core-seconds spread evenly over :attr:`workers`."""
+        return row.core_seconds(self.protocol) / self.workers
+
+    @property
+    def gpu_flops(self) -> float:
+        """FLOPs of the networks in the total."""
+        return sum(row.flops for row in self.networks if row.in_total)
+
+    @property
+    def gpu_total(self) -> float:
+        """GPU seconds of the networks in the total."""
+        return sum(row.seconds(self.flops_per_second) for row in self.networks if row.in_total)
+
+    @property
+    def cpu_total(self) -> float:
+        """Wall seconds of the CPU parts with :attr:`workers` processes."""
+        return sum(self.cpu_seconds(row) for row in self.cpu)
+
+    @property
+    def total(self) -> float:
+        """GPU then CPU seconds (not overlapped)."""
+        return self.gpu_total + self.cpu_total
+
+
+def format_estimate(est: EvaluationEstimate, goal_s: float = 900.0) -> str:
+    """The estimate as Markdown tables and a verdict on ``goal_s``."""
+    p, rate = est.protocol, est.flops_per_second
+    lines = ["  | metric | network | unit | GFLOP per unit | units | PFLOP | H100 s | how |",
+             "  |---|---|---|---:|---:|---:|---:|---|"]
+    for row in est.networks:
+        flop = "-" if row.flops_per_unit is None else f"{row.flops_per_unit / 1e9:,.2f}"
+        secs = "-" if row.flops_per_unit is None else f"{row.seconds(rate):,.1f}" + ("" if row.in_total else "*")
+        how = "; ".join(part for part in (row.source, row.note) if part)
+        lines.append(f"  | {row.metric} | {row.network} | {row.unit} | {flop} | {row.units:,.0f} | "
+                     f"{row.flops / 1e15:,.2f} | {secs} | {how} |")
+    lines += [(f"  networks in the total: {est.gpu_flops / 1e15:,.1f} PFLOP -> {est.gpu_total:,.0f} s "
+               "(* not in the total)"), "",
+              f"  | metric | CPU work | s per clip-second, 1 core | x | core-hours | s with {est.workers} workers |",
+              "  |---|---|---:|---:|---:|---:|"]
+    for row in est.cpu:
+        lines.append(f"  | {row.metric} | {row.work} | {row.seconds_per_clip_second:.3f} | {row.passes} | "
+                     f"{row.core_seconds(p) / 3600:,.2f} | {est.cpu_seconds(row):,.0f} |")
+    core_h = sum(row.core_seconds(p) for row in est.cpu) / 3600
+    met = "met" if est.total <= goal_s else "NOT met"
+    lines += [(f"  CPU parts: {core_h:,.1f} core-hours -> {est.cpu_total:,.0f} s with {est.workers} workers "
+               f"({core_h:,.1f} h for these parts alone in one process, as experiments.evaluate scores clips today)"),
+              "",
+              (f"  evaluation total: {est.gpu_total:,.0f} s GPU + {est.cpu_total:,.0f} s CPU = {est.total:,.0f} s "
+               f"({est.total / 60:,.0f} min); goal {goal_s / 60:g} min: {met}"),
+              "  largest parts: " + ", ".join(f"{name} {secs:,.0f} s" for name, secs in largest_parts(est))]
+    return "\n".join(lines)
+
+
+def largest_parts(est: EvaluationEstimate, count: int = 4) -> list[tuple[str, float]]:
+    """The ``count`` parts of the total that take longest: ``(metric: network or work, seconds)``."""
+    parts = [(f"{row.metric}: {row.network}", row.seconds(est.flops_per_second)) for row in est.networks if row.in_total]
+    parts += [(f"{row.metric}: {row.work}", est.cpu_seconds(row)) for row in est.cpu]
+    return sorted(parts, key=lambda part: -part[1])[:count]
