@@ -110,6 +110,8 @@ def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str]
     from experiments import generate as gen
     from experiments import reproduce as rep
 
+    load_before = os.getloadavg()[0]
+
     root = build_demo_corpus(work / "corpus", num_clips=7 + 10 * max(0, clips - 1), size=64, min_seconds=2.8,
                              max_seconds=3.2, num_workers=0, progress=False)
     cli = fit.main(["--config", "ete.yaml", "--config", "tiny.yaml", f"--data.root={root}",
@@ -123,7 +125,7 @@ def measure_tiny(clips: int, work: Path, max_mel_frames: int, metrics: list[str]
     report = rep.reproduce({"ete": ckpt}, work / "results", datasets=["demo"], limit=clips, metrics=metrics,
                            batch_size=rep.DEFAULT_BATCH_SIZE)
     done = report["generation"]["ete"]["demo"]
-    measured = {"clips": done["clips"], "generated": done["generated"], "failed": done["failed"],
+    measured = {"load_before": load_before, "clips": done["clips"], "generated": done["generated"], "failed": done["failed"],
                 "seconds": report["seconds"], "total_s": time.perf_counter() - start,
                 "skipped": json.loads((work / "results" / "scores" / "ete" / "demo" / "summary.json").read_text())
                 ["metrics_skipped"], "batches": {}}
@@ -142,8 +144,8 @@ def _per_min(clips: int, seconds: float) -> float:
 
 
 def _print_measured(m: dict[str, Any]) -> None:
-    load = os.getloadavg()[0]
-    print(f"\ntiny config on this machine ({torch.get_num_threads()} threads, load average {load:.2f}"
+    load = m["load_before"]  # the load this benchmark found: its own threads raise it while it runs
+    print(f"\ntiny config on this machine ({torch.get_num_threads()} threads, load average before it {load:.2f}"
           f"{'' if load < 1 else ': busy, the timings below are not comparable; rerun when uptime shows < 1'}), "
           f"{m['clips']} demo test clips ({m['failed']} failed):")
     print("\n  | batch size | clips generated | generation s | clips/min |\n  |---:|---:|---:|---:|")
