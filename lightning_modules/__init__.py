@@ -6,7 +6,12 @@ does not load Lightning.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+# bitsandbytes (the optional 8-bit AdamW), which diffusers imports whenever it is installed, warns on
+# CPUs with AVX512-BF16 that an optional kernel package for 4-bit layers is missing; nfy has none.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __all__ = ["NFYLitModule", "NFYPipeline"]
 
