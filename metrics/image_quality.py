@@ -67,9 +67,12 @@ def _update_clips(metric: _PerClipMetric, preds: Tensor, target: Tensor, score_f
 
 
 def _mean_of_clips(metric: _PerClipMetric) -> Tensor:
-    if not metric.clip_scores:
+    # a list of per-update tensors, or one tensor once torchmetrics has synchronised the processes
+    scores = metric.clip_scores if isinstance(metric.clip_scores, Tensor) else (
+        dim_zero_cat(metric.clip_scores) if metric.clip_scores else torch.zeros(0))
+    if scores.numel() == 0:
         raise RuntimeError(f"{type(metric).__name__}.compute() called before any clip was scored")
-    return dim_zero_cat(metric.clip_scores).mean()
+    return scores.mean()
 
 
 class VideoPSNR(Metric):

@@ -9,7 +9,10 @@ and a list of update argument tuples:
 4. a DDP-style merge (two objects, each fed half of the batches, their states combined as
    each state's ``dist_reduce_fx`` would combine them across processes) equals one object
    fed everything;
-5. a pickled/unpickled object with accumulated state computes the same value.
+5. a pickled/unpickled object with accumulated state computes the same value;
+6. a real torchmetrics synchronisation (the one ``compute`` runs under DDP, with the gather
+   answered as if two processes held the same state) equals one object fed every batch twice:
+   list states arrive as tensors there, which check 4's merge does not exercise.
 
 Arguments to ``update`` may be tensors (concatenated on dim 0), lists (joined) or other values
 that are equal across batches (passed through, e.g. a sample rate).
@@ -145,6 +148,15 @@ def check_metric_contract(
     # 5. pickling keeps the state.
     clone = pickle.loads(pickle.dumps(whole))
     assert_close(clone.compute(), total, atol, rtol, "unpickled object")
+
+    # 6. compute under a DDP synchronisation of two processes with the same state.
+    synced = make_metric()
+    synced.dist_sync_fn = lambda tensor, group=None: [tensor, tensor]  # all_gather's answer
+    synced.distributed_available_fn = lambda: True
+    _update_all(synced, batches)
+    twice = make_metric()
+    _update_all(twice, list(batches) + list(batches))
+    assert_close(synced.compute(), twice.compute(), atol, rtol, "synchronised across processes")
     return total
 
 
