@@ -1,53 +1,42 @@
-"""When a training callback may call ``pl_module.generate_batch`` outside the wrapped training step.
+"""How the generating callbacks get their samples, under any strategy.
 
-Under DDP every process holds all the weights: a callback can generate on any rank with the
-LightningModule itself (the unwrapped module; no collective runs outside the wrapper's forward).
-Under a sharding strategy (FSDP, DeepSpeed, model parallel) a rank holds only its shard: calling
-the network outside the wrapped forward either sees empty parameters or starts all-gathers that
-the other ranks, which generate different lengths or nothing, never join, and training hangs.
-Those callbacks then skip, with one warning; generate from the saved checkpoint instead
-(``python -m experiments.generate``).
+The callbacks never run the network themselves: a callback's hook is outside the wrapped forward,
+where a sharding strategy (FSDP, DeepSpeed ZeRO-3) cannot run it. They ask the LightningModule for
+rows of the next validation batch (``pl_module.request_generation``), its validation step
+generates them and returns them, and the callback finds them in ``on_validation_batch_end``'s
+``outputs`` (:mod:`lightning_modules.generation_requests` has the protocol and why it holds under
+DDP and FSDP alike).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Optional
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.strategies import (
-    DDPStrategy,
-    DeepSpeedStrategy,
-    SingleDeviceStrategy,
-)
+from lightning.pytorch import LightningModule, Trainer
 
-FULL_COPY_STRATEGIES: tuple[type, ...] = (SingleDeviceStrategy, DDPStrategy)
-"""Strategies whose every rank holds the whole model (DDP subclasses such as ddp_spawn included)."""
+from lightning_modules.generation_requests import shards_weights
 
 
-def why_no_generation(trainer: Trainer) -> Optional[str]:
-    """``None`` when callbacks may generate with the LightningModule; else why not (for the warning)."""
-    strategy = trainer.strategy
-    if isinstance(strategy, FULL_COPY_STRATEGIES) and not _deepspeed_stage_3(strategy):
-        return None
-    return (f"{type(strategy).__name__} shards the weights across processes, so generating outside "
-            "the training step would hang or fail; generate from a checkpoint with python -m experiments.generate")
-
-
-def generation_blocked(callback: object, trainer: Trainer, what: str) -> bool:
-    """True when ``callback`` must not generate under ``trainer``'s strategy; warns once per callback
-    (``"<callback class> <what>: <reason>"``), remembering that in ``callback._warned``."""
-    reason = why_no_generation(trainer)
-    if reason is None:
+def want_generation(callback: Any, trainer: Trainer, pl_module: LightningModule, every_rank: bool = False) -> bool:
+    """Whether this process should request generation now: not in the sanity check; on rank zero (on
+    every rank with ``every_rank``), and on every rank where the strategy shards the weights (all must
+    then make the same calls). A module without ``request_generation`` gets one warning (per
+    callback) and nothing is generated."""
+    if trainer.sanity_checking or not (every_rank or trainer.is_global_zero or shards_weights(trainer.strategy)):
         return False
-    if not getattr(callback, "_warned", False):
-        logging.getLogger(type(callback).__module__).warning("%s %s: %s", type(callback).__name__, what, reason)
-        callback._warned = True
+    if not hasattr(pl_module, "request_generation"):
+        if not getattr(callback, "_warned", False):
+            logging.getLogger(type(callback).__module__).warning(
+                "%s: %s has no request_generation (lightning_modules.generation_requests.GenerationRequests): "
+                "nothing is generated", type(callback).__name__, type(pl_module).__name__)
+            callback._warned = True
+        return False
     return True
 
 
-def _deepspeed_stage_3(strategy: object) -> bool:
-    """DeepSpeed derives from DDPStrategy, but its ZeRO stage 3 shards the parameters like FSDP."""
-    if not isinstance(strategy, DeepSpeedStrategy):
-        return False
-    return (getattr(strategy, "config", None) or {}).get("zero_optimization", {}).get("stage") == 3
+def requested_output(outputs: Any, name: str) -> Optional[dict[str, Any]]:
+    """``{"batch", "output"}`` that a validation step generated for the request ``name``, else ``None``."""
+    if not isinstance(outputs, dict):
+        return None
+    return (outputs.get("generated") or {}).get(name)

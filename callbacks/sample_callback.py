@@ -1,12 +1,13 @@
 """Render generated talking-face samples into TensorBoard during training.
 
-Every ``every_n_epochs`` validation epochs, :class:`SampleCallback` takes the first validation
-batch, generates speech and video from its conditioning (``pl_module.generate_batch``) and logs,
-per sample: the video as an animated image, the speech as audio, the generated and ground-truth
-mel spectrograms as one matplotlib figure, and (optionally) an mp4 with the speech muxed in,
-written beside the TensorBoard event files. Generation runs under a forked RNG with a fixed
-seed: the samples of successive epochs share their noise, and training draws the same random
-numbers whether the callback is on or off (resumed runs stay exact).
+Every ``every_n_epochs`` validation epochs, :class:`SampleCallback` asks for speech and video
+generated from the conditioning of the first rows of the first validation batch (the validation
+step generates them: :mod:`lightning_modules.generation_requests`, which works under DDP and
+FSDP alike) and logs, per sample: the video as an animated image, the speech as audio, the
+generated and ground-truth mel spectrograms as one matplotlib figure, and (optionally) an mp4
+with the speech muxed in, written beside the TensorBoard event files. Generation runs under a
+forked RNG with a fixed seed: the samples of successive epochs share their noise, and training
+draws the same random numbers whether the callback is on or off (resumed runs stay exact).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from callbacks.distributed import generation_blocked
+from callbacks.distributed import requested_output, want_generation
 from datamodules.conventions import FPS, MEL_FRAMES_PER_SECOND, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -46,34 +47,25 @@ class SampleCallback(Callback):
             raise ValueError(f"every_n_epochs and max_samples must be >= 1, got {every_n_epochs}, {max_samples}")
         self.every_n_epochs, self.max_samples = every_n_epochs, max_samples
         self.seed, self.write_mp4 = seed, write_mp4
-        self._batch: Optional[dict[str, Any]] = None
+        self.name = f"samples@{id(self):x}"
         self._warned = False
+
+    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        """On a due epoch, ask for the first rows of the first validation batch (rank zero's rows; the
+        other ranks join only where the strategy shards the weights)."""
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if batch_idx == 0 and dataloader_idx == 0 and due and want_generation(self, trainer, pl_module):
+            pl_module.request_generation(self.name, self.max_samples, self.seed)
 
     def on_validation_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Keep the first rows of the first validation batch."""
-        if batch_idx == 0 and dataloader_idx == 0 and not trainer.sanity_checking:
-            self._batch = _head(batch, self.max_samples)
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Generate and log the samples on the epochs that are due (rank zero only).
-
-        Rank zero generates with the LightningModule itself, which under DDP holds every weight, so no
-        other rank waits for it; under a sharding strategy (FSDP) nothing is generated and one warning
-        says why (:mod:`callbacks.distributed`).
-        """
-        batch, self._batch = self._batch, None
-        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0
-        if batch is None or not due or not trainer.is_global_zero:
-            return
-        if generation_blocked(self, trainer, "renders no samples"):
-            return
-        with torch.random.fork_rng(devices=[pl_module.device] if pl_module.device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
-            out = pl_module.generate_batch(batch)
-        self.log_samples(trainer, batch, out)
+        """Log what the validation step generated for this callback (rank zero only)."""
+        served = requested_output(outputs, self.name)
+        if served is not None and trainer.is_global_zero:
+            self.log_samples(trainer, served["batch"], served["output"])
 
     def log_samples(self, trainer: Trainer, batch: dict[str, Any], out: dict[str, torch.Tensor]) -> list[Path]:
         """Write ``out`` (from ``generate_batch``) to every TensorBoard logger; returns the mp4 paths."""
@@ -93,11 +85,6 @@ class SampleCallback(Callback):
                 if self.write_mp4:
                     written.append(_write_sample(Path(logger.log_dir), trainer.current_epoch, key, video, wav))
         return written
-
-
-def _head(batch: dict[str, Any], count: int) -> dict[str, Any]:
-    """The first ``count`` rows of every tensor and list in ``batch``, detached."""
-    return {k: (v[:count].detach() if isinstance(v, torch.Tensor) else v[:count]) for k, v in batch.items()}
 
 
 def _to_uint8(video: torch.Tensor) -> np.ndarray:

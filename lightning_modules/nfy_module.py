@@ -37,6 +37,7 @@ from torchmetrics import MeanMetric
 from datamodules.batch import NFYBatch, validate_batch
 from datamodules.conventions import MEL_FRAMES_PER_VIDEO_FRAME, N_MELS
 from lightning_modules.diffusion import PREDICTION_TYPES, training_scheduler
+from lightning_modules.generation_requests import GenerationRequests
 from lightning_modules.pipeline import NETWORK_INTERFACE, NFYPipeline
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ MIN_USEFUL_LR: float = 1e-7
 """Below this rate an AdamW step changes fp32 weights of order 1e-2 by less than their rounding."""
 
 
-class NFYLitModule(LightningModule):
+class NFYLitModule(GenerationRequests, LightningModule):
     """The training objective of the NFY network; weights, logs and optimises it; samples through the pipeline.
 
     Args:
@@ -306,9 +307,12 @@ class NFYLitModule(LightningModule):
         terms = [*LOSS_TERMS, *(name for name in OPTIONAL_TERMS if name in out)]
         return {"loss": out["loss"], **{name: out[name].detach() for name in terms}}
 
-    def validation_step(self, batch: NFYBatch, batch_idx: int) -> None:
-        """Log the validation loss terms."""
+    def validation_step(self, batch: NFYBatch, batch_idx: int) -> dict[str, Any] | None:
+        """Log the validation loss terms; generate what callbacks requested for this batch
+        (:mod:`lightning_modules.generation_requests`) and return it under ``"generated"``."""
         self._step(batch, "val")
+        served = self.serve_generation_requests(batch)
+        return {"generated": served} if served else None
 
     def test_step(self, batch: NFYBatch, batch_idx: int) -> None:
         """Log the test loss terms."""
@@ -440,12 +444,15 @@ class NFYLitModule(LightningModule):
         return NFYPipeline.from_training_scheduler(self.net, self.train_scheduler)
 
     @torch.no_grad()
-    def generate_batch(self, batch: NFYBatch, max_frames: int | None = None) -> dict[str, torch.Tensor]:
+    def generate_batch(self, batch: NFYBatch, max_frames: int | None = None, mel_frames: torch.Tensor | None = None,
+                       seed: int | None = None) -> dict[str, torch.Tensor]:
         """Generate speech and video for the conditioning of ``batch`` (used by the callbacks).
 
         Args:
             batch: a batch of the contract (only its conditioning is read).
             max_frames: generate at most this many video frames (all the speech covers when ``None``).
+            mel_frames: (B,) speak exactly this many mel frames per row (``None``: until the stop head fires).
+            seed: every row's randomness from its own generator with this seed (``None``: the global RNG).
 
         Returns:
             What :meth:`NFYPipeline.__call__` returns: ``video`` (B, T, 3, H, W) float in [0, 1] at
@@ -455,7 +462,9 @@ class NFYLitModule(LightningModule):
             batch["text_ids"], batch["text_mask"], batch["ref_image"], batch["face_mask"], batch["lip_mask"],
             batch["profile_wav"], num_inference_steps=self.hparams.num_inference_steps,
             guidance_scale=self.hparams.guidance_scale, max_frames=max_frames,
-            max_mel_frames=self.hparams.max_mel_frames,
+            max_mel_frames=self.hparams.max_mel_frames, mel_frames=mel_frames,
+            generator=None if seed is None else [torch.Generator(device=self.device).manual_seed(seed)
+                                                 for _ in range(batch["text_ids"].shape[0])],
         )
 
 

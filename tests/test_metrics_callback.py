@@ -1,4 +1,4 @@
-"""GenerativeMetricsCallback with a dummy LightningModule implementing ``generate_batch``."""
+"""GenerativeMetricsCallback with a dummy LightningModule that serves generation requests in its validation step."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from callbacks.metrics_callback import (
     pairs_from_batch,
     to_uint8_video,
 )
+from lightning_modules.generation_requests import GenerationRequests
 from metrics.image_quality import VideoPSNR
 
 FRAMES, SIDE, SAMPLES = 6, 16, 16000
@@ -30,11 +31,12 @@ def _sample(i: int) -> dict:
         "video": torch.rand(FRAMES, 3, SIDE, SIDE, generator=g) * 2 - 1,  # ground truth in [-1, 1]
         "wav": wav.float(),
         "wav_lengths": torch.tensor(SAMPLES - 800 * i),
+        "mel_lengths": torch.tensor((SAMPLES - 800 * i) // 256),
         "frame_start": torch.tensor(1),
     }
 
 
-class DummyModule(pl.LightningModule):
+class DummyModule(GenerationRequests, pl.LightningModule):
     """Generates a longer, slightly altered copy of the ground truth (frame 0 is extra)."""
 
     def __init__(self) -> None:
@@ -46,12 +48,13 @@ class DummyModule(pl.LightningModule):
         return self.layer(batch["wav"][:, :1]).pow(2).mean()
 
     def validation_step(self, batch, batch_idx):
-        return None
+        served = self.serve_generation_requests(batch)
+        return {"generated": served} if served else None
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
-    def generate_batch(self, batch: dict) -> dict:
+    def generate_batch(self, batch: dict, mel_frames=None, seed=None) -> dict:
         self.generated += len(batch["wav"])
         unit = (batch["video"] + 1) / 2 * 0.9 + 0.05  # (B, F, 3, H, W) in [0, 1]
         video = torch.cat([torch.zeros_like(unit[:, :1]), unit], 1)  # generated from clip frame 0
@@ -94,6 +97,19 @@ def test_pairs_cut_generated_frames_to_the_ground_truth_window() -> None:
     expected = to_uint8_video(out["video"][1, 1:], signed=False)
     assert torch.equal(pred.video, expected)
     assert to_uint8_video(torch.tensor([-1.0, 0.0, 1.0]).view(3, 1, 1, 1), signed=True).flatten().tolist() == [0, 128, 255]
+
+
+def test_pairs_leave_out_window_frames_before_the_clip_starts() -> None:
+    """A window starting before the clip (frame_start < 0: the motion context of the first window) is
+    compared from the clip's first frame on, with the generated frames from 0."""
+    batch = {k: torch.stack([_sample(i)[k] for i in range(2)]) for k in _sample(0)}
+    batch["frame_start"] = torch.tensor([-2, 0])
+    out = DummyModule().generate_batch(batch)
+    (pred, gt), (pred_1, gt_1) = pairs_from_batch(batch, out)
+    assert gt.video.shape[0] == FRAMES - 2 and pred.video.shape == gt.video.shape
+    assert torch.equal(gt.video, to_uint8_video(batch["video"][0, 2:], signed=True))
+    assert torch.equal(pred.video, to_uint8_video(out["video"][0, : FRAMES - 2], signed=False))
+    assert pred_1.video.shape == gt_1.video.shape == (FRAMES, 3, SIDE, SIDE)
 
 
 def test_epochs_not_due_generate_nothing_and_missing_weights_are_skipped(caplog) -> None:
