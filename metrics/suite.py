@@ -274,6 +274,21 @@ def _flatten(spec: MetricSpec, value: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def runs_in_workers(spec: MetricSpec, device: str | torch.device, pocketsphinx: bool) -> bool:
+    """Whether ``spec``'s metric may run in a worker process on the CPU (module docstring).
+
+    Args:
+        spec: the metric.
+        device: the suite's device.
+        pocketsphinx: whether WER transcribes with PocketSphinx (a library on the CPU).
+    """
+    if spec.kind != "per_clip":  # one set of running sums, fed from the main process
+        return False
+    if torch.device(device).type == "cpu" or spec.cpu_bound:
+        return True
+    return spec.key == "wer" and pocketsphinx
+
+
 class MetricSuite:
     """Build the available metrics and feed them one clip at a time.
 
@@ -328,15 +343,9 @@ class MetricSuite:
             self.metrics[key].to(self.device)
 
     def _cpu_bound(self, key: str) -> bool:
-        """Whether metric ``key`` may run in a worker process on the CPU (module docstring)."""
-        spec = SPECS[key]
-        if spec.kind != "per_clip":  # one set of running sums, fed from this process
-            return False
-        if self.device.type == "cpu" or spec.cpu_bound:
-            return True
         from metrics.asr import PocketSphinxRecognizer
 
-        return key == "wer" and isinstance(self.recognizer, PocketSphinxRecognizer)
+        return runs_in_workers(SPECS[key], self.device, isinstance(self.recognizer, PocketSphinxRecognizer))
 
     def _build_recognizer(self, recognizer: Any) -> Any:
         if recognizer is not None and not isinstance(recognizer, str):
