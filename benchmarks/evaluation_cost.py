@@ -320,7 +320,7 @@ class _BytesCounter(TorchDispatchMode):
         super().__init__()
         self.bytes = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # torch's protocol
         out = func(*args, **(kwargs or {}))
         if not func.is_view:
             leaves = tree_leaves((args, kwargs, out))
@@ -353,14 +353,14 @@ def gpu_unit_seconds(gpu: Gpu) -> dict[str, tuple[float, str]]:
     frame = 3 * FRAME_SIZE * FRAME_SIZE  # bytes of one decoded uint8 frame
     fps = MTCNN_PUBLISHED_FPS * MTCNN_PUBLISHED_PIXELS / (FRAME_SIZE * FRAME_SIZE)  # its pyramid scales with pixels
     return {
-        "frame_metrics": (traffic / bandwidth, f"{traffic / 1e6:,.0f} MB read and written per pair (aten operations "
-                          f"counted on the meta device, none fused) at {gpu.utilisation:.0%} of "
-                          f"{gpu.memory_bytes_per_second / 1e12:g} TB/s"),
-        "mtcnn": (1.0 / fps, f"{MTCNN_PUBLISHED_SOURCE}, scaled to {FRAME_SIZE} px by pixels: {fps:.0f} fps; not "
-                  "measured on an H100: its later stages cut each candidate box in a Python loop of small kernels, "
-                  "so a faster GPU helps little"),
-        "copy": (frame / gpu.copy_bytes_per_second, f"{frame / 1e6:.2f} MB per frame at an assumed "
-                 f"{gpu.copy_bytes_per_second / 1e9:g} GB/s"),
+        "frame_metrics": (traffic / bandwidth, (f"{traffic / 1e6:,.0f} MB read and written per pair (aten operations "
+                                                f"counted on the meta device, none fused) at {gpu.utilisation:.0%} of "
+                                                f"{gpu.memory_bytes_per_second / 1e12:g} TB/s")),
+        "mtcnn": (1.0 / fps, (f"{MTCNN_PUBLISHED_SOURCE}, scaled to {FRAME_SIZE} px by pixels: {fps:.0f} fps; not "
+                              "measured on an H100: its later stages cut each candidate box in a Python loop of small "
+                              "kernels, so a faster GPU helps little")),
+        "copy": (frame / gpu.copy_bytes_per_second, (f"{frame / 1e6:.2f} MB per frame at an assumed "
+                                                     f"{gpu.copy_bytes_per_second / 1e9:g} GB/s")),
     }
 
 

@@ -4,7 +4,6 @@ experiments.evaluate runs it, the total its parts' sum or, overlapped, the longe
 from __future__ import annotations
 
 import pytest
-
 import torch
 
 from benchmarks.evaluation_cost import (

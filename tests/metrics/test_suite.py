@@ -349,7 +349,7 @@ def test_every_network_and_state_is_on_the_device_and_the_cpu_bound_metrics_stay
 
 
 def test_lse_and_the_face_detector_follow_the_metric_device(monkeypatch) -> None:
-    import metrics.facecrop as facecrop
+    from metrics import facecrop
     from metrics.lse import LipSyncError
     from metrics.syncnet import SyncNet
 
