@@ -2,33 +2,43 @@
 
 The evaluation part of ``python benchmarks/reproduce.py --skip-measure`` (this module prints nothing itself).
 
-Two parts, added up (:class:`EvaluationEstimate`):
+Estimated for two ways of running ``python -m experiments.evaluate`` (:data:`SETTINGS`): the
+``reference`` (``--device cuda --workers 16``: FVMD at stride 1 and PocketSphinx, as published)
+and ``fast`` (also ``--asr whisper_base_en --metric-option fvmd.window_stride=16``). Three parts:
 
 1. **Networks, by FLOPs** (:func:`count_network_flops`). Every network a metric of
    :data:`metrics.suite.SUITE` runs is built on the meta device at its real size (random init:
    no weights are needed, nothing is computed or allocated) and fed the input its metric gives
    it; ``torch.utils.flop_counter.FlopCounterMode`` counts one unit of work (a frame, a 16-frame
    window, a 0.96 s patch...). :func:`network_costs` multiplies by the units of the protocol
-   (:data:`NETWORKS` says which and why). Two architectures are not in any package here: I3D
-   (FVD and KVD load a TorchScript file) and PIPs++ (FVMD imports it from a module the user
-   installs). Their counts were taken the same way on the published code and are kept in
-   :data:`RECORDED`; PIPs++ is counted live instead whenever its module imports. Networks that
-   cannot be counted say why: DNSMOS is an ONNX graph, MTCNN's cascade sizes its later stages
-   from what the first one finds, and S3FD comes with face-alignment, not installed here. Their
-   work runs on the CPU and is timed in part 2.
-2. **CPU work, by timing** (:func:`time_cpu_work`): decoding, PSNR and SSIM (torch on the CPU,
-   as the suite runs them), STOI, ESTOI, PESQ, MCD with DTW, DNSMOS (onnxruntime), resemblyzer's
-   VAD and mel front end, PocketSphinx (the default recogniser for WER), the LSE face crops
-   (MTCNN) and MFCCs, FAD's log-mel patches. Each is timed once on one core, after a warm-up
-   call, on real example clips (synthetic ones when ``../shared/data/clips`` is absent): the
-   video parts on the first second of two clips, the audio parts on 20 s of speech, the
-   protocol's length, because DTW grows with the square of it and DNSMOS scores 9 s windows
-   every second. The protocol's core-seconds are spread over ``workers`` processes.
+   under a setting (:data:`NETWORKS` says which and why). Two architectures are not in any
+   package here: I3D (FVD and KVD load a TorchScript file) and PIPs++ (FVMD imports it from a
+   module the user installs). Their counts were taken the same way on the published code and are
+   kept in :data:`RECORDED`; PIPs++ is counted live instead whenever its module imports.
+2. **Other GPU work, by rate** (:func:`gpu_unit_seconds`): PSNR and SSIM are memory-bound, so
+   the bytes their operations read and write are counted (on the meta device) and divided by the
+   memory bandwidth; MTCNN's cascade sizes its later stages from what the first one finds, so it
+   cannot be counted: its one published GPU throughput is used (facenet-pytorch, P100), scaled by
+   pixels; the decoded frames' copy to the GPU at an assumed PCIe rate. DNSMOS (an ONNX graph)
+   runs on the CPU and S3FD comes with face-alignment, not installed here.
+3. **CPU work, by timing** (:func:`time_cpu_work`): decoding, PSNR and SSIM (torch on the CPU),
+   STOI, ESTOI, PESQ, MCD with DTW, DNSMOS (onnxruntime), resemblyzer's VAD and mel front end,
+   PocketSphinx (the default recogniser for WER), the LSE face detection (MTCNN on the CPU) and
+   crops and MFCCs, FAD's log-mel patches. Each is timed once on one core, after a warm-up call,
+   on real example clips (synthetic ones when ``../shared/data/clips`` is absent): the video
+   parts on the first second of two clips, the audio parts on 20 s of speech, the protocol's
+   length, because DTW grows with the square of it and DNSMOS scores 9 s windows every second.
+   :func:`place_cpu_work` puts each where ``experiments.evaluate`` runs it under the setting:
+   decoding and the CPU-bound metrics in the worker processes (their core-seconds spread over
+   ``--workers``), the CPU side of the device metrics in the main process, one core; parts that
+   the GPU takes over are dropped.
 
-What this assumes, which ``experiments.evaluate`` does not do yet: the networks on the GPU (today
-every metric is built on the CPU) and clips spread over worker processes (today one process
-scores one clip at a time; the PESQ/STOI pools engage only for updates of two or more clips).
-The GPU and CPU parts are added, not overlapped.
+Overlapped, not added (:class:`EvaluationEstimate`): the workers decode and score the next clips
+while the main process runs the GPU work on the current one, so the total is the longer of the
+main process (GPU work, then its own CPU work) and the workers. Assumed: a core for each worker
+besides the main process's; the network FLOPs at the TF32 rate (PyTorch runs fp32 convolutions
+on TF32 tensor cores by default; fp32 matmuls, as in PIPs++'s correlations and Whisper, run on
+CUDA cores at about 67 TFLOP/s, slower than that).
 """
 
 from __future__ import annotations
@@ -38,13 +48,15 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.util import find_spec
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 CLIPS = Path(os.environ.get("NFY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "clips"
@@ -232,28 +244,148 @@ def count_network_flops() -> dict[str, tuple[float, str]]:
 
 
 # --------------------------------------------------------------------------------------------
+# How experiments.evaluate is run: the two settings of the estimate
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Options of ``python -m experiments.evaluate`` for the protocol.
+
+    Attributes:
+        name: printed name.
+        fvmd_stride: FVMD's ``window_stride`` (1: the reference's, which published values need).
+        asr: ``--asr``: ``"pocketsphinx"`` (CPU, worker processes) or ``"whisper_base_en"`` (GPU).
+        device: ``--device``.
+        workers: ``--workers``.
+    """
+
+    name: str
+    fvmd_stride: int = 1
+    asr: str = "pocketsphinx"
+    device: str = "cuda"
+    workers: int = 16
+
+    @property
+    def flags(self) -> str:
+        """The command-line flags that give this setting."""
+        flags = f"--device {self.device} --workers {self.workers}"
+        if self.asr != "pocketsphinx":
+            flags += f" --asr {self.asr}"
+        if self.fvmd_stride != 1:
+            flags += f" --metric-option fvmd.window_stride={self.fvmd_stride}"
+        return flags
+
+
+REFERENCE = Setting("reference")
+"""The paper's protocol as published: FVMD on every window, WER by the default recogniser."""
+FAST = Setting("fast", fvmd_stride=16, asr="whisper_base_en")
+"""FVMD on disjoint windows (not the published FVMD) and Whisper on the GPU instead of PocketSphinx."""
+SETTINGS = (REFERENCE, FAST)
+
+
+# --------------------------------------------------------------------------------------------
 # Network rows of the protocol
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
+class Gpu:
+    """What the estimate assumes of the accelerator (defaults: one H100 SXM, NVIDIA's datasheet).
+
+    Attributes:
+        flops_per_second: the rate of the counted network FLOPs.
+        memory_bytes_per_second: HBM bandwidth, at ``utilisation``, for the memory-bound frame metrics.
+        copy_bytes_per_second: host to device copies of the decoded frames (PCIe Gen5 x16 from
+            pageable memory; an assumption, not a datasheet value).
+        utilisation: the share of the peaks reached.
+    """
+
+    flops_per_second: float
+    memory_bytes_per_second: float = 3.35e12
+    copy_bytes_per_second: float = 20e9
+    utilisation: float = 0.40
+
+
+MTCNN_PUBLISHED_FPS = 25.50
+MTCNN_PUBLISHED_PIXELS = 540 * 960
+MTCNN_PUBLISHED_SOURCE = "facenet-pytorch's README: 25.50 fps, batched 540x960 frames, Kaggle P100"
+"""The one published GPU throughput of the MTCNN the suite runs (facenet-pytorch), not measured here."""
+
+
+class _BytesCounter(TorchDispatchMode):
+    """Bytes every aten operation reads and writes (its tensor arguments and results; views move none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # torch's protocol
+        out = func(*args, **(kwargs or {}))
+        if not func.is_view:
+            leaves = tree_leaves((args, kwargs, out))
+            self.bytes += sum(t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor))
+        return out
+
+
+def frame_metric_bytes(size: int = FRAME_SIZE) -> float:
+    """Bytes PSNR and SSIM read and write on the GPU for one frame pair, counted on the meta device.
+
+    Each aten operation of :func:`metrics.functional.image_quality.frame_psnr` and ``video_ssim``
+    is counted with its inputs and outputs, as if none were fused or cached: the frame metrics are
+    memory-bound, so this, not their FLOPs, sets their time.
+    """
+    from metrics.functional.image_quality import frame_psnr, video_ssim
+
+    pair = [torch.empty(1, 1, 3, size, size, dtype=torch.uint8, device="meta") for _ in range(2)]
+    counter = _BytesCounter()
+    # frame_psnr brings its per-frame values back with .cpu(), which a meta tensor cannot do
+    with counter, mock.patch.object(torch.Tensor, "cpu", lambda self, *a, **k: self):
+        frame_psnr(*pair)
+        video_ssim(*pair)
+    return float(counter.bytes)
+
+
+def gpu_unit_seconds(gpu: Gpu) -> dict[str, tuple[float, str]]:
+    """Seconds per unit of the GPU work that is not counted in FLOPs, and how each was obtained."""
+    traffic = frame_metric_bytes()
+    bandwidth = gpu.memory_bytes_per_second * gpu.utilisation
+    frame = 3 * FRAME_SIZE * FRAME_SIZE  # bytes of one decoded uint8 frame
+    fps = MTCNN_PUBLISHED_FPS * MTCNN_PUBLISHED_PIXELS / (FRAME_SIZE * FRAME_SIZE)  # its pyramid scales with pixels
+    return {
+        "frame_metrics": (traffic / bandwidth, (f"{traffic / 1e6:,.0f} MB read and written per pair (aten operations "
+                                                f"counted on the meta device, none fused) at {gpu.utilisation:.0%} of "
+                                                f"{gpu.memory_bytes_per_second / 1e12:g} TB/s")),
+        "mtcnn": (1.0 / fps, (f"{MTCNN_PUBLISHED_SOURCE}, scaled to {FRAME_SIZE} px by pixels: {fps:.0f} fps; not "
+                              "measured on an H100: its later stages cut each candidate box in a Python loop of small "
+                              "kernels, so a faster GPU helps little")),
+        "copy": (frame / gpu.copy_bytes_per_second, (f"{frame / 1e6:.2f} MB per frame at an assumed "
+                                                     f"{gpu.copy_bytes_per_second / 1e9:g} GB/s")),
+    }
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
-    """One network a metric runs, and how many units of it the protocol needs.
+    """One piece of GPU work of a metric, and how many units of it the protocol needs.
 
     Attributes:
         key: entry of :func:`count_network_flops`, or ``None`` when the network is not counted.
-        units: units of work in a protocol.
+        units: units of work in a protocol under a setting.
         note: why it is not counted, or what the units hold.
-        in_total: False for an alternative to the default (Whisper instead of PocketSphinx).
+        asr: the ``--asr`` this row belongs to (``None``: every setting); shown beside the
+            total of the other settings.
+        timed: entry of :func:`gpu_unit_seconds` giving its seconds per unit, for work not counted
+            in FLOPs.
     """
 
     metric: str
     network: str
     unit: str
     key: str | None
-    units: Callable[[Protocol], float]
+    units: Callable[[Protocol, Setting], float]
     note: str = ""
-    in_total: bool = True
+    asr: str | None = None
+    timed: str | None = None
 
 
 def _fad_patches(p: Protocol) -> int:
@@ -267,40 +399,48 @@ def _speaker_partials(p: Protocol) -> int:
     return len(wav_slices)
 
 
+def fvmd_windows(p: Protocol, stride: int) -> int:
+    """16-frame windows of one clip at ``stride`` (metrics.fvmd.fvmd_windows)."""
+    return (p.frames - 16) // stride + 1
+
+
 NETWORKS: tuple[NetworkSpec, ...] = (
     NetworkSpec("FID", "Inception-v3 (pytorch-fid), 512 px -> 299", "frame", "inception",
-                lambda p: 2 * p.clips * p.frames, "every frame, generated and real"),
-    NetworkSpec("FVD", "I3D Kinetics-400, 224 px", "16-frame window", "i3d", lambda p: 2 * p.clips,
+                lambda p, s: 2 * p.clips * p.frames, "every frame, generated and real"),
+    NetworkSpec("FVD", "I3D Kinetics-400, 224 px", "16-frame window", "i3d", lambda p, s: 2 * p.clips,
                 "first 16 frames of each clip, generated and real"),
-    NetworkSpec("KVD", "I3D again (its own copy, same windows)", "16-frame window", "i3d", lambda p: 2 * p.clips),
+    NetworkSpec("KVD", "I3D again (its own copy, same windows)", "16-frame window", "i3d", lambda p, s: 2 * p.clips),
     NetworkSpec("FVMD", "PIPs++, 400 points, 16 iterations, 256 px", "16-frame window", "pips",
-                lambda p: 2 * p.clips * (p.frames - 15), "every window at stride 1, generated and real"),
-    NetworkSpec("LPIPS", "AlexNet + LPIPS heads, 512 px", "frame pair", "lpips", lambda p: p.clips * p.frames),
-    NetworkSpec("FAD", "VGGish", "0.96 s patch", "vggish", lambda p: 2 * p.clips * _fad_patches(p),
+                lambda p, s: 2 * p.clips * fvmd_windows(p, s.fvmd_stride),
+                "every window at the setting's stride, generated and real"),
+    NetworkSpec("LPIPS", "AlexNet + LPIPS heads, 512 px", "frame pair", "lpips", lambda p, s: p.clips * p.frames),
+    NetworkSpec("PSNR, SSIM", "elementwise maps and 11-tap Gaussian filters, 512 px", "frame pair", None,
+                lambda p, s: p.clips * p.frames, "not counted: memory-bound, timed by the bytes they move",
+                timed="frame_metrics"),
+    NetworkSpec("FAD", "VGGish", "0.96 s patch", "vggish", lambda p, s: 2 * p.clips * _fad_patches(p),
                 "generated and real"),
     NetworkSpec("LSE", "SyncNet v2, lip + audio streams", "5-frame window", "syncnet",
-                lambda p: p.clips * (p.frames - 5)),
-    NetworkSpec("LSE", "MTCNN face detector (facenet-pytorch)", "frame", None, lambda p: p.clips * p.frames,
-                "not counted: its later stages run on the boxes the first finds (data-dependent); "
-                "runs on the CPU, timed below"),
-    NetworkSpec("LSE", "S3FD face detector", "frame", None, lambda p: p.clips * p.frames,
-                "not counted: " + ("runs on the CPU when present; the timing below uses MTCNN"
-                                   if find_spec("face_alignment") else
+                lambda p, s: p.clips * (p.frames - 5)),
+    NetworkSpec("LSE", "MTCNN face detector (facenet-pytorch)", "frame", None, lambda p, s: p.clips * p.frames,
+                "not counted: its later stages run on the boxes the first finds (data-dependent)", timed="mtcnn"),
+    NetworkSpec("LSE", "S3FD face detector", "frame", None, lambda p, s: p.clips * p.frames,
+                "not counted: " + ("the timing uses MTCNN" if find_spec("face_alignment") else
                                    "face-alignment is not installed, so the suite crops with MTCNN")),
     NetworkSpec("Speaker sim.", "GE2E 3-layer LSTM (resemblyzer)", "1.6 s partial", "ge2e",
-                lambda p: 2 * p.clips * _speaker_partials(p), "generated and ground truth"),
-    NetworkSpec("DNSMOS", "P.835 + P.808 (ONNX)", "9 s window", None, lambda p: p.clips,
+                lambda p, s: 2 * p.clips * _speaker_partials(p), "generated and ground truth"),
+    NetworkSpec("DNSMOS", "P.835 + P.808 (ONNX)", "9 s window", None, lambda p, s: p.clips,
                 "not counted: an ONNX graph run by onnxruntime on the CPU, timed below"),
     NetworkSpec("WER", "Whisper base.en (--asr whisper_base_en)", "30 s window", "whisper",
-                lambda p: p.clips * math.ceil(p.seconds / 30.0),
-                "not in the total: the default recogniser is PocketSphinx, timed below", in_total=False),
+                lambda p, s: p.clips * math.ceil(p.seconds / 30.0), asr="whisper_base_en"),
+    NetworkSpec("(all)", "copy of the decoded frames to the GPU", "frame", None, lambda p, s: 2 * p.clips * p.frames,
+                "not counted: a copy, generated and ground truth", timed="copy"),
 )
-"""Every network of the suite (metrics.suite.SUITE) with its units in a protocol."""
+"""Every network of the suite (metrics.suite.SUITE) and the rest of its GPU work, with its units in a protocol."""
 
 
 @dataclass(frozen=True)
 class NetworkCost:
-    """One network row of the estimate (``flops_per_unit`` ``None``: not counted, see ``note``)."""
+    """One GPU row of the estimate (neither per-unit figure: not counted, see ``note``)."""
 
     metric: str
     network: str
@@ -310,6 +450,7 @@ class NetworkCost:
     source: str
     note: str
     in_total: bool
+    seconds_per_unit: float | None = None
 
     @property
     def flops(self) -> float:
@@ -317,17 +458,30 @@ class NetworkCost:
         return 0.0 if self.flops_per_unit is None else self.units * self.flops_per_unit
 
     def seconds(self, flops_per_second: float) -> float:
-        """Seconds at ``flops_per_second``."""
+        """Seconds at ``flops_per_second``, or from the seconds per unit of work not counted in FLOPs."""
+        if self.flops_per_unit is None and self.seconds_per_unit is not None:
+            return self.units * self.seconds_per_unit
         return self.flops / flops_per_second
 
 
-def network_costs(flops: dict[str, tuple[float, str]], protocol: Protocol) -> list[NetworkCost]:
-    """The rows of :data:`NETWORKS` for ``protocol`` with the counts of :func:`count_network_flops`."""
+def network_costs(flops: dict[str, tuple[float, str]], protocol: Protocol, setting: Setting = REFERENCE,
+                  unit_seconds: dict[str, tuple[float, str]] | None = None) -> list[NetworkCost]:
+    """The rows of :data:`NETWORKS` for ``protocol`` and ``setting``.
+
+    Args:
+        flops: :func:`count_network_flops`.
+        protocol: clips and their length.
+        setting: FVMD's stride and the recogniser.
+        unit_seconds: :func:`gpu_unit_seconds`; without it, the rows it times count 0 s.
+    """
     rows = []
     for spec in NETWORKS:
         per_unit, source = flops[spec.key] if spec.key is not None else (None, "")
-        rows.append(NetworkCost(spec.metric, spec.network, spec.unit, float(spec.units(protocol)), per_unit,
-                                source, spec.note, spec.in_total))
+        seconds = None
+        if spec.timed is not None and unit_seconds is not None:
+            seconds, source = unit_seconds[spec.timed]
+        rows.append(NetworkCost(spec.metric, spec.network, spec.unit, float(spec.units(protocol, setting)), per_unit,
+                                source, spec.note, spec.asr in (None, setting.asr), seconds))
     return rows
 
 
@@ -338,16 +492,48 @@ def network_costs(flops: dict[str, tuple[float, str]], protocol: Protocol) -> li
 
 @dataclass(frozen=True)
 class CpuCost:
-    """One timed CPU part: ``seconds_per_clip_second`` on one core, ``passes`` times per clip-second."""
+    """One timed CPU part: ``seconds_per_clip_second`` on one core, ``passes`` times per clip-second.
+
+    Attributes:
+        suite_key: the metric of :data:`metrics.suite.SPECS` it belongs to (``None``: decoding),
+            which says where it runs (:func:`place_cpu_work`).
+        on_gpu: the part runs on the GPU instead when the device is one (PSNR and SSIM, the face
+            detector); then it is a GPU row.
+        where: ``"workers"`` (spread over the worker processes) or ``"main"`` (the process that
+            runs the device metrics, one core).
+    """
 
     metric: str
     work: str
     seconds_per_clip_second: float
     passes: int = 1
+    suite_key: str | None = None
+    on_gpu: bool = False
+    where: str = "workers"
 
     def core_seconds(self, protocol: Protocol) -> float:
         """Core-seconds over the whole protocol."""
         return self.seconds_per_clip_second * self.passes * protocol.clip_seconds
+
+
+def place_cpu_work(rows: list[CpuCost], setting: Setting) -> list[CpuCost]:
+    """The CPU parts ``setting`` runs, each where ``experiments.evaluate`` runs it.
+
+    Decoding and the metrics :func:`metrics.suite.runs_in_workers` names go to the workers; the
+    CPU work of the device metrics (LSE's crops and MFCCs, the speaker encoder's VAD, FAD's log-mel
+    patches) is done by the main process. Parts that move to the GPU, and PocketSphinx when
+    Whisper transcribes, are left out.
+    """
+    from metrics.suite import SPECS, runs_in_workers
+
+    placed = []
+    for row in rows:
+        if (row.on_gpu and setting.device != "cpu") or (row.suite_key == "wer" and setting.asr != "pocketsphinx"):
+            continue
+        spec = SPECS.get(row.suite_key) if row.suite_key is not None else None
+        in_workers = spec is None or runs_in_workers(spec, setting.device, setting.asr == "pocketsphinx")
+        placed.append(replace(row, where="workers" if in_workers else "main"))
+    return placed
 
 
 @dataclass
@@ -423,6 +609,13 @@ def _seconds(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+AUDIO_PARTS = {
+    "STOI": "stoi", "ESTOI": "estoi", "PESQ": "pesq", "MCD (dB)": "mcd", "MCD (paper)": "mcd_paper", "DNSMOS": "dnsmos",
+    "Speaker sim.": "speaker_sim", "WER": "wer", "LSE": "lse", "FAD": "fad",
+}
+"""The metric of :data:`metrics.suite.SPECS` each timed audio part belongs to."""
+
+
 def _audio_parts(media: Media) -> dict[str, tuple[str, Callable[[], object], Callable[[], object]]]:
     """Per metric: the work timed, a warm-up call on 1 s (loads models) and the timed call on all the speech."""
     from resemblyzer import preprocess_wav
@@ -463,26 +656,41 @@ def _audio_parts(media: Media) -> dict[str, tuple[str, Callable[[], object], Cal
     return parts
 
 
-def _video_parts(media: Media) -> dict[str, tuple[str, Callable[[], object]]]:
-    """Per metric: the work timed on every video of ``media``."""
+def _face_box(media: Media, detector: Callable[[np.ndarray], list[np.ndarray]]) -> np.ndarray:
+    """MTCNN's box of the face in the first frame (a centred square when the media hold no face)."""
+    found = detector(media.videos[0][0][:1].permute(0, 2, 3, 1).numpy())[0]  # also loads MTCNN's weights
+    if len(found):
+        return found[:1]
+    side = media.videos[0][0].shape[-1]
+    return np.array([[side * 0.3, side * 0.3, side * 0.7, side * 0.7, 1.0]])
+
+
+def _video_parts(media: Media) -> dict[str, tuple[str, str, bool, Callable[[], object]]]:
+    """Per part: its metric, the work timed on every video of ``media``, whether a GPU takes it over, the call."""
     from metrics.errors import MetricInputError
     from metrics.facecrop import crop_faces, mtcnn_detector
     from metrics.image_quality import VideoPSNR, VideoSSIM
 
-    detector = mtcnn_detector()
-    detector(media.videos[0][0][:1].permute(0, 2, 3, 1).numpy())  # warm-up: MTCNN's weights
+    detector, frames = mtcnn_detector(), [pred.permute(0, 2, 3, 1).numpy() for pred, _ in media.videos]
+    box = _face_box(media, detector)
 
-    def crops() -> None:
-        for pred, _ in media.videos:
+    def detect() -> None:
+        for clip in frames:
+            for start in range(0, len(clip), 32):  # crop_faces' batches
+                detector(clip[start : start + 32])
+
+    def cut() -> None:  # crop_faces without the search: every frame's box is the first frame's face
+        for clip in frames:
             try:
-                crop_faces(pred.permute(0, 2, 3, 1).numpy(), detector)
-            except MetricInputError:  # synthetic frames hold no face: the search was still done
+                crop_faces(clip, lambda batch: [box] * len(batch))
+            except MetricInputError:
                 pass
 
     psnr, ssim = VideoPSNR(), VideoSSIM()
-    return {"PSNR": ("torch on the CPU", lambda: [psnr.update(p[None], g[None]) for p, g in media.videos]),
-            "SSIM": ("torch on the CPU", lambda: [ssim.update(p[None], g[None]) for p, g in media.videos]),
-            "LSE": ("face crops (MTCNN, every frame)", crops)}
+    return {"PSNR": ("psnr", "torch on the CPU", True, lambda: [psnr.update(p[None], g[None]) for p, g in media.videos]),
+            "SSIM": ("ssim", "torch on the CPU", True, lambda: [ssim.update(p[None], g[None]) for p, g in media.videos]),
+            "LSE detection": ("lse", "face detection, MTCNN on the CPU, every frame", True, detect),
+            "LSE crops": ("lse", "face crops: follow, smooth, cut and resize, every frame", False, cut)}
 
 
 def time_cpu_work(media: Media) -> list[CpuCost]:
@@ -494,11 +702,12 @@ def time_cpu_work(media: Media) -> list[CpuCost]:
                         media.decode_seconds_per_second, passes=2)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for name, (work, fn) in _video_parts(media).items():
-                rows.append(CpuCost(name, work, _seconds(fn) / media.video_seconds))
+            for name, (key, work, on_gpu, fn) in _video_parts(media).items():
+                rows.append(CpuCost(name.split()[0], work, _seconds(fn) / media.video_seconds, suite_key=key,
+                                    on_gpu=on_gpu))
             for name, (work, warm_up, fn) in _audio_parts(media).items():
                 warm_up()
-                rows.append(CpuCost(name, work, _seconds(fn) / media.audio_seconds))
+                rows.append(CpuCost(name, work, _seconds(fn) / media.audio_seconds, suite_key=AUDIO_PARTS[name]))
     finally:
         torch.set_num_threads(threads)
     return rows
@@ -511,17 +720,27 @@ def time_cpu_work(media: Media) -> list[CpuCost]:
 
 @dataclass
 class EvaluationEstimate:
-    """Seconds of the protocol: the counted networks at ``flops_per_second``, the CPU parts over ``workers``."""
+    """Seconds of the protocol under one setting.
+
+    The counted networks run at ``flops_per_second`` (the rest of the GPU work at its own rate,
+    :class:`NetworkCost`); the CPU parts run where :attr:`CpuCost.where` says: ``"workers"``
+    spread over ``workers`` processes, ``"main"`` in the process that drives the GPU. With
+    ``overlap`` (what ``experiments.evaluate`` does: the workers decode and score the next clips
+    while the main process runs the networks on the current one) the total is the longer of the
+    two processes' parts; without it, everything is added.
+    """
 
     networks: list[NetworkCost]
     cpu: list[CpuCost]
     protocol: Protocol
     flops_per_second: float
     workers: int = 16
+    overlap: bool = False
+    setting: Setting | None = None
 
     def cpu_seconds(self, row: CpuCost) -> float:
-        """Wall seconds of one CPU part, its core-seconds spread evenly over :attr:`workers`."""
-        return row.core_seconds(self.protocol) / self.workers
+        """Wall seconds of one CPU part: its core-seconds over :attr:`workers`, or on one core in the main process."""
+        return row.core_seconds(self.protocol) / (self.workers if row.where == "workers" else 1)
 
     @property
     def gpu_flops(self) -> float:
@@ -530,51 +749,113 @@ class EvaluationEstimate:
 
     @property
     def gpu_total(self) -> float:
-        """GPU seconds of the networks in the total."""
+        """GPU seconds of the rows in the total."""
         return sum(row.seconds(self.flops_per_second) for row in self.networks if row.in_total)
 
     @property
     def cpu_total(self) -> float:
-        """Wall seconds of the CPU parts with :attr:`workers` processes."""
+        """Wall seconds of all CPU parts (workers' and main process')."""
         return sum(self.cpu_seconds(row) for row in self.cpu)
 
     @property
+    def main_total(self) -> float:
+        """Seconds of the main process: the GPU work and its own CPU work, one after the other."""
+        return self.gpu_total + sum(self.cpu_seconds(row) for row in self.cpu if row.where == "main")
+
+    @property
+    def workers_total(self) -> float:
+        """Wall seconds of the workers' parts."""
+        return sum(self.cpu_seconds(row) for row in self.cpu if row.where == "workers")
+
+    @property
     def total(self) -> float:
-        """GPU then CPU seconds (not overlapped)."""
-        return self.gpu_total + self.cpu_total
+        """The longer of the main process and the workers when they overlap, else GPU then CPU seconds."""
+        return max(self.main_total, self.workers_total) if self.overlap else self.gpu_total + self.cpu_total
+
+
+def estimate_setting(flops: dict[str, tuple[float, str]], unit_seconds: dict[str, tuple[float, str]],
+                     cpu: list[CpuCost], protocol: Protocol, gpu: Gpu, setting: Setting) -> EvaluationEstimate:
+    """The protocol under ``setting``: its GPU rows, its CPU parts where the code runs them, overlapped."""
+    return EvaluationEstimate(network_costs(flops, protocol, setting, unit_seconds), place_cpu_work(cpu, setting),
+                              protocol, gpu.flops_per_second * gpu.utilisation, setting.workers, overlap=True,
+                              setting=setting)
+
+
+def _gpu_cell(est: EvaluationEstimate, row: NetworkCost) -> str:
+    if row.flops_per_unit is None and row.seconds_per_unit is None:
+        return "-"
+    return f"{row.seconds(est.flops_per_second):,.1f}" + ("" if row.in_total else "*")
+
+
+def _network_lines(ests: list[EvaluationEstimate]) -> list[str]:
+    names = [est.setting.name if est.setting else "s" for est in ests]
+    lines = ["  | metric | GPU work | unit | GFLOP per unit | units | PFLOP | " + " | ".join(f"{n} s" for n in names)
+             + " | how |", "  |---|---|---|---:|---:|---:|" + "---:|" * len(ests) + "---|"]
+    for i, row in enumerate(ests[0].networks):
+        rows = [est.networks[i] for est in ests]
+        flop = "-" if row.flops_per_unit is None else f"{row.flops_per_unit / 1e9:,.2f}"
+        units = " / ".join(dict.fromkeys(f"{r.units:,.0f}" for r in rows))
+        pflop = " / ".join(dict.fromkeys(f"{r.flops / 1e15:,.2f}" for r in rows))
+        how = "; ".join(part for part in (row.source, row.note) if part)
+        lines.append(f"  | {row.metric} | {row.network} | {row.unit} | {flop} | {units} | {pflop} | "
+                     + " | ".join(_gpu_cell(est, r) for est, r in zip(ests, rows)) + f" | {how} |")
+    return lines
+
+
+def _cpu_cell(est: EvaluationEstimate, row: CpuCost) -> str:
+    placed = next((r for r in est.cpu if (r.metric, r.work) == (row.metric, row.work)), None)
+    if placed is None:
+        return "GPU" if row.on_gpu else "-"
+    return f"{placed.where} {est.cpu_seconds(placed):,.0f}"
+
+
+def _cpu_lines(ests: list[EvaluationEstimate], timed: list[CpuCost]) -> list[str]:
+    names = [est.setting.name if est.setting else "s" for est in ests]
+    p = ests[0].protocol
+    lines = ["  | metric | CPU work | s per clip-second, 1 core | x | core-hours | "
+             + " | ".join(f"{n}: where, s" for n in names) + " |", "  |---|---|---:|---:|---:|" + "---:|" * len(ests)]
+    for row in timed:
+        lines.append(f"  | {row.metric} | {row.work} | {row.seconds_per_clip_second:.3f} | {row.passes} | "
+                     f"{row.core_seconds(p) / 3600:,.2f} | " + " | ".join(_cpu_cell(est, row) for est in ests) + " |")
+    return lines
+
+
+def _verdict(est: EvaluationEstimate, goal_s: float) -> str:
+    met = "met" if est.total <= goal_s else "NOT met"
+    name = est.setting.name if est.setting else "evaluation"
+    if not est.overlap:
+        return (f"  {name} total: {est.gpu_total:,.0f} s GPU + {est.cpu_total:,.0f} s CPU = {est.total:,.0f} s "
+                f"({est.total / 60:,.0f} min); goal {goal_s / 60:g} min: {met}")
+    main_cpu = est.main_total - est.gpu_total
+    return (f"  {name} total: main process {est.gpu_total:,.0f} s GPU + {main_cpu:,.0f} s CPU = {est.main_total:,.0f} s, "
+            f"workers {est.workers_total:,.0f} s over {est.workers}; overlapped: = {est.total:,.0f} s "
+            f"({est.total / 60:,.0f} min); goal {goal_s / 60:g} min: {met}")
+
+
+def format_estimates(ests: list[EvaluationEstimate], goal_s: float = 900.0, timed: list[CpuCost] | None = None) -> str:
+    """Markdown tables of one or more settings side by side, then each setting's total and verdict on ``goal_s``.
+
+    Args:
+        ests: the settings' estimates (same protocol and network rows).
+        goal_s: the goal in seconds.
+        timed: every timed CPU part (default: the first estimate's), so that parts a setting
+            moves to the GPU or leaves out still have their row.
+    """
+    lines = _network_lines(ests)
+    lines += ["  (* beside the total: not run by that setting)", "", *_cpu_lines(ests, timed or ests[0].cpu), ""]
+    for est in ests:
+        lines.append(_verdict(est, goal_s))
+        lines.append("    largest parts: " + ", ".join(f"{name} {secs:,.0f} s" for name, secs in largest_parts(est)))
+    return "\n".join(lines)
 
 
 def format_estimate(est: EvaluationEstimate, goal_s: float = 900.0) -> str:
-    """The estimate as Markdown tables and a verdict on ``goal_s``."""
-    p, rate = est.protocol, est.flops_per_second
-    lines = ["  | metric | network | unit | GFLOP per unit | units | PFLOP | H100 s | how |",
-             "  |---|---|---|---:|---:|---:|---:|---|"]
-    for row in est.networks:
-        flop = "-" if row.flops_per_unit is None else f"{row.flops_per_unit / 1e9:,.2f}"
-        secs = "-" if row.flops_per_unit is None else f"{row.seconds(rate):,.1f}" + ("" if row.in_total else "*")
-        how = "; ".join(part for part in (row.source, row.note) if part)
-        lines.append(f"  | {row.metric} | {row.network} | {row.unit} | {flop} | {row.units:,.0f} | "
-                     f"{row.flops / 1e15:,.2f} | {secs} | {how} |")
-    lines += [(f"  networks in the total: {est.gpu_flops / 1e15:,.1f} PFLOP -> {est.gpu_total:,.0f} s "
-               "(* not in the total)"), "",
-              f"  | metric | CPU work | s per clip-second, 1 core | x | core-hours | s with {est.workers} workers |",
-              "  |---|---|---:|---:|---:|---:|"]
-    for row in est.cpu:
-        lines.append(f"  | {row.metric} | {row.work} | {row.seconds_per_clip_second:.3f} | {row.passes} | "
-                     f"{row.core_seconds(p) / 3600:,.2f} | {est.cpu_seconds(row):,.0f} |")
-    core_h = sum(row.core_seconds(p) for row in est.cpu) / 3600
-    met = "met" if est.total <= goal_s else "NOT met"
-    lines += [(f"  CPU parts: {core_h:,.1f} core-hours -> {est.cpu_total:,.0f} s with {est.workers} workers "
-               f"({core_h:,.1f} h for these parts alone in one process, as experiments.evaluate scores clips today)"),
-              "",
-              (f"  evaluation total: {est.gpu_total:,.0f} s GPU + {est.cpu_total:,.0f} s CPU = {est.total:,.0f} s "
-               f"({est.total / 60:,.0f} min); goal {goal_s / 60:g} min: {met}"),
-              "  largest parts: " + ", ".join(f"{name} {secs:,.0f} s" for name, secs in largest_parts(est))]
-    return "\n".join(lines)
+    """One setting's estimate as Markdown tables and a verdict on ``goal_s``."""
+    return format_estimates([est], goal_s)
 
 
 def largest_parts(est: EvaluationEstimate, count: int = 4) -> list[tuple[str, float]]:
     """The ``count`` parts of the total that take longest: ``(metric: network or work, seconds)``."""
     parts = [(f"{row.metric}: {row.network}", row.seconds(est.flops_per_second)) for row in est.networks if row.in_total]
-    parts += [(f"{row.metric}: {row.work}", est.cpu_seconds(row)) for row in est.cpu]
+    parts += [(f"{row.metric}: {row.work} ({row.where})", est.cpu_seconds(row)) for row in est.cpu]
     return sorted(parts, key=lambda part: -part[1])[:count]

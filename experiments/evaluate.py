@@ -33,6 +33,16 @@ the umask):
 * ``tables.md`` / ``tables.tex``: the paper's Tables 1-5 with its rows and ours beside them,
   units, clip counts, and a footnoted reason for every "-".
 
+Where the work runs: ``--device cuda`` (or ``cuda:N``, ``mps``; default ``cpu``) moves every metric
+network (Inception, I3D, PIPs++, LPIPS' AlexNet, VGGish, the speaker encoder, SyncNet and the face
+detector, Whisper) and PSNR/SSIM to that device, with the frames they read. ``--workers N``
+(default ``min(4, cores)``) decodes the clips in N processes, which also score the metrics that run
+library code on the CPU (PESQ, STOI, ESTOI, both MCDs, DNSMOS, PocketSphinx; on a CPU device every
+per-clip metric) a few clips ahead of this process; the results are those of ``--workers 1``.
+``--metric-option KEY.NAME=VALUE`` passes a constructor argument to one metric (VALUE as JSON, e.g.
+``fvmd.window_stride=16``: FVMD on every 16th window only, faster but not the published FVMD).
+``summary.json`` says where the clips were scored under ``scored_on``.
+
 PSNR: a frame identical to its ground truth has infinite PSNR. The aggregate caps every frame
 at 100 dB (libvpx's ``MAX_PSNR``, x264) before the means; ``per_clip.csv`` keeps the uncapped
 ``psnr`` beside ``psnr_capped``, and ``summary.json`` names the convention under ``conventions``.
@@ -45,19 +55,26 @@ DNSMOS, a predicted MOS, has its own column.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import functools
 import io
 import json
 import logging
 import math
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from common.devices import check_device
 from common.files import write_text_atomic
+from common.workers import exit_with_parent
 from datamodules.conventions import FPS, SAMPLE_RATE
 from datamodules.media import MediaError, probe, read_audio, read_video
 from metrics.functional.image_quality import PSNR_CAP_DB
@@ -69,7 +86,7 @@ from metrics.paper_tables import (
     render_latex,
     render_markdown,
 )
-from metrics.suite import SPECS, SUITE, Clip, MetricSuite, alignment_report
+from metrics.suite import SPECS, SUITE, Clip, MetricSuite, align_pair, alignment_report
 
 log = logging.getLogger(__name__)
 
@@ -294,32 +311,180 @@ def _adjustments(pred_path: Path, gt_path: Path | None, pred: Clip, gt: Clip | N
     return found
 
 
-def _score_clip(suite: MetricSuite, name: str, pred_path: Path, gt_path: Path | None, text: str | None) -> dict[str, Any]:
-    """Decode and score one clip; a decode failure or a clip no metric could score is a failure."""
-    row: dict[str, Any] = {"clip": name, "status": "ok", "values": {}, "excluded": {}}
-    if gt_path is not None:
-        row["gt_clip"] = gt_path.name
+# --------------------------------------------------------------------------------------------
+# Decoding and the CPU-bound metrics in worker processes (a DataLoader's), the rest here
+# --------------------------------------------------------------------------------------------
+
+
+def default_workers() -> int:
+    """``min(4, cores this process may use)``: the default of ``--workers``."""
+    from metrics.functional.parallel import default_workers as cores
+
+    return min(4, cores())
+
+
+def check_workers(workers: Any, argument: str = "workers") -> int:
+    """``workers`` if it is an integer >= 1; else ValueError naming ``argument`` and the value."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"{argument}={workers!r}: expected an integer >= 1 (processes that decode the clips and score "
+                         "the CPU-bound metrics; 1 scores in this process)")
+    return workers
+
+
+class _Scored(NamedTuple):
+    """One clip as :class:`_ClipScorer` hands it over: its row so far, the decoded pair (the tracks
+    this process still reads), the CPU-bound metrics' values, refusals and states."""
+
+    row: dict[str, Any]
+    pred: Clip | None
+    gt: Clip | None
+    values: dict[str, float]
+    refused: dict[str, str]
+    states: dict[str, dict[str, Any]]
+
+
+class _ClipScorer(Dataset):
+    """Item ``i``: clip ``i`` (and its ground truth) decoded, paired and scored by ``suite.worker_keys``.
+
+    Made in a worker process when there are several (forked: the suite, its overrides and its
+    recogniser are inherited, not pickled), which builds its own :meth:`MetricSuite.worker_suite`.
+    """
+
+    def __init__(self, jobs: list[tuple[str, Path, Path | None]], texts: dict[str, str], suite: MetricSuite) -> None:
+        self.jobs, self.texts = jobs, texts
+        self._make_suite = suite.worker_suite
+        self._suite: MetricSuite | None = None
+        self._built = False
+        modalities = {SPECS[key].modality for key in suite.device_keys}
+        self._keep_video = bool(modalities & {"video", "audio-visual"})  # what is read here travels back
+        self._keep_wav = bool(modalities & {"audio", "audio-visual"})
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def _worker_suite(self) -> MetricSuite | None:
+        if not self._built:
+            self._suite, self._built = self._make_suite(), True
+        return self._suite
+
+    def _kept(self, clip: Clip | None) -> Clip | None:
+        if clip is None:
+            return None
+        return Clip(clip.video if self._keep_video else None, clip.wav if self._keep_wav else None)
+
+    def __getitem__(self, index: int) -> _Scored:
+        name, pred_path, gt_path = self.jobs[index]
+        row: dict[str, Any] = {"clip": name, "status": "ok", "values": {}, "excluded": {}}
+        if gt_path is not None:
+            row["gt_clip"] = gt_path.name
+        try:
+            pred = load_clip(pred_path)
+            gt = load_clip(gt_path) if gt_path is not None else None
+            row["adjustments"] = _adjustments(pred_path, gt_path, pred, gt)
+        except MediaError as err:
+            row.update(status="failed", reason=str(err))
+            return _Scored(row, None, None, {}, {}, {})
+        if gt is not None:  # cut and resized once, here, for the metrics of both processes
+            pred, gt = align_pair(pred, gt)
+        values, refused, states = {}, {}, {}
+        suite = self._worker_suite()
+        if suite is not None:
+            with _one_thread():
+                values, refused = suite.update(pred, gt, self.texts.get(clip_key(name)))
+            states = suite.take_states()
+        return _Scored(row, self._kept(pred), self._kept(gt), values, refused, states)
+
+
+class _Decoded(Dataset):
+    """Item ``i``: ``(name, clip, None)`` of the ``i``-th of ``clips``, or ``(name, None, why)`` if it cannot be decoded."""
+
+    def __init__(self, clips: list[tuple[str, Path]]) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[str, Clip | None, str | None]:
+        name, path = self.clips[index]
+        try:
+            return name, load_clip(path), None
+        except MediaError as err:
+            return name, None, str(err)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """One BLAS, OpenMP and torch thread, in a worker or in this process.
+
+    Sums split over another number of threads are added in another order (librosa's mel filters
+    through BLAS differ in the 10th digit), so the CPU-bound metrics always run on one thread: the
+    results do not depend on ``workers``. pystoi and the like are faster so anyway.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
-        pred = load_clip(pred_path)
-        gt = load_clip(gt_path) if gt_path is not None else None
-        row["adjustments"] = _adjustments(pred_path, gt_path, pred, gt)
-    except MediaError as err:
-        row.update(status="failed", reason=str(err))
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _init_worker(parent_pid: int, worker_id: int) -> None:
+    """A worker ends with the process that started it (see :mod:`common.workers`)."""
+    exit_with_parent(parent_pid)
+
+
+def _loader(dataset: Dataset, workers: int) -> DataLoader:
+    """The items of ``dataset`` in order: made here (``workers`` 1) or by ``workers`` forked processes, two each ahead."""
+    if workers <= 1:
+        return DataLoader(dataset, batch_size=None, collate_fn=_as_is)
+    return DataLoader(dataset, batch_size=None, collate_fn=_as_is, num_workers=workers,
+                      multiprocessing_context="fork" if os.name == "posix" else None,
+                      worker_init_fn=functools.partial(_init_worker, os.getpid()))
+
+
+def _finish_row(suite: MetricSuite, scored: _Scored, text: str | None) -> dict[str, Any]:
+    """Add a worker's states and score the device metrics here; a clip no metric could score is a failure."""
+    row = scored.row
+    if row["status"] != "ok":
         return row
-    values, refused = suite.update(pred, gt, text)
-    row["values"], row["excluded"] = values, refused
+    suite.add_states(scored.states)
+    values, refused = dict(scored.values), dict(scored.refused)
+    if suite.device_keys:
+        here, refused_here = suite.update(scored.pred, scored.gt, text, keys=suite.device_keys)
+        values.update(here)
+        refused.update(refused_here)
+    row["values"], row["excluded"] = values, suite.in_order(refused)
     if not values and refused:
-        row.update(status="failed", reason="; ".join(f"{k}: {v}" for k, v in refused.items()))
+        row.update(status="failed", reason="; ".join(f"{k}: {v}" for k, v in row["excluded"].items()))
     return row
 
 
-def _add_reference_set(suite: MetricSuite, ref_dir: Path) -> tuple[list[dict[str, str]], int]:
+def _score_clips(suite: MetricSuite, jobs: list[tuple[str, Path, Path | None]], texts: dict[str, str],
+                 workers: int) -> list[dict[str, Any]]:
+    """One row per job, in order (see :func:`_finish_row`)."""
+    loader = _loader(_ClipScorer(jobs, texts, suite), workers)
+    return [_finish_row(suite, scored, texts.get(clip_key(scored.row["clip"])))
+            for scored in tqdm(loader, total=len(jobs), desc="scoring", unit="clip")]
+
+
+def _add_reference_set(suite: MetricSuite, ref_dir: Path, workers: int) -> tuple[list[dict[str, str]], int]:
     """Feed the real clips of ``ref_dir``; returns the clips (or their metrics) left out, and how many went in."""
     failures, added = [], 0
-    for name, path in tqdm(list_clips(ref_dir).items(), desc="reference set", unit="clip"):
+    clips = list(list_clips(ref_dir).items())
+    for name, clip, error in tqdm(_loader(_Decoded(clips), workers), total=len(clips), desc="reference set", unit="clip"):
+        if error is not None:
+            failures.append({"clip": name, "reason": error})
+            continue
         try:
-            refused = suite.add_reference(load_clip(path))
-        except (MediaError, ValueError, RuntimeError) as err:
+            refused = suite.add_reference(clip)
+        except (ValueError, RuntimeError) as err:
             failures.append({"clip": name, "reason": str(err)})
             continue
         added += 1
@@ -339,6 +504,8 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     recognizer: Any = None,
+    device: str | torch.device = "cpu",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Run the suite over a folder of generated clips and write the outputs (module docstring).
 
@@ -356,10 +523,19 @@ def evaluate(
         overrides: per metric key, constructor arguments (e.g. injected networks).
         recognizer: ASR for WER: a recogniser object or a :func:`metrics.asr.make_recognizer`
             spec such as ``"whisper_base_en"`` (default: PocketSphinx).
+        device: where the metric networks and PSNR/SSIM run (cpu, cuda, cuda:N, mps).
+        workers: processes that decode the clips and score the CPU-bound metrics (default
+            :func:`default_workers`; 1 does everything in this process).
 
     Returns:
         The summary written to ``summary.json`` (non-finite values as ``None``).
+
+    Raises:
+        ValueError: ``device`` is not on this machine, ``workers`` is not an integer >= 1, or an
+            unknown ``dataset``: before any clip is read.
     """
+    device = check_device(device)
+    workers = default_workers() if workers is None else check_workers(workers)
     if dataset is not None and dataset not in DATASETS:
         raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
     texts = load_transcripts(transcripts)
@@ -371,15 +547,16 @@ def evaluate(
     else:
         pairing = Pairing([], [], [], [], ignored_files(Path(pred_dir)))
         jobs = [(n, p, None) for n, p in list_clips(Path(pred_dir)).items()]
-    suite = MetricSuite(list(metrics) if metrics else None, paired, ref_set is not None, bool(texts), overrides, recognizer)
-    ref_failures, ref_count = _add_reference_set(suite, Path(ref_set)) if (ref_set is not None and not paired) else ([], 0)
-
-    rows = []
-    for clip_name, pred_path, gt_path in tqdm(jobs, desc="scoring", unit="clip"):
-        rows.append(_score_clip(suite, clip_name, pred_path, gt_path, texts.get(clip_key(clip_name))))
+    suite = MetricSuite(list(metrics) if metrics else None, paired, ref_set is not None, bool(texts), overrides, recognizer,
+                        device)
+    with_refs = ref_set is not None and not paired
+    ref_failures, ref_count = _add_reference_set(suite, Path(ref_set), workers) if with_refs else ([], 0)
+    rows = _score_clips(suite, jobs, texts, workers)
     results, failed_metrics = suite.compute()
     results.update(human)
-    run = _Run(rows, results, suite, failed_metrics, pairing, ref_failures, ref_count, paired, rated, ratings is not None)
+    scored_on = {"device": str(device), "workers": workers, "in_workers": sorted(suite.worker_keys)}
+    run = _Run(rows, results, suite, failed_metrics, pairing, ref_failures, ref_count, paired, rated, ratings is not None,
+               scored_on)
     summary = _summary(run, dataset, name)
     _write_outputs(Path(out_dir), rows, summary, our_row(summary))
     return _json_safe(summary)
@@ -398,6 +575,7 @@ class _Run(NamedTuple):
     paired: bool
     rated: dict[str, int]
     ratings_given: bool
+    scored_on: dict[str, Any]
 
 
 def _psnr_convention(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -487,6 +665,7 @@ def _summary(run: _Run, dataset: str | None, name: str) -> dict[str, Any]:
         "results": {k: (v if math.isfinite(v) else None) for k, v in run.results.items()},
         "results_missing": _missing_results(run, counts),
         "clips_per_result": counts,
+        "scored_on": run.scored_on,
     }
 
 
@@ -536,6 +715,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--asr", default="pocketsphinx",
                         help="recogniser for WER: pocketsphinx, a Whisper registry name (whisper_base_en, ...), "
                         "an OpenAI .pt file, a hub id or a save_pretrained folder")
+    parser.add_argument("--device", default="cpu",
+                        help="where the metric networks and PSNR/SSIM run: cpu, cuda, cuda:N or mps (default cpu)")
+    parser.add_argument("--workers", type=int,
+                        help="processes that decode the clips and score PESQ, STOI, ESTOI, MCD, DNSMOS and PocketSphinx "
+                        "(on a CPU device every per-clip metric); default min(4, cores), 1: all in this process")
+    parser.add_argument("--metric-option", action="append", default=[], metavar="KEY.NAME=VALUE",
+                        help="a constructor argument of one metric, VALUE read as JSON (else a string), repeatable; "
+                        "e.g. fvmd.window_stride=16 (faster, not the published FVMD)")
     args = parser.parse_args(argv)
     if args.no_ref == (args.gt is not None):
         parser.error("give either --gt DIR (paired mode) or --no-ref")
@@ -556,15 +743,50 @@ def _print_unpaired(summary: dict[str, Any]) -> None:
             print(f"  {what}: {', '.join(names)}")
 
 
+def metric_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["fvmd.window_stride=16"]`` -> ``{"fvmd": {"window_stride": 16}}`` (VALUE read as JSON, else kept as text).
+
+    Raises:
+        ValueError: an item that is not ``KEY.NAME=VALUE`` with ``KEY`` a metric of the suite.
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, equals, text = item.partition("=")
+        key, dot, name = target.partition(".")
+        if not (equals and dot and name.isidentifier()):
+            raise ValueError(f"--metric-option {item!r}: expected KEY.NAME=VALUE, e.g. fvmd.window_stride=16")
+        if key not in SPECS:
+            raise ValueError(f"--metric-option {item!r}: unknown metric {key!r}; known: {', '.join(SPECS)}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        options.setdefault(key, {})[name] = value
+    return options
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Entry point: run :func:`evaluate` and print where the outputs are and what was skipped."""
+    """Entry point: run :func:`evaluate` and print where the outputs are and what was skipped.
+
+    A device this machine lacks, a bad ``--workers`` or ``--metric-option``: one ``error:`` line on
+    stderr and exit status 2, before any clip is read.
+    """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    try:
+        device = check_device(args.device, "--device")
+        workers = default_workers() if args.workers is None else check_workers(args.workers, "--workers")
+        overrides = metric_options(args.metric_option)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     summary = evaluate(
         args.pred, args.out, None if args.no_ref else args.gt, args.ref_set, args.transcripts, args.ratings,
-        args.dataset, args.name, args.metrics.split(",") if args.metrics else None, recognizer=args.asr,
+        args.dataset, args.name, args.metrics.split(",") if args.metrics else None, overrides or None,
+        recognizer=args.asr, device=device, workers=workers,
     )
-    print(f"scored {summary['num_scored']}/{summary['num_clips']} clips; failed: {summary['num_failed']}")
+    print(f"scored {summary['num_scored']}/{summary['num_clips']} clips on {device} with {workers} worker "
+          f"process(es); failed: {summary['num_failed']}")
     for failure in summary["failures"]:
         print(f"  failed {failure['clip']}: {failure['reason']}")
     for key, reason in summary["metrics_skipped"].items():

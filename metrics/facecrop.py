@@ -78,8 +78,8 @@ def s3fd_available() -> bool:
     return find_spec("face_alignment") is not None and available("s3fd")
 
 
-def load_s3fd(path: str | None = None) -> torch.nn.Module:
-    """face-alignment's S3FD network with ``sfd_face.pth`` (registry entry ``s3fd``) loaded."""
+def load_s3fd(path: str | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """face-alignment's S3FD network with ``sfd_face.pth`` (registry entry ``s3fd``) loaded, on ``device``."""
     from face_alignment.detection.sfd.net_s3fd import s3fd
 
     from metrics.registry import weights_path
@@ -87,26 +87,33 @@ def load_s3fd(path: str | None = None) -> torch.nn.Module:
     net = s3fd()
     state = torch.load(path or weights_path("s3fd"), map_location="cpu", weights_only=True)
     net.load_state_dict(state)
-    return freeze(net)
+    return freeze(net).to(device)
+
+
+@functools.cache
+def _s3fd(device: torch.device) -> torch.nn.Module:
+    """The process' S3FD with the registry's weights, one per device (loaded once, not per clip)."""
+    return load_s3fd(device=device)
 
 
 def s3fd_detector(net: torch.nn.Module, scale: float = S3FD_SCALE, conf: float = CONF_THRESHOLD) -> Detector:
-    """Frame-wise S3FD as the reference runs it (scaled frame, RGB minus mean, NMS at 0.1)."""
+    """Frame-wise S3FD as the reference runs it (scaled frame, RGB minus mean, NMS at 0.1), on ``net``'s device."""
     from face_alignment.detection.sfd.bbox import nms
     from face_alignment.detection.sfd.detect import get_predictions
 
-    mean = torch.tensor(S3FD_MEAN_RGB).view(1, 3, 1, 1)
+    device = next(net.parameters()).device
+    mean = torch.tensor(S3FD_MEAN_RGB, device=device).view(1, 3, 1, 1)
 
     def detect(frames: np.ndarray) -> list[np.ndarray]:
         out = []
         for frame in frames:
-            x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
+            x = torch.from_numpy(frame).to(device).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
             x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False) - mean
             with torch.no_grad():
                 olist = list(net(x))
             for i in range(len(olist) // 2):
                 olist[2 * i] = F.softmax(olist[2 * i], dim=1)
-            boxes = get_predictions([o.numpy() for o in olist], 1)
+            boxes = get_predictions([o.cpu().numpy() for o in olist], 1)
             boxes = np.asarray(boxes[0]) if len(boxes) and np.asarray(boxes).size else np.zeros((0, 5))
             boxes = boxes[boxes[:, 4] > conf] if boxes.size else np.zeros((0, 5))
             if len(boxes):
@@ -120,17 +127,17 @@ def s3fd_detector(net: torch.nn.Module, scale: float = S3FD_SCALE, conf: float =
 
 
 @functools.cache
-def _mtcnn():
-    """The process' MTCNN: facenet-pytorch's default stage thresholds (0.6, 0.7, 0.7) and 20 px
-    smallest face, as the preprocessing's; all faces kept, CPU."""
+def _mtcnn(device: torch.device):
+    """The process' MTCNN on ``device``: facenet-pytorch's default stage thresholds (0.6, 0.7, 0.7)
+    and 20 px smallest face, as the preprocessing's; all faces kept."""
     from facenet_pytorch import MTCNN  # weights ship in the wheel
 
-    return MTCNN(keep_all=True, thresholds=[0.6, 0.7, 0.7], min_face_size=20, device="cpu")
+    return MTCNN(keep_all=True, thresholds=[0.6, 0.7, 0.7], min_face_size=20, device=device)
 
 
-def mtcnn_detector(conf: float = CONF_THRESHOLD) -> Detector:
-    """facenet-pytorch's MTCNN (weights in the wheel), faces with probability >= ``conf``."""
-    mtcnn = _mtcnn()
+def mtcnn_detector(conf: float = CONF_THRESHOLD, device: str | torch.device = "cpu") -> Detector:
+    """facenet-pytorch's MTCNN (weights in the wheel) on ``device``, faces with probability >= ``conf``."""
+    mtcnn = _mtcnn(torch.device(device))
 
     def detect(frames: np.ndarray) -> list[np.ndarray]:
         boxes, probs = mtcnn.detect(list(frames))
@@ -147,12 +154,12 @@ def mtcnn_detector(conf: float = CONF_THRESHOLD) -> Detector:
     return detect
 
 
-def default_detector() -> Detector:
-    """S3FD when available (see :func:`s3fd_available`), else MTCNN (``detector.name`` says which)."""
+def default_detector(device: str | torch.device = "cpu") -> Detector:
+    """S3FD when available (see :func:`s3fd_available`), else MTCNN (``detector.name`` says which), on ``device``."""
     if s3fd_available():
-        return s3fd_detector(load_s3fd())
+        return s3fd_detector(_s3fd(torch.device(device)))
     log.info("S3FD unavailable (needs face-alignment and sfd_face.pth): cropping with MTCNN")
-    return mtcnn_detector()
+    return mtcnn_detector(device=device)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Frechet Video Motion Distance (FVMD) with an injectable point tracker.
 
 Every clip is resized to 256x256 (bilinear, antialiased as torchvision's ``Resize``), cut into
-all 16-frame windows with stride 1 (the official dataset sampling), each window tracked by
+all 16-frame windows with stride 1 (the official dataset sampling; ``window_stride``), each window tracked by
 PIPs++ on a 20x20 grid, and turned into a 1024-d motion feature (velocity and
 "acceleration" orientation histograms; see :mod:`metrics.functional.fvmd`). Samples of the
 two Gaussians are windows, not clips. The official code runs on CUDA only; this runs on any
@@ -47,15 +47,16 @@ class FrechetVideoMotionDistance(FrechetDistance):
             tracks; ``None`` builds :class:`~metrics.features.pips.PipsTracker` (needs the PIPs++
             code and weights, see that module). It is frozen: put in eval mode and kept there,
             its parameters without gradients.
-        window_stride: frames between consecutive 16-frame windows (1 as the official code).
+        window_stride: frames between consecutive 16-frame windows: 1 as the official code (its
+            published values need it); 16 tracks disjoint windows only, about 16x faster, an
+            approximation that does not reproduce published FVMD values.
         acceleration_from: ``"positions"`` (official behaviour, default) or ``"velocity"``.
         reset_real_features: if False, ``reset()`` keeps the real-set statistics.
         track_batch_size: windows per tracker call.
 
     Example:
         >>> import torch
-        >>> from metrics.frechet import FrechetDistance, Stats
-from metrics.features.pips import grid_points
+        >>> from metrics.features.pips import grid_points
         >>> class Still(torch.nn.Module):  # a tracker that sees brightness as motion
         ...     def forward(self, w):
         ...         shift = w.mean(dim=(2, 3, 4))[..., None, None] / 8  # (W, 16, 1, 1)

@@ -34,7 +34,8 @@ class LipSyncError(KeepsChildrenFrozen, Metric):
         net: SyncNet; ``None`` loads ``syncnet_v2.model`` from the registry on first update.
         face_crop: ``"auto"`` crops videos whose frames are not 224x224, ``True`` always,
             ``False`` never (inputs must then be 224x224 crops).
-        detector: injected face detector for :func:`~metrics.facecrop.crop_faces`.
+        detector: injected face detector for :func:`~metrics.facecrop.crop_faces`; ``None`` uses
+            :func:`~metrics.facecrop.default_detector` on the metric's device (``.to(device)``).
         detect_every: detector stride in frames (1 as the reference).
         vshift: largest AV offset searched, in frames.
         min_frames: shortest clip scored (the original pipeline drops face tracks under 100).
@@ -95,10 +96,12 @@ class LipSyncError(KeepsChildrenFrozen, Metric):
         square = tuple(video.shape[-2:]) == (CROP_SIZE, CROP_SIZE)
         if self.face_crop is False or (self.face_crop == "auto" and square):
             return video
-        from metrics.facecrop import crop_faces
+        from metrics.facecrop import crop_faces, default_detector
 
+        # the default detector runs where the metric was moved (MTCNN and S3FD take a device)
+        detector = self.detector if self.detector is not None else default_detector(self.device)
         frames = video if video.dtype == torch.uint8 else (video.clamp(0, 1) * 255).round().to(torch.uint8)
-        result = crop_faces(frames.permute(0, 2, 3, 1).cpu().numpy(), self.detector, None, self.detect_every)
+        result = crop_faces(frames.permute(0, 2, 3, 1).cpu().numpy(), detector, None, self.detect_every)
         self.detectors_used.add(result.detector)
         return torch.from_numpy(result.frames).permute(0, 3, 1, 2)  # (T, 3, 224, 224)
 

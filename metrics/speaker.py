@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from common.frozen import KeepsChildrenFrozen, freeze
 from metrics.audio_features import AudioInput, PerClipAudioMetric
-from metrics.functional.speaker import _speaker_similarity_update
+from metrics.functional.speaker import _speaker_similarity_update, default_encoder
 
 
 class SpeakerSimilarity(KeepsChildrenFrozen, PerClipAudioMetric):
@@ -17,7 +17,7 @@ class SpeakerSimilarity(KeepsChildrenFrozen, PerClipAudioMetric):
     Args:
         sample_rate: Hz of the audio given to ``update``.
         encoder: a resemblyzer ``VoiceEncoder`` (frozen, eval); the pretrained one shipped
-            with resemblyzer by default.
+            with resemblyzer by default, on the metric's device.
         kwargs: torchmetrics ``Metric`` options.
 
     ``update(preds, target)``: ``(B, S)`` float in [-1, 1] or lists of ``(S_i,)``; the two
@@ -38,8 +38,19 @@ class SpeakerSimilarity(KeepsChildrenFrozen, PerClipAudioMetric):
 
     def update(self, preds: AudioInput, target: AudioInput) -> None:
         """Score each pair of clips; see the class docstring for shapes."""
-        scores, excluded = _speaker_similarity_update(preds, target, self.sample_rate, self.encoder)
+        scores, excluded = _speaker_similarity_update(preds, target, self.sample_rate, self._encoder())
         self._record(scores, excluded)
+
+    def _encoder(self) -> nn.Module:
+        """The encoder, on the metric's device (``.to(device)`` moves an injected one with the metric)."""
+        if self.encoder is None:
+            return default_encoder(str(self.device))
+        # resemblyzer's VoiceEncoder sends its inputs to the device it was built on: keep that
+        # where its weights are now
+        weight = next(self.encoder.parameters(), None)
+        if weight is not None and hasattr(self.encoder, "device"):
+            self.encoder.device = weight.device
+        return self.encoder
 
     def compute(self) -> Tensor:
         """Mean cosine over the scored clips (NaN with a warning when none was scored)."""

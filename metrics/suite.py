@@ -11,6 +11,14 @@ skipped (missing weights, missing package, no ground truth, no transcripts...), 
 clip at a time and returns each clip's values (for the per-clip CSV) and the final summary. A
 clip without a video or audio track is refused, with the reason, only by the metrics that read
 that track.
+
+Where each metric runs (``device``): the metrics with a network (FID, FVD, KVD, FVMD, LPIPS, FAD,
+speaker similarity, LSE with its face detector, WER with Whisper) and the frame metrics PSNR and
+SSIM are moved to the device, and so are the video frames they read. The others run library code
+on the CPU whatever the device (PESQ, STOI, ESTOI, both MCDs, DNSMOS's ONNX models, PocketSphinx):
+:attr:`MetricSuite.worker_keys` names them, and on a CPU device every per-clip metric, so that a
+caller can score them in worker processes (:meth:`MetricSuite.worker_suite`, whose states
+:meth:`MetricSuite.add_states` adds up here, clip by clip, in order).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class MetricSpec:
         kwargs: fixed constructor arguments.
         columns: result keys the metric fills (``key`` unless it returns several values).
         higher_is_better: direction of ``key``.
+        cpu_bound: runs library code on the CPU whatever the device (nothing to move there).
     """
 
     key: str
@@ -66,6 +75,7 @@ class MetricSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     columns: tuple[str, ...] = ()
     higher_is_better: bool = False
+    cpu_bound: bool = False
 
     @property
     def needs_gt(self) -> bool:
@@ -94,16 +104,22 @@ SUITE: tuple[MetricSpec, ...] = (
     _spec("lpips", "LPIPS", "video", "paired", "per_clip", "metrics.image_quality:VideoLPIPS", ("alexnet_lpips",), ("lpips",), inject="net"),
     # audio
     _spec("fad", "FAD", "audio", "set", "distribution", "metrics.fad:FrechetAudioDistance", ("vggish",), ("torchvggish",), inject="feature_extractor"),
-    _spec("mcd", "MCD (dB)", "audio", "paired", "per_clip", "metrics.mcd:MelCepstralDistortion", packages=("pysptk", "pyworld")),
-    _spec("mcd_paper", "MCD (paper)", "audio", "paired", "per_clip", "metrics.mcd:PaperMFCCDistance", packages=("librosa",)),
-    _spec("stoi", "STOI", "audio", "paired", "per_clip", "metrics.intelligibility:STOI", packages=("pystoi",), higher_is_better=True),
-    _spec("estoi", "ESTOI", "audio", "paired", "per_clip", "metrics.intelligibility:ESTOI", packages=("pystoi",), higher_is_better=True),
-    _spec("pesq", "PESQ", "audio", "paired", "per_clip", "metrics.pesq:WidebandPESQ", packages=("pesq",), higher_is_better=True),
+    _spec("mcd", "MCD (dB)", "audio", "paired", "per_clip", "metrics.mcd:MelCepstralDistortion", packages=("pysptk", "pyworld"),
+          cpu_bound=True),
+    _spec("mcd_paper", "MCD (paper)", "audio", "paired", "per_clip", "metrics.mcd:PaperMFCCDistance", packages=("librosa",),
+          cpu_bound=True),
+    _spec("stoi", "STOI", "audio", "paired", "per_clip", "metrics.intelligibility:STOI", packages=("pystoi",),
+          higher_is_better=True, cpu_bound=True),
+    _spec("estoi", "ESTOI", "audio", "paired", "per_clip", "metrics.intelligibility:ESTOI", packages=("pystoi",),
+          higher_is_better=True, cpu_bound=True),
+    _spec("pesq", "PESQ", "audio", "paired", "per_clip", "metrics.pesq:WidebandPESQ", packages=("pesq",),
+          higher_is_better=True, cpu_bound=True),
     _spec("speaker_sim", "Speaker sim.", "audio", "paired", "per_clip", "metrics.speaker:SpeakerSimilarity", packages=("resemblyzer",),
           inject="encoder", higher_is_better=True),
     _spec("wer", "WER", "audio", "text", "per_clip", "metrics.wer:NormalizedWER", packages=("jiwer", "whisper_normalizer", "pocketsphinx")),
     _spec("dnsmos", "DNSMOS", "audio", "none", "per_clip", "metrics.dnsmos:DNSMOS", packages=("speechmos", "onnxruntime"),
-          columns=("dnsmos", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"), higher_is_better=True),
+          columns=("dnsmos", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"), higher_is_better=True,
+          cpu_bound=True),  # ONNX models run by onnxruntime on the CPU
     # sync
     _spec("lse", "LSE", "audio-visual", "none", "per_clip", "metrics.lse:LipSyncError", ("syncnet",), ("python_speech_features",),
           inject="net", columns=("lse_c", "lse_d")),
@@ -258,6 +274,21 @@ def _flatten(spec: MetricSpec, value: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def runs_in_workers(spec: MetricSpec, device: str | torch.device, pocketsphinx: bool) -> bool:
+    """Whether ``spec``'s metric may run in a worker process on the CPU (module docstring).
+
+    Args:
+        spec: the metric.
+        device: the suite's device.
+        pocketsphinx: whether WER transcribes with PocketSphinx (a library on the CPU).
+    """
+    if spec.kind != "per_clip":  # one set of running sums, fed from the main process
+        return False
+    if torch.device(device).type == "cpu" or spec.cpu_bound:
+        return True
+    return spec.key == "wer" and pocketsphinx
+
+
 class MetricSuite:
     """Build the available metrics and feed them one clip at a time.
 
@@ -275,6 +306,8 @@ class MetricSuite:
             :func:`metrics.asr.make_recognizer` (``"pocketsphinx"``, the default, a Whisper
             registry name such as ``"whisper_base_en"``, a hub id or a folder). A recogniser
             that cannot be loaded skips WER with the reason.
+        device: where the metrics of :attr:`device_keys` run (module docstring); their networks
+            and states are moved there at once, the ones built on first use when they are built.
     """
 
     def __init__(
@@ -285,11 +318,13 @@ class MetricSuite:
         has_text: bool = False,
         overrides: dict[str, dict[str, Any]] | None = None,
         recognizer: Any = None,
+        device: str | torch.device = "cpu",
     ) -> None:
         unknown = set(keys or []) - set(SPECS)
         if unknown:
             raise ValueError(f"unknown metric(s) {sorted(unknown)}; known: {sorted(SPECS)}")
         self.overrides = overrides or {}
+        self.device = torch.device(device)
         self.metrics: dict[str, Metric] = {}
         self.skipped: dict[str, str] = {}
         for spec in (SPECS[k] for k in (keys or list(SPECS))):
@@ -301,7 +336,16 @@ class MetricSuite:
                 self.skipped[spec.key] = reason
                 log.info("metric %s skipped: %s", spec.key, reason)
         self.recognizer = self._build_recognizer(recognizer) if "wer" in self.metrics else recognizer
-        self.paired = paired
+        self.paired, self.has_reference_set, self.has_text = paired, has_reference_set, has_text
+        self.worker_keys = [key for key in self.metrics if self._cpu_bound(key)]
+        self.device_keys = [key for key in self.metrics if key not in self.worker_keys]
+        for key in self.device_keys:
+            self.metrics[key].to(self.device)
+
+    def _cpu_bound(self, key: str) -> bool:
+        from metrics.asr import PocketSphinxRecognizer
+
+        return runs_in_workers(SPECS[key], self.device, isinstance(self.recognizer, PocketSphinxRecognizer))
 
     def _build_recognizer(self, recognizer: Any) -> Any:
         if recognizer is not None and not isinstance(recognizer, str):
@@ -310,7 +354,7 @@ class MetricSuite:
 
         spec = recognizer or "pocketsphinx"
         try:
-            return make_recognizer(spec)
+            return make_recognizer(spec, device=self.device)
         except (FileNotFoundError, ImportError, ValueError) as err:
             del self.metrics["wer"]
             self.skipped["wer"] = f"recogniser {spec!r} could not be loaded: {type(err).__name__}: {err}"
@@ -363,8 +407,19 @@ class MetricSuite:
         else:  # per clip against the ground truth
             metric.update(_track(pred, attr, "generated")[None], _track(gt, attr, "ground-truth")[None])
 
-    def update(self, pred: Clip, gt: Clip | None = None, text: str | None = None) -> tuple[dict[str, float], dict[str, str]]:
-        """Feed one prediction (and its ground truth / transcript) to every metric.
+    def _on_device(self, clip: Clip | None) -> Clip | None:
+        """``clip`` with its frames on the device (one copy per clip for every video metric there)."""
+        if clip is None or clip.video is None or self.device.type == "cpu":
+            return clip
+        return Clip(clip.video.to(self.device), clip.wav)
+
+    def _reads_device_frames(self, key: str) -> bool:
+        # LSE crops faces from frames on the CPU and moves only the crops
+        return SPECS[key].modality == "video" and key in self.device_keys
+
+    def update(self, pred: Clip, gt: Clip | None = None, text: str | None = None,
+               keys: list[str] | None = None) -> tuple[dict[str, float], dict[str, str]]:
+        """Feed one prediction (and its ground truth / transcript) to every metric, or to those of ``keys``.
 
         Returns:
             Per-clip values of the per-clip metrics (``{column: value}``) and, per metric that
@@ -372,15 +427,18 @@ class MetricSuite:
         """
         if self.paired and gt is not None:
             pred, gt = align_pair(pred, gt)
+        chosen = [key for key in self.metrics if keys is None or key in keys]
+        moved = (self._on_device(pred), self._on_device(gt)) if any(map(self._reads_device_frames, chosen)) else None
         values: dict[str, float] = {}
         refused: dict[str, str] = {}
-        for key, metric in self.metrics.items():
-            spec = SPECS[key]
+        for key in chosen:
+            spec, metric = SPECS[key], self.metrics[key]
+            clips = moved if moved is not None and self._reads_device_frames(key) else (pred, gt)
             before = _count(metric) if spec.kind == "per_clip" else 0
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    self._update_one(spec, metric, pred, gt, text)
+                    self._update_one(spec, metric, *clips, text)
                 except (MetricInputError, ValueError, RuntimeError) as err:
                     refused[key] = str(err)
                     continue
@@ -389,6 +447,59 @@ class MetricSuite:
             elif spec.kind == "per_clip" or any("exclud" in str(w.message) for w in caught):
                 refused[key] = "; ".join(str(w.message) for w in caught) or "not scored"
         return values, refused
+
+    def in_order(self, by_key: dict[str, Any]) -> dict[str, Any]:
+        """``by_key`` (metric key -> anything) in the suite's order, e.g. refusals gathered in two processes."""
+        return {key: by_key[key] for key in self.metrics if key in by_key}
+
+    # ----------------------------------------------------------------------------------------
+    # Scoring in worker processes
+    # ----------------------------------------------------------------------------------------
+
+    def worker_suite(self) -> MetricSuite | None:
+        """A suite of the :attr:`worker_keys` metrics on the CPU, built as this one (``None`` if there are none).
+
+        Build it in each worker process; feed it clips there, send :meth:`take_states` back
+        after each one, and :meth:`add_states` here.
+
+        Raises:
+            RuntimeError: a metric that was built here cannot be built there.
+        """
+        if not self.worker_keys:
+            return None
+        suite = MetricSuite(self.worker_keys, self.paired, self.has_reference_set, self.has_text, self.overrides,
+                            self.recognizer, device="cpu")
+        if suite.skipped:
+            raise RuntimeError(f"metrics built in the main process could not be built in a worker: {suite.skipped}")
+        return suite
+
+    def take_states(self) -> dict[str, dict[str, Any]]:
+        """Every metric's state (the face detectors LSE used included), then reset: one clip's worth to send back."""
+        states = {}
+        for key, metric in self.metrics.items():
+            # copies of the lists: reset() empties them in place
+            states[key] = {name: list(v) if isinstance(v, list) else v for name, v in metric.metric_state.items()}
+            if key == "lse":
+                states[key]["detectors_used"], metric.detectors_used = metric.detectors_used, set()
+            metric.reset()
+        return states
+
+    def add_states(self, states: dict[str, dict[str, Any]]) -> None:
+        """Add what :meth:`take_states` of a worker suite returned, after what is here.
+
+        The per-clip metrics keep list states (values, appended in order) and tensor states
+        that are counts (added), so clip after clip this ends where one suite fed every clip would.
+        """
+        for key, state in states.items():
+            metric = self.metrics[key]
+            for name, value in state.items():
+                local = getattr(metric, name)
+                if isinstance(local, set):  # LSE's detectors_used
+                    local |= value
+                elif isinstance(local, list):
+                    local.extend(v.to(metric.device) for v in value)
+                else:
+                    setattr(metric, name, local + value.to(local.device))
 
     def add_reference(self, clip: Clip) -> dict[str, str]:
         """No-reference mode: add a real clip to the real side of the distribution metrics.
@@ -401,7 +512,7 @@ class MetricSuite:
             spec = SPECS[key]
             if spec.kind != "distribution":
                 continue
-            data = clip.video if spec.modality == "video" else clip.wav
+            data = self._on_device(clip).video if spec.modality == "video" else clip.wav
             if data is None:
                 refused[key] = f"no {spec.modality} track in the reference clip"
             else:

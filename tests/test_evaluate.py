@@ -305,3 +305,64 @@ def test_outputs_follow_the_umask(odd_folders, tmp_path, mask: int) -> None:
         os.umask(previous)
     for name in ("per_clip.csv", "summary.json", "tables.md", "tables.tex"):
         assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+# --------------------------------------------------------------------------------------------
+# Where the scoring runs: --device, --workers, --metric-option
+# --------------------------------------------------------------------------------------------
+
+
+def test_worker_processes_give_the_numbers_of_one_process(folders, tmp_path) -> None:
+    pred, gt = folders
+    extractor = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())
+    runs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        runs[workers] = evaluate(pred, out, gt_dir=gt, metrics=["psnr", "ssim", "stoi", "pesq", "mcd_paper", "fid"],
+                                 overrides={"fid": {"feature_extractor": extractor}}, device="cpu", workers=workers)
+        runs[workers]["csv"] = (out / "per_clip.csv").read_text()
+        runs[workers]["json"] = json.loads((out / "summary.json").read_text())
+    one, two = runs[1], runs[2]
+    assert one["scored_on"] == {"device": "cpu", "workers": 1, "in_workers": ["mcd_paper", "pesq", "psnr", "ssim", "stoi"]}
+    assert two["scored_on"]["workers"] == 2
+    assert one["results"] == two["results"] and one["json"]["results"] == two["json"]["results"]  # exactly
+    assert one["csv"] == two["csv"]
+    assert {k: v for k, v in one["json"].items() if k != "scored_on"} == {k: v for k, v in two["json"].items() if k != "scored_on"}
+    assert one["num_failed"] == 1 and one["exclusions_per_metric"]["pesq"] == 1  # corrupt and silent clips as before
+
+
+def test_an_unavailable_device_or_bad_option_is_one_error_line_before_any_scoring(folders, tmp_path, monkeypatch,
+                                                                                  capsys) -> None:
+    import experiments.evaluate as ev
+
+    def no_decoding(path):
+        raise AssertionError("decoded before the options were checked")
+
+    monkeypatch.setattr(ev, "load_clip", no_decoding)
+    pred, gt = folders
+    common = ["--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "o"), "--metrics", "psnr"]
+    bad = {("--device", "cuda"): "--device='cuda'", ("--device", "tpu"): "--device='tpu'",
+           ("--workers", "0"): "--workers=0", ("--metric-option", "fvmd.window_stride"): "--metric-option",
+           ("--metric-option", "nope.x=1"): "'nope'"}
+    for flags, named in bad.items():
+        with pytest.raises(SystemExit) as stopped:
+            main([*common, *flags])
+        assert stopped.value.code == 2, flags
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and named in err, (flags, err)
+        if flags[1] == "cuda":
+            assert "CUDA is not available here" in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="device='cuda'"):
+        evaluate(pred, tmp_path / "o", gt_dir=gt, metrics=["psnr"], device="cuda")
+    assert not (tmp_path / "o").exists()
+
+
+def test_metric_options_reach_the_metrics(odd_folders, tmp_path) -> None:
+    pred, gt = odd_folders
+    args = parse_args(["--pred", str(pred), "--gt", str(gt), "--out", "x"])
+    assert args.device == "cpu" and args.workers is None and args.metric_option == []
+    summary = main(["--pred", str(pred), "--gt", str(gt), "--out", str(tmp_path / "o"), "--metrics", "psnr",
+                    "--metric-option", "psnr.max_db=null", "--workers", "2"])
+    assert summary["results"]["psnr"] is None and summary["results_missing"]["psnr"] == "not finite (inf)"
+    assert summary["scored_on"] == {"device": "cpu", "workers": 2, "in_workers": ["psnr"]}

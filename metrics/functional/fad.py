@@ -57,6 +57,9 @@ def _fad_features(
     valid, excluded = split_valid([signal_problem(c, "audio", min_samples) for c in clips])
     per_clip = [vggish_patches(clips[i], sample_rate) for i in valid]  # each (P_i, 1, 96, 64)
     patches = torch.cat(per_clip) if per_clip else torch.zeros(0, 1, 96, 64)  # (P, 1, 96, 64)
+    # the log-mel patches are made on the CPU; the network may have been moved elsewhere
+    weight = next(extractor.parameters(), None)
+    patches = patches.to(weight.device) if weight is not None else patches
     parts = [extractor(patches[start : start + batch_size]) for start in range(0, patches.shape[0], batch_size)]
     features = torch.cat(parts).to(torch.float64) if parts else torch.zeros(0, 0, dtype=torch.float64)
     return features, excluded

@@ -255,3 +255,28 @@ def test_pips_tracker_calling_convention_on_cpu(tmp_path, monkeypatch) -> None:
     torch.testing.assert_close(tracks[0, 0, :2], torch.tensor([[9.0, 9.0], [9.0 + 240 / 19, 9.0]]))
     tracker.train()
     assert not tracker.training
+
+
+class _CountingTracker(_RandomTracker):
+    """:class:`_RandomTracker` that counts the windows it tracks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.windows = 0
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        self.windows += windows.shape[0]
+        return super().forward(windows)
+
+
+@pytest.mark.parametrize(("stride", "windows"), [(1, 17), (16, 2)])
+def test_window_stride_tracks_every_stride_th_window(stride: int, windows: int) -> None:
+    tracker = _CountingTracker().eval()
+    metric = FrechetVideoMotionDistance(tracker=tracker, window_stride=stride, track_batch_size=1)
+    metric.update(_videos(0, b=1, t=32), real=True)
+    assert tracker.windows == windows and metric.real_features_num_samples.item() == windows
+    if stride == 16:  # the windows are frames 0-15 and 16-31, each as the stride-1 run tracks it
+        every = FrechetVideoMotionDistance(tracker=_CountingTracker().eval(), track_batch_size=1)
+        every.update(_videos(0, b=1, t=32)[:, 16:], real=True)
+        every.update(_videos(0, b=1, t=32)[:, :16], real=True)
+        torch.testing.assert_close(metric.real_features_sum, every.real_features_sum)

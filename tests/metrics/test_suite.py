@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib
 import math
 import re
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -259,3 +261,129 @@ def test_a_row_without_a_test_set_says_so() -> None:
     md = render_markdown(TABLES[1], OurRow({"fid": 10.0}, "run", num_clips=2))
     assert len(_table_lines(md)) == 21  # every block of the paper, then ours
     assert "Our row's test set is not given (--dataset); the paper's rows of every test set are shown." in md
+
+
+# --------------------------------------------------------------------------------------------
+# Where each metric runs: its networks and states on the device, the CPU-bound ones apart
+# --------------------------------------------------------------------------------------------
+
+
+class _PairNet(torch.nn.Module):
+    """An LPIPS stand-in with weights: two (N, 3, H, W) batches -> (N, 1, 1, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (self.conv(a) - self.conv(b)).square().mean(dim=(1, 2, 3), keepdim=True)
+
+
+class _Tracker(torch.nn.Module):
+    """A PIPs++ stand-in with weights: (W, S, 3, H, W_) -> (W, S, 400, 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 800)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        w, s = windows.shape[:2]
+        return self.head(windows.mean(dim=(3, 4))).reshape(w, s, 400, 2)
+
+
+class _Recognizer:
+    """A recogniser that says what it hears: nothing."""
+
+    name = "stand-in"
+
+    def __call__(self, audio: torch.Tensor) -> list[str]:
+        return [""] * len(audio)
+
+
+def _injected_networks() -> dict[str, dict]:
+    from resemblyzer import VoiceEncoder
+
+    from metrics.syncnet import SyncNet
+
+    frames = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(12, 4))
+    clips = torch.nn.Sequential(torch.nn.AdaptiveAvgPool3d(1), torch.nn.Flatten(), torch.nn.Linear(3, 4))
+    return {
+        "fid": {"feature_extractor": frames}, "fvd": {"feature_extractor": clips}, "kvd": {"feature_extractor": clips},
+        "fvmd": {"tracker": _Tracker()}, "lpips": {"net": _PairNet()},
+        "fad": {"feature_extractor": torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96 * 64, 8)), "feature_dim": 8},
+        "speaker_sim": {"encoder": VoiceEncoder("cpu", verbose=False)}, "lse": {"net": SyncNet()},
+    }
+
+
+def _tensors(metric: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters, buffers and states of a metric (its networks included)."""
+    states = [t for value in metric.metric_state.values() for t in (value if isinstance(value, list) else [value])]
+    return [*metric.parameters(), *metric.buffers(), *states]
+
+
+NETWORK_METRICS = {"fid", "fvd", "kvd", "fvmd", "lpips", "fad", "speaker_sim", "lse", "wer"}
+CPU_BOUND = {"stoi", "estoi", "pesq", "mcd", "mcd_paper", "dnsmos"}
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_every_network_and_state_is_on_the_device_and_the_cpu_bound_metrics_stay_apart(device, monkeypatch) -> None:
+    import metrics.asr
+
+    asked = []
+    monkeypatch.setattr(metrics.asr, "make_recognizer", lambda spec, device="cpu": asked.append(device) or _Recognizer())
+    suite = MetricSuite(None, paired=True, has_text=True, overrides=_injected_networks(), recognizer="some-asr",
+                        device=device)
+    assert set(suite.metrics) == set(SPECS) and suite.skipped == {}
+    assert asked == [torch.device(device)]  # the recogniser is loaded on the device
+    on_device = set(suite.device_keys)
+    if device == "cpu":  # every per-clip metric goes to the worker processes; the distributions stay here
+        assert on_device == {"fid", "fvd", "kvd", "fvmd", "fad"}
+    else:  # networks and the frame metrics on the device; library code on the CPU
+        assert on_device == NETWORK_METRICS | {"psnr", "ssim"}
+    assert set(suite.worker_keys) == set(SPECS) - on_device
+    for key, metric in suite.metrics.items():
+        where = {t.device.type for t in _tensors(metric)}
+        assert where == {device if key in on_device else "cpu"}, (key, where)
+    assert len(list(suite.metrics["fvmd"].tracker.parameters())) == 2  # the check above saw the networks
+    assert len(list(suite.metrics["speaker_sim"].encoder.parameters())) > 0
+
+
+def test_lse_and_the_face_detector_follow_the_metric_device(monkeypatch) -> None:
+    from metrics import facecrop
+    from metrics.lse import LipSyncError
+    from metrics.syncnet import SyncNet
+
+    asked = []
+
+    def detector(device="cpu"):
+        asked.append(torch.device(device))
+
+        def detect(frames):
+            return [np.array([[8.0, 8.0, 40.0, 40.0, 0.99]]) for _ in frames]
+
+        detect.name = "stand-in"
+        return detect
+
+    monkeypatch.setattr(facecrop, "default_detector", detector)
+    metric = LipSyncError(net=SyncNet()).to("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # whether random SyncNet weights score this clip does not matter here
+        metric.update(torch.zeros(1, 30, 3, 48, 48, dtype=torch.uint8), torch.rand(1, 30 * 640) - 0.5)
+    assert asked == [torch.device("cpu")] and metric.detectors_used == {"stand-in"}
+    assert next(facecrop._mtcnn(torch.device("meta")).parameters()).device.type == "meta"
+
+
+def test_states_taken_clip_by_clip_from_a_worker_suite_add_up_to_one_suite() -> None:
+    keys = ["psnr", "ssim", "stoi", "pesq"]
+    pairs = [(_clip(1), _clip(2)), (_clip(3, silent=True), _clip(4)), (_clip(5), _clip(6))]
+    whole = MetricSuite(keys, paired=True)
+    rows = [whole.update(p, g) for p, g in pairs]
+    main = MetricSuite(keys, paired=True)
+    worker = main.worker_suite()
+    assert worker is not None and set(worker.metrics) == set(keys)
+    for (pred, gt), row in zip(pairs, rows):
+        assert worker.update(pred, gt) == row
+        main.add_states(worker.take_states())
+    assert all(not s["scores" if "scores" in s else "clip_scores"] for s in worker.take_states().values())
+    assert main.compute() == whole.compute()  # exactly: the same values in the same order
+    assert int(main.metrics["pesq"].num_excluded) == 1
