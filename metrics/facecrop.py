@@ -11,7 +11,9 @@ Steps, as in the reference ``run_pipeline.py``:
 3. box half-size ``s = max(w, h) / 2`` and centre, each median-filtered over 13 frames
    (``scipy.signal.medfilt``, zero-padded at the ends as in the reference);
 4. crop ``[cy - s, cy + 1.8 s] x [cx - 1.4 s, cx + 1.4 s]`` (a 1.4x box, extended downwards to
-   the chin) from the frame padded with grey 110, resized bilinearly to 224x224.
+   the chin) from the frame padded with grey 110, resized bilinearly to 224x224: all frames of
+   a clip at once on the metric's device (:func:`crop_video`), the samples :func:`crop_frame`
+   takes one frame at a time.
 
 The result says which detector ran (``FaceCrops.detector``): scores computed on MTCNN crops
 are close to, but not the same as, the reference's.
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from scipy.signal import medfilt
 
 from common.frozen import freeze
@@ -227,39 +230,122 @@ def crop_frame(frame: np.ndarray, cx: float, cy: float, s: float, size: int = CR
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
+def _crop_bounds(windows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(T, 4)`` int rows ``r0, r1`` and columns ``c0, c1`` of each crop, in frame coordinates.
+
+    The reference's slice of the frame padded by ``int(1.8 s)`` (numpy's slice semantics kept,
+    so that a crop reaching past the padding is cut as the reference cuts it); negative or past
+    the frame: the grey padding.
+    """
+    bounds = np.empty((len(windows), 4), np.int64)
+    for t, (cx, cy, s) in enumerate(windows):
+        pad = int(s * (1 + 2 * CROP_SCALE))
+        my, mx = cy + pad, cx + pad
+        r0, r1, _ = slice(int(my - s), int(my + s * (1 + 2 * CROP_SCALE))).indices(height + 2 * pad)
+        c0, c1, _ = slice(int(mx - s * (1 + CROP_SCALE)), int(mx + s * (1 + CROP_SCALE))).indices(width + 2 * pad)
+        if r1 <= r0 or c1 <= c0:
+            raise MetricInputError("LSE", f"empty face crop at centre ({cx:.1f}, {cy:.1f}) size {s:.1f}")
+        bounds[t] = r0 - pad, r1 - pad, c0 - pad, c1 - pad
+    return bounds
+
+
+def _sample_grid(start: Tensor, stop: Tensor, extent: int, size: int) -> Tensor:
+    """``(N, size)`` grid_sample coordinates resizing ``[start, stop)`` of an axis of ``extent`` pixels.
+
+    The source positions of ``F.interpolate(mode="bilinear", align_corners=False)`` on the crop,
+    clamped to the crop's own first and last pixel (as interpolate and cv2.resize clamp at the
+    border of the image they are given), then mapped to the whole frame's normalised coordinates.
+    """
+    length = (stop - start).to(torch.float64)[:, None]  # (N, 1)
+    dst = torch.arange(size, dtype=torch.float64, device=start.device)[None] + 0.5  # (1, size)
+    src = torch.minimum((dst * length / size - 0.5).clamp(min=0), length - 1) + start[:, None]  # (N, size) pixels
+    return ((2 * src + 1) / extent - 1).float()
+
+
+def crop_video(video: Tensor, windows: np.ndarray, size: int = CROP_SIZE, chunk: int = 64) -> Tensor:
+    """:func:`crop_frame` on every frame at once, on ``video``'s device.
+
+    One ``grid_sample`` per chunk of frames instead of a pad, a slice and a resize per frame:
+    the same bilinear samples as :func:`crop_frame` (up to float rounding, at most one uint8
+    level). The grey padding comes from sampling ``frame - 110`` with zeros outside the frame.
+
+    Args:
+        video: ``(T, 3, H, W)`` uint8 RGB.
+        windows: ``(T, 3)`` centre x, centre y and half-size of each crop (:func:`crop_windows`).
+        size: output side.
+        chunk: frames per ``grid_sample`` call (bounds its float32 copies).
+
+    Returns:
+        ``(T, 3, size, size)`` uint8 on ``video``'s device.
+
+    Raises:
+        MetricInputError: a window gives an empty crop.
+    """
+    _, _, height, width = video.shape
+    bounds = torch.from_numpy(_crop_bounds(np.asarray(windows, np.float64), height, width)).to(video.device)
+    out = []
+    for t in range(0, len(video), chunk):
+        b = bounds[t : t + chunk]
+        ys, xs = _sample_grid(b[:, 0], b[:, 1], height, size), _sample_grid(b[:, 2], b[:, 3], width, size)
+        grid = torch.stack(torch.broadcast_tensors(xs[:, None, :], ys[:, :, None]), -1)  # (n, size, size, 2): x, y
+        frames = video[t : t + chunk].float() - PAD_VALUE
+        crops = F.grid_sample(frames, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + PAD_VALUE
+        out.append(crops.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def detect_boxes(frames: np.ndarray, detector: Detector, detect_every: int = 1, batch: int = 32) -> tuple[np.ndarray, int]:
+    """The followed face's ``(T, 4)`` box per frame, detecting on every ``detect_every``-th frame and the last.
+
+    Boxes between detections are interpolated linearly (:func:`follow_face`); returns them and
+    the number of frames with a followed detection.
+
+    Raises:
+        ValueError: ``detect_every`` is not an integer >= 1.
+        MetricInputError: no face found.
+    """
+    if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+        raise ValueError(f"detect_every must be an integer >= 1 (frames between detections), got {detect_every!r}")
+    index = list(range(0, len(frames), detect_every))
+    if index[-1] != len(frames) - 1:
+        index.append(len(frames) - 1)
+    dets: dict[int, np.ndarray] = {}
+    for start in range(0, len(index), batch):
+        chunk = index[start : start + batch]
+        dets.update(zip(chunk, detector(frames[chunk])))
+    return follow_face(dets, len(frames))
+
+
 def crop_faces(
     frames: np.ndarray,
     detector: Detector | None = None,
     detector_name: str | None = None,
     detect_every: int = 1,
+    device: str | torch.device = "cpu",
 ) -> FaceCrops:
     """224x224 SyncNet face crops of a full-frame video.
 
     Args:
         frames: ``(T, H, W, 3)`` uint8 RGB.
-        detector: frame-batch detector (see :data:`Detector`); ``None`` picks S3FD or MTCNN.
+        detector: frame-batch detector (see :data:`Detector`); ``None`` picks S3FD or MTCNN on ``device``.
         detector_name: name reported (default: the detector's ``name`` attribute, else "custom").
-        detect_every: run the detector on every n-th frame only (faster; 1 as the reference).
+        detect_every: run the detector on every n-th frame (and the last) only, the boxes between
+            interpolated (faster; 1 as the reference).
+        device: where the crops are cut and resized (:func:`crop_video`).
 
     Returns:
         :class:`FaceCrops`.
 
     Raises:
         MetricInputError: bad frame array or no face found.
+        ValueError: bad ``detect_every``.
     """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise MetricInputError("LSE", f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     if detector is None:
-        detector = default_detector()
+        detector = default_detector(device)
     detector_name = detector_name or getattr(detector, "name", "custom")
-    index = list(range(0, len(frames), max(1, detect_every)))
-    if index[-1] != len(frames) - 1:
-        index.append(len(frames) - 1)
-    dets: dict[int, np.ndarray] = {}
-    for start in range(0, len(index), 32):
-        chunk = index[start : start + 32]
-        dets.update(zip(chunk, detector(frames[chunk])))
-    boxes, found = follow_face(dets, len(frames))
-    windows = crop_windows(boxes)
-    crops = np.stack([crop_frame(f, *w) for f, w in zip(frames, windows)])  # (T, 224, 224, 3)
+    boxes, found = detect_boxes(frames, detector, detect_every)
+    video = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    crops = crop_video(video, crop_windows(boxes)).permute(0, 2, 3, 1).cpu().numpy()  # (T, 224, 224, 3)
     return FaceCrops(crops, boxes, detector_name, found)

@@ -36,7 +36,8 @@ class LipSyncError(KeepsChildrenFrozen, Metric):
             ``False`` never (inputs must then be 224x224 crops).
         detector: injected face detector for :func:`~metrics.facecrop.crop_faces`; ``None`` uses
             :func:`~metrics.facecrop.default_detector` on the metric's device (``.to(device)``).
-        detect_every: detector stride in frames (1 as the reference).
+        detect_every: detector stride in frames (1 as the reference); the boxes between
+            detections are interpolated linearly (a documented deviation when above 1).
         vshift: largest AV offset searched, in frames.
         min_frames: shortest clip scored (the original pipeline drops face tracks under 100).
         kwargs: torchmetrics ``Metric`` options.
@@ -70,6 +71,8 @@ class LipSyncError(KeepsChildrenFrozen, Metric):
         super().__init__(**kwargs)
         if face_crop not in (True, False, "auto"):
             raise ValueError(f"face_crop must be True, False or 'auto', got {face_crop!r}")
+        if isinstance(detect_every, bool) or not isinstance(detect_every, int) or detect_every < 1:
+            raise ValueError(f"detect_every must be an integer >= 1 (frames between detections), got {detect_every!r}")
         if vshift < 1 or min_frames < MIN_FRAMES:
             raise ValueError(f"need vshift >= 1 and min_frames >= {MIN_FRAMES}, got {vshift}, {min_frames}")
         # a feature network: frozen (BatchNorm on its running statistics), and kept so by train()
@@ -92,18 +95,21 @@ class LipSyncError(KeepsChildrenFrozen, Metric):
         return self.net
 
     def _crops(self, video: Tensor) -> Tensor:
-        """``(T, 3, H, W)`` -> ``(T, 3, 224, 224)`` face crops (cropping when needed)."""
+        """``(T, 3, H, W)`` -> ``(T, 3, 224, 224)`` face crops (cropping when needed), on the metric's device."""
         square = tuple(video.shape[-2:]) == (CROP_SIZE, CROP_SIZE)
         if self.face_crop is False or (self.face_crop == "auto" and square):
             return video
-        from metrics.facecrop import crop_faces, default_detector
+        from metrics.facecrop import crop_video, crop_windows, default_detector, detect_boxes
 
         # the default detector runs where the metric was moved (MTCNN and S3FD take a device)
         detector = self.detector if self.detector is not None else default_detector(self.device)
         frames = video if video.dtype == torch.uint8 else (video.clamp(0, 1) * 255).round().to(torch.uint8)
-        result = crop_faces(frames.permute(0, 2, 3, 1).cpu().numpy(), detector, None, self.detect_every)
-        self.detectors_used.add(result.detector)
-        return torch.from_numpy(result.frames).permute(0, 3, 1, 2)  # (T, 3, 224, 224)
+        if frames.ndim != 4 or frames.shape[1] != 3 or len(frames) == 0:
+            raise MetricInputError("LSE", f"video must be (T, 3, H, W) with T >= 1, got {tuple(frames.shape)}")
+        boxes, _ = detect_boxes(frames.permute(0, 2, 3, 1).cpu().numpy(), detector, self.detect_every)
+        self.detectors_used.add(getattr(detector, "name", "custom"))
+        # every frame's crop cut and resized in one batch where the metric runs, not frame by frame
+        return crop_video(frames.to(self.device), crop_windows(boxes))  # (T, 3, 224, 224)
 
     def update(self, video: VideoInput, wav: Tensor | Sequence[Tensor]) -> None:
         """Score each clip; see the class docstring for shapes."""

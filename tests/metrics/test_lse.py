@@ -223,3 +223,9 @@ def test_injected_network_is_frozen_in_eval_mode_even_after_train() -> None:
     metric = LipSyncError(net=net)
     torch.nn.Sequential(metric).train()  # as a LightningModule holding the metric does in training
     assert_frozen(metric.net)
+
+
+@pytest.mark.parametrize("detect_every", [0, -5, 2.5, True])
+def test_bad_detect_every_is_refused_when_built(detect_every) -> None:
+    with pytest.raises(ValueError, match=f"detect_every must be an integer >= 1.*got {detect_every!r}"):
+        LipSyncError(net=SyncNet(), detect_every=detect_every)
