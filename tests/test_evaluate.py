@@ -366,3 +366,14 @@ def test_metric_options_reach_the_metrics(odd_folders, tmp_path) -> None:
                     "--metric-option", "psnr.max_db=null", "--workers", "2"])
     assert summary["results"]["psnr"] is None and summary["results_missing"]["psnr"] == "not finite (inf)"
     assert summary["scored_on"] == {"device": "cpu", "workers": 2, "in_workers": ["psnr"]}
+
+
+def test_lse_detect_every_is_a_metric_option() -> None:
+    from experiments.evaluate import metric_options
+    from metrics.suite import MetricSuite
+    from metrics.syncnet import SyncNet
+
+    options = metric_options(["lse.detect_every=5"])
+    assert options == {"lse": {"detect_every": 5}}
+    suite = MetricSuite(["lse"], overrides={"lse": {**options["lse"], "net": SyncNet()}})
+    assert suite.metrics["lse"].detect_every == 5
