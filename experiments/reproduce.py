@@ -4,7 +4,8 @@ Command line::
 
     python -m experiments.reproduce --ckpt ete=ete.ckpt [--ckpt ste=ste.ckpt --ckpt dc_off=dc_off.ckpt ...] \\
         --out results/ [--datasets hdtf,voxceleb | demo] [--limit 20] [--baseline hallo=hallo_outputs/ ...] \\
-        [--steps 25 --guidance 1.0 --seed 0 --device cuda --batch-size 4 --metrics psnr,ssim,... --asr whisper_base_en]
+        [--steps 25 --guidance 1.0 --seed 0 --device cuda --batch-size 4 --metrics psnr,ssim,... --asr whisper_base_en] \\
+        [--workers 16]
 
 For each checkpoint (``NAME=PATH``; the name is its config: ``ete``, ``ste``, ``dc_off`` ...) and
 each test split its DataModule names (the DataModule config that training saved in the
@@ -117,6 +118,7 @@ MAIN_MODEL = "ete"
 DEFAULT_BATCH_SIZE = 4
 """Clips per pipeline call (``--batch-size``); a batch that fails (e.g. out of memory) is redone clip by clip."""
 BATCH_SIZE_EXPECTED = "an integer >= 1 (clips per pipeline call)"
+WORKERS_EXPECTED = "an integer >= 1 (processes that decode and score the clips)"
 LENGTHS: tuple[str, ...] = ("clip", "model")
 """How long each generated clip is: its ground truth's length (the protocol), or the model's own."""
 BASELINE_TAG = "scored here"
@@ -543,6 +545,8 @@ class ScoreOptions:
     metrics: Sequence[str] | None = None
     overrides: dict[str, dict[str, Any]] | None = None
     recognizer: Any = None
+    device: str = "cpu"
+    workers: int | None = None
 
 
 def score(pred: Path, gt: Path, out: Path, transcripts: Path, name: str, dataset: str,
@@ -559,7 +563,8 @@ def score(pred: Path, gt: Path, out: Path, transcripts: Path, name: str, dataset
         return json.loads((out / "summary.json").read_text())
     summary = evaluate(pred, out, gt_dir=gt, transcripts=transcripts, dataset=TEST_SETS.get(dataset) if
                        TEST_SETS.get(dataset) in DATASETS else None,
-                       name=name, metrics=options.metrics, overrides=options.overrides, recognizer=options.recognizer)
+                       name=name, metrics=options.metrics, overrides=options.overrides, recognizer=options.recognizer,
+                       device=options.device, workers=options.workers)
     write_text_atomic(done, json.dumps(stamp) + "\n")
     return summary
 
@@ -684,6 +689,7 @@ def reproduce(
     recognizer: Any = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     length: str = "clip",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Generate, score and lay out the tables (module docstring); returns what ``reproduce.json`` holds.
 
@@ -697,6 +703,8 @@ def reproduce(
         batch_size: clips per pipeline call.
         length: ``"clip"`` (each clip at its ground truth's length, the protocol) or ``"model"``.
         metrics, overrides, recognizer: what :func:`experiments.evaluate.evaluate` gets.
+        workers: scoring processes (``experiments.evaluate --workers``; default its own); the
+            scoring runs on ``device`` too.
 
     Raises:
         ReproduceInputError: a bad input, before anything is generated.
@@ -706,6 +714,8 @@ def reproduce(
         raise ReproduceInputError("--batch-size", batch_size, BATCH_SIZE_EXPECTED)
     if length not in LENGTHS:
         raise ReproduceInputError("--length", length, f"one of {', '.join(LENGTHS)}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ReproduceInputError("--workers", workers, WORKERS_EXPECTED)
     options = GenerationOptions(steps, guidance, seed, str(gen.check_options(steps, guidance, seed, device)),
                                 batch_size, length)
     plan = plan_run(checkpoints, datasets, limit, baselines or {})
@@ -716,7 +726,7 @@ def reproduce(
     for name, path in plan.checkpoints.items():
         report["generation"][name] = _generate_model(name, path, plan, out, options, results)
     report["seconds"]["generation"], clock = time.perf_counter() - clock, time.perf_counter()
-    scoring = ScoreOptions(metrics, overrides, recognizer)
+    scoring = ScoreOptions(metrics, overrides, recognizer, options.device, workers)
     for name in plan.checkpoints:
         for dataset in plan.runs[name]:
             _score_into(results, name, out / "generated" / name / dataset, gt[dataset], out, plan, dataset, scoring)
@@ -798,6 +808,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "the stop head ends the speech")
     parser.add_argument("--metrics", help="comma-separated subset of the metric suite (default: all)")
     parser.add_argument("--asr", default="pocketsphinx", help="recogniser for WER (see experiments.evaluate)")
+    parser.add_argument("--workers", help="processes that decode and score the clips (see experiments.evaluate; "
+                        "default min(4, cores))")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an input error")
     return parser.parse_args(argv)
 
@@ -807,6 +819,15 @@ def _batch_size(value: str) -> int:
         return int(value)
     except ValueError:
         raise ReproduceInputError("--batch-size", value, BATCH_SIZE_EXPECTED) from None
+
+
+def _workers(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ReproduceInputError("--workers", value, WORKERS_EXPECTED) from None
 
 
 def _limit(value: str | None) -> int | None:
@@ -827,7 +848,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _pairs(args.ckpt, "--ckpt"), args.out, args.datasets.split(",") if args.datasets else None,
             _limit(args.limit), _pairs(args.baseline, "--baseline"), args.steps, args.guidance, args.seed,
             args.device, args.metrics.split(",") if args.metrics else None, recognizer=args.asr,
-            batch_size=_batch_size(args.batch_size), length=args.length)
+            batch_size=_batch_size(args.batch_size), length=args.length, workers=_workers(args.workers))
     except (ReproduceInputError, gen.GenerationInputError) as err:
         if args.debug:
             raise

@@ -365,3 +365,33 @@ def test_bad_batch_size_one_line_exit_2(value, tmp_path, monkeypatch, capsys) ->
     assert rep.main(args) == 2
     assert _one_error_line(capsys) == f"error: --batch-size {value}: an integer >= 1 (clips per pipeline call)"
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "four"])
+def test_bad_workers_one_line_exit_2(value, tmp_path, monkeypatch, capsys) -> None:
+    _refuse_generation(monkeypatch)
+    ckpt = tmp_path / "nope.ckpt"
+    ckpt.write_bytes(b"not read: the option is checked first")
+    args = ["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo", "--workers", value]
+    assert rep.main(args) == 2
+    assert _one_error_line(capsys) == f"error: --workers {value}: {rep.WORKERS_EXPECTED}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_device_and_workers_reach_the_scoring(tmp_path, monkeypatch) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(rep, "reproduce", lambda *args, **kwargs: calls.append({"args": args, **kwargs}) or
+                        {"generation": {}})
+    assert rep.main(["--ckpt", "ete=x.ckpt", "--out", str(tmp_path), "--device", "cpu", "--workers", "3"]) == 0
+    assert calls[0]["args"][8] == "cpu" and calls[0]["workers"] == 3  # device: reproduce's ninth argument
+    assert rep.main(["--ckpt", "ete=x.ckpt", "--out", str(tmp_path)]) == 0 and calls[1]["workers"] is None
+
+    def fake_evaluate(pred, out, **kwargs):
+        calls.append(kwargs)
+        out.mkdir()  # as evaluate does: score() writes its inputs beside the summary
+        return {"failures": []}
+
+    monkeypatch.setattr(rep, "evaluate", fake_evaluate)
+    options = rep.ScoreOptions(["psnr"], device="cuda:1", workers=16)
+    rep.score(tmp_path / "pred", tmp_path / "gt", tmp_path / "scores", tmp_path / "t.json", "ete", "demo", options)
+    assert calls[-1]["device"] == "cuda:1" and calls[-1]["workers"] == 16 and calls[-1]["metrics"] == ["psnr"]
