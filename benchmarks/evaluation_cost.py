@@ -4,7 +4,8 @@ The evaluation part of ``python benchmarks/reproduce.py --skip-measure`` (this m
 
 Estimated for two ways of running ``python -m experiments.evaluate`` (:data:`SETTINGS`): the
 ``reference`` (``--device cuda --workers 16``: FVMD at stride 1 and PocketSphinx, as published)
-and ``fast`` (also ``--asr whisper_base_en --metric-option fvmd.window_stride=16``). Three parts:
+and ``fast`` (also ``--asr whisper_base_en --metric-option fvmd.window_stride=16 --metric-option
+lse.detect_every=5``). Three parts:
 
 1. **Networks, by FLOPs** (:func:`count_network_flops`). Every network a metric of
    :data:`metrics.suite.SUITE` runs is built on the meta device at its real size (random init:
@@ -19,12 +20,13 @@ and ``fast`` (also ``--asr whisper_base_en --metric-option fvmd.window_stride=16
    the bytes their operations read and write are counted (on the meta device) and divided by the
    memory bandwidth; MTCNN's cascade sizes its later stages from what the first one finds, so it
    cannot be counted: its one published GPU throughput is used (facenet-pytorch, P100), scaled by
-   pixels; the decoded frames' copy to the GPU at an assumed PCIe rate. DNSMOS (an ONNX graph)
+   pixels; LSE's face crops (one ``grid_sample`` per chunk of frames) by the bytes they move, as
+   PSNR and SSIM; the decoded frames' copy to the GPU at an assumed PCIe rate. DNSMOS (an ONNX graph)
    runs on the CPU and S3FD comes with face-alignment, not installed here.
 3. **CPU work, by timing** (:func:`time_cpu_work`): decoding, PSNR and SSIM (torch on the CPU),
    STOI, ESTOI, PESQ, MCD with DTW, DNSMOS (onnxruntime), resemblyzer's VAD and mel front end,
-   PocketSphinx (the default recogniser for WER), the LSE face detection (MTCNN on the CPU) and
-   crops and MFCCs, FAD's log-mel patches. Each is timed once on one core, after a warm-up call,
+   PocketSphinx (the default recogniser for WER), the LSE face detection (MTCNN on the CPU),
+   box following and smoothing, crops and MFCCs, FAD's log-mel patches. Each is timed once on one core, after a warm-up call,
    on real example clips (synthetic ones when ``../shared/data/clips`` is absent): the video
    parts on the first second of two clips, the audio parts on 20 s of speech, the protocol's
    length, because DTW grows with the square of it and DNSMOS scores 9 s windows every second.
@@ -258,6 +260,7 @@ class Setting:
         asr: ``--asr``: ``"pocketsphinx"`` (CPU, worker processes) or ``"whisper_base_en"`` (GPU).
         device: ``--device``.
         workers: ``--workers``.
+        lse_detect_every: LSE's face detector stride (1: every frame, the reference's).
     """
 
     name: str
@@ -265,6 +268,7 @@ class Setting:
     asr: str = "pocketsphinx"
     device: str = "cuda"
     workers: int = 16
+    lse_detect_every: int = 1
 
     @property
     def flags(self) -> str:
@@ -274,13 +278,16 @@ class Setting:
             flags += f" --asr {self.asr}"
         if self.fvmd_stride != 1:
             flags += f" --metric-option fvmd.window_stride={self.fvmd_stride}"
+        if self.lse_detect_every != 1:
+            flags += f" --metric-option lse.detect_every={self.lse_detect_every}"
         return flags
 
 
 REFERENCE = Setting("reference")
 """The paper's protocol as published: FVMD on every window, WER by the default recogniser."""
-FAST = Setting("fast", fvmd_stride=16, asr="whisper_base_en")
-"""FVMD on disjoint windows (not the published FVMD) and Whisper on the GPU instead of PocketSphinx."""
+FAST = Setting("fast", fvmd_stride=16, asr="whisper_base_en", lse_detect_every=5)
+"""FVMD on disjoint windows (not the published FVMD), Whisper on the GPU instead of PocketSphinx and
+LSE's face detector on every 5th frame (boxes interpolated between)."""
 SETTINGS = (REFERENCE, FAST)
 
 
@@ -346,9 +353,21 @@ def frame_metric_bytes(size: int = FRAME_SIZE) -> float:
     return float(counter.bytes)
 
 
+def face_crop_bytes(size: int = FRAME_SIZE) -> float:
+    """Bytes :func:`metrics.facecrop.crop_video` reads and writes on the GPU per frame, counted on the meta device."""
+    from metrics.facecrop import crop_video
+
+    frames = torch.empty(8, 3, size, size, dtype=torch.uint8, device="meta")
+    windows = np.tile([size / 2, size / 2, size / 4], (8, 1))  # a face half the frame high
+    counter = _BytesCounter()
+    with counter:
+        crop_video(frames, windows)
+    return counter.bytes / 8
+
+
 def gpu_unit_seconds(gpu: Gpu) -> dict[str, tuple[float, str]]:
     """Seconds per unit of the GPU work that is not counted in FLOPs, and how each was obtained."""
-    traffic = frame_metric_bytes()
+    traffic, crop = frame_metric_bytes(), face_crop_bytes()
     bandwidth = gpu.memory_bytes_per_second * gpu.utilisation
     frame = 3 * FRAME_SIZE * FRAME_SIZE  # bytes of one decoded uint8 frame
     fps = MTCNN_PUBLISHED_FPS * MTCNN_PUBLISHED_PIXELS / (FRAME_SIZE * FRAME_SIZE)  # its pyramid scales with pixels
@@ -359,6 +378,9 @@ def gpu_unit_seconds(gpu: Gpu) -> dict[str, tuple[float, str]]:
         "mtcnn": (1.0 / fps, (f"{MTCNN_PUBLISHED_SOURCE}, scaled to {FRAME_SIZE} px by pixels: {fps:.0f} fps; not "
                               "measured on an H100: its later stages cut each candidate box in a Python loop of small "
                               "kernels, so a faster GPU helps little")),
+        "face_crops": (crop / bandwidth, (f"{crop / 1e6:,.1f} MB read and written per frame (crop_video's aten "
+                                          f"operations counted on the meta device) at {gpu.utilisation:.0%} of "
+                                          f"{gpu.memory_bytes_per_second / 1e12:g} TB/s")),
         "copy": (frame / gpu.copy_bytes_per_second, (f"{frame / 1e6:.2f} MB per frame at an assumed "
                                                      f"{gpu.copy_bytes_per_second / 1e9:g} GB/s")),
     }
@@ -399,6 +421,11 @@ def _speaker_partials(p: Protocol) -> int:
     return len(wav_slices)
 
 
+def lse_detections(p: Protocol, every: int) -> int:
+    """Frames of one clip LSE's face detector runs on: every ``every``-th and the last (metrics.facecrop.detect_boxes)."""
+    return math.ceil(p.frames / every) + (1 if (p.frames - 1) % every else 0)
+
+
 def fvmd_windows(p: Protocol, stride: int) -> int:
     """16-frame windows of one clip at ``stride`` (metrics.fvmd.fvmd_windows)."""
     return (p.frames - 16) // stride + 1
@@ -421,9 +448,14 @@ NETWORKS: tuple[NetworkSpec, ...] = (
                 "generated and real"),
     NetworkSpec("LSE", "SyncNet v2, lip + audio streams", "5-frame window", "syncnet",
                 lambda p, s: p.clips * (p.frames - 5)),
-    NetworkSpec("LSE", "MTCNN face detector (facenet-pytorch)", "frame", None, lambda p, s: p.clips * p.frames,
-                "not counted: its later stages run on the boxes the first finds (data-dependent)", timed="mtcnn"),
-    NetworkSpec("LSE", "S3FD face detector", "frame", None, lambda p, s: p.clips * p.frames,
+    NetworkSpec("LSE", "MTCNN face detector (facenet-pytorch)", "frame", None,
+                lambda p, s: p.clips * lse_detections(p, s.lse_detect_every),
+                "not counted: its later stages run on the boxes the first finds (data-dependent); every frame at "
+                "detect_every 1, every 5th and the last at 5", timed="mtcnn"),
+    NetworkSpec("LSE", "face crops: one grid_sample per 64 frames, 224 px", "frame", None,
+                lambda p, s: p.clips * p.frames, "not counted: memory-bound, timed by the bytes it moves",
+                timed="face_crops"),
+    NetworkSpec("LSE", "S3FD face detector", "frame", None, lambda p, s: p.clips * lse_detections(p, s.lse_detect_every),
                 "not counted: " + ("the timing uses MTCNN" if find_spec("face_alignment") else
                                    "face-alignment is not installed, so the suite crops with MTCNN")),
     NetworkSpec("Speaker sim.", "GE2E 3-layer LSTM (resemblyzer)", "1.6 s partial", "ge2e",
@@ -667,8 +699,7 @@ def _face_box(media: Media, detector: Callable[[np.ndarray], list[np.ndarray]]) 
 
 def _video_parts(media: Media) -> dict[str, tuple[str, str, bool, Callable[[], object]]]:
     """Per part: its metric, the work timed on every video of ``media``, whether a GPU takes it over, the call."""
-    from metrics.errors import MetricInputError
-    from metrics.facecrop import crop_faces, mtcnn_detector
+    from metrics.facecrop import crop_video, crop_windows, follow_face, mtcnn_detector
     from metrics.image_quality import VideoPSNR, VideoSSIM
 
     detector, frames = mtcnn_detector(), [pred.permute(0, 2, 3, 1).numpy() for pred, _ in media.videos]
@@ -679,18 +710,21 @@ def _video_parts(media: Media) -> dict[str, tuple[str, str, bool, Callable[[], o
             for start in range(0, len(clip), 32):  # crop_faces' batches
                 detector(clip[start : start + 32])
 
-    def cut() -> None:  # crop_faces without the search: every frame's box is the first frame's face
-        for clip in frames:
-            try:
-                crop_faces(clip, lambda batch: [box] * len(batch))
-            except MetricInputError:
-                pass
+    def boxes() -> list[np.ndarray]:  # follow and smooth, as if every frame's box were the first frame's face
+        return [crop_windows(follow_face(dict.fromkeys(range(len(clip)), box), len(clip))[0]) for clip in frames]
+
+    windows = boxes()
+
+    def cut() -> None:
+        for (pred, _), w in zip(media.videos, windows):
+            crop_video(pred, w)
 
     psnr, ssim = VideoPSNR(), VideoSSIM()
     return {"PSNR": ("psnr", "torch on the CPU", True, lambda: [psnr.update(p[None], g[None]) for p, g in media.videos]),
             "SSIM": ("ssim", "torch on the CPU", True, lambda: [ssim.update(p[None], g[None]) for p, g in media.videos]),
             "LSE detection": ("lse", "face detection, MTCNN on the CPU, every frame", True, detect),
-            "LSE crops": ("lse", "face crops: follow, smooth, cut and resize, every frame", False, cut)}
+            "LSE boxes": ("lse", "face boxes: follow and smooth, every frame", False, boxes),
+            "LSE crops": ("lse", "face crops: cut and resize (crop_video), every frame", True, cut)}
 
 
 def time_cpu_work(media: Media) -> list[CpuCost]:

@@ -74,7 +74,8 @@ def _timed() -> list[CpuCost]:
     """Every kind of timed CPU part: decoding, parts the GPU takes over, CPU-bound metrics, device metrics' CPU side."""
     return [CpuCost("(all)", "decoding", 0.2, passes=2), CpuCost("SSIM", "torch", 2.0, suite_key="ssim", on_gpu=True),
             CpuCost("LSE", "face detection, MTCNN", 3.5, suite_key="lse", on_gpu=True),
-            CpuCost("LSE", "face crops", 0.05, suite_key="lse"), CpuCost("PESQ", "pesq", 0.05, suite_key="pesq"),
+            CpuCost("LSE", "face crops: cut and resize", 0.05, suite_key="lse", on_gpu=True),
+            CpuCost("LSE", "face boxes: follow and smooth", 0.001, suite_key="lse"), CpuCost("PESQ", "pesq", 0.05, suite_key="pesq"),
             CpuCost("DNSMOS", "onnx", 0.17, suite_key="dnsmos"), CpuCost("WER", "PocketSphinx", 0.66, suite_key="wer"),
             CpuCost("Speaker sim.", "VAD", 0.01, suite_key="speaker_sim"), CpuCost("FAD", "patches", 0.003, suite_key="fad")]
 
@@ -87,14 +88,19 @@ def test_two_settings_place_the_work_where_evaluate_runs_it(counts) -> None:
     unit_seconds = gpu_unit_seconds(gpu)
     ref, fast = (estimate_setting(counts, unit_seconds, _timed(), protocol, gpu, s) for s in (REFERENCE, FAST))
     assert (REFERENCE.fvmd_stride, REFERENCE.asr, FAST.fvmd_stride, FAST.asr) == (1, "pocketsphinx", 16, "whisper_base_en")
-    assert FAST.flags == "--device cuda --workers 16 --asr whisper_base_en --metric-option fvmd.window_stride=16"
+    assert FAST.flags == ("--device cuda --workers 16 --asr whisper_base_en --metric-option fvmd.window_stride=16 "
+                          "--metric-option lse.detect_every=5")
+    assert (REFERENCE.lse_detect_every, FAST.lse_detect_every) == (1, 5)
 
     fvmd = [next(r for r in est.networks if r.metric == "FVMD") for est in (ref, fast)]
     assert [r.units for r in fvmd] == [2 * 800 * 485, 2 * 800 * 31]  # windows of 500 frames at stride 1 and 16
     whisper = [next(r for r in est.networks if r.metric == "WER") for est in (ref, fast)]
     assert [r.in_total for r in whisper] == [False, True]
-    mtcnn = next(r for r in fast.networks if "MTCNN" in r.network)
-    assert mtcnn.in_total and mtcnn.seconds(1.0) == pytest.approx(800 * 500 / (25.5 * 540 * 960 / 512**2))
+    mtcnn = [next(r for r in est.networks if "MTCNN" in r.network) for est in (ref, fast)]
+    assert [r.units for r in mtcnn] == [800 * 500, 800 * (100 + 1)]  # every frame; every 5th and the last (499)
+    assert mtcnn[1].in_total and mtcnn[1].seconds(1.0) == pytest.approx(800 * 101 / (25.5 * 540 * 960 / 512**2))
+    crops = [next(r for r in est.networks if r.network.startswith("face crops")) for est in (ref, fast)]
+    assert all(r.in_total and r.units == 800 * 500 and 0 < r.seconds(1.0) < 30.0 for r in crops)  # seconds, batched on the GPU
 
     # the parts a GPU takes over are gone; PocketSphinx only where it transcribes
     assert {(r.metric, r.work) for r in ref.cpu} == {(r.metric, r.work) for r in _timed() if not r.on_gpu}
