@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from scipy.signal import medfilt
+from torch import Tensor
 
 from common.frozen import freeze
 from metrics.errors import MetricInputError

@@ -99,7 +99,12 @@ class LipSyncError(KeepsChildrenFrozen, Metric):
         square = tuple(video.shape[-2:]) == (CROP_SIZE, CROP_SIZE)
         if self.face_crop is False or (self.face_crop == "auto" and square):
             return video
-        from metrics.facecrop import crop_video, crop_windows, default_detector, detect_boxes
+        from metrics.facecrop import (
+            crop_video,
+            crop_windows,
+            default_detector,
+            detect_boxes,
+        )
 
         # the default detector runs where the metric was moved (MTCNN and S3FD take a device)
         detector = self.detector if self.detector is not None else default_detector(self.device)

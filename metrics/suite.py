@@ -414,7 +414,7 @@ class MetricSuite:
         return Clip(clip.video.to(self.device), clip.wav)
 
     def _reads_device_frames(self, key: str) -> bool:
-        # LSE crops faces from frames on the CPU and moves only the crops
+        # LSE detects faces on the CPU frames (its detector moves them) and moves the clip itself to crop
         return SPECS[key].modality == "video" and key in self.device_keys
 
     def update(self, pred: Clip, gt: Clip | None = None, text: str | None = None,
