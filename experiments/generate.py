@@ -49,6 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datamodules import face as facelib
+from common import devices
 from datamodules.batch import pad_text
 from datamodules.conventions import FPS, HOP_LENGTH, PROFILE_SAMPLES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from datamodules.media import MediaError, read_audio, write_mp4
@@ -168,27 +169,15 @@ def _is_integer(value: Any) -> bool:
 
 
 def check_device(device: Union[str, torch.device]) -> torch.device:
-    """``device`` as a :class:`torch.device`, if this machine has it (cpu, cuda[:N] or mps).
+    """``device`` as a :class:`torch.device`, if this machine has it (:func:`common.devices.check_device`).
 
     Raises:
         GenerationInputError: an unknown device string, or a device this machine lacks.
     """
     try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise GenerationInputError("device", device, "cpu, cuda, cuda:N or mps") from err
-    if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise GenerationInputError("device", device, "a device this machine has; CUDA is not available here "
-                                       "(use cpu)")
-        if parsed.index is not None and parsed.index >= count:
-            raise GenerationInputError("device", device, f"a device this machine has; it has {count} CUDA device(s)")
-    elif parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise GenerationInputError("device", device, "a device this machine has; MPS is not available here (use cpu)")
-    elif parsed.type not in ("cpu", "cuda", "mps"):
-        raise GenerationInputError("device", device, "cpu, cuda, cuda:N or mps")
-    return parsed
+        return devices.check_device(device, "device")
+    except ValueError as err:  # "device='...': what was expected" -> the same line, as a GenerationInputError
+        raise GenerationInputError("device", device, str(err).split(": ", 1)[1]) from err
 
 
 def check_output(out: Optional[PathLike], inputs: dict[str, Any]) -> Optional[Path]:

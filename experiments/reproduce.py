@@ -813,29 +813,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _batch_size(value: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ReproduceInputError("--batch-size", value, BATCH_SIZE_EXPECTED) from None
-
-
-def _workers(value: str | None) -> int | None:
+def _integer(option: str, value: str | None, expected: str) -> int | None:
+    """``value`` of the integer ``option`` as an int (``None`` stays ``None``; the range is checked later)."""
     if value is None:
         return None
     try:
         return int(value)
     except ValueError:
-        raise ReproduceInputError("--workers", value, WORKERS_EXPECTED) from None
-
-
-def _limit(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ReproduceInputError("--limit", value, "an integer >= 1 (clips per test set)") from None
+        raise ReproduceInputError(option, value, expected) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -845,9 +830,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = reproduce(
             _pairs(args.ckpt, "--ckpt"), args.out, args.datasets.split(",") if args.datasets else None,
-            _limit(args.limit), _pairs(args.baseline, "--baseline"), args.steps, args.guidance, args.seed,
+            _integer("--limit", args.limit, "an integer >= 1 (clips per test set)"), _pairs(args.baseline, "--baseline"), args.steps, args.guidance, args.seed,
             args.device, args.metrics.split(",") if args.metrics else None, recognizer=args.asr,
-            batch_size=_batch_size(args.batch_size), length=args.length, workers=_workers(args.workers))
+            batch_size=_integer("--batch-size", args.batch_size, BATCH_SIZE_EXPECTED), length=args.length,
+            workers=_integer("--workers", args.workers, WORKERS_EXPECTED))
     except (ReproduceInputError, gen.GenerationInputError) as err:
         if args.debug:
             raise

@@ -25,7 +25,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy, Strategy
+from lightning.pytorch.strategies import (
+    DeepSpeedStrategy,
+    FSDPStrategy,
+    ModelParallelStrategy,
+    Strategy,
+)
 
 SHARDING_STRATEGIES: tuple[type, ...] = (FSDPStrategy, ModelParallelStrategy)
 """Strategies whose processes hold only a shard of the weights (DeepSpeed counts at ZeRO stage 3)."""
@@ -94,4 +99,4 @@ def _to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-__all__ = ["GenerationRequests", "SHARDING_STRATEGIES", "shards_weights"]
+__all__ = ["SHARDING_STRATEGIES", "GenerationRequests", "shards_weights"]

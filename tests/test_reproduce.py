@@ -356,25 +356,17 @@ def test_a_clip_failing_in_a_batch_is_listed_and_the_others_written(tiny_module,
     assert "not found" in reasons[broken.key] and "poisoned text" in reasons[bad.key]
 
 
-@pytest.mark.parametrize("value", ["0", "two", "1.5"])
-def test_bad_batch_size_one_line_exit_2(value, tmp_path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    *[("--batch-size", v, "an integer >= 1 (clips per pipeline call)") for v in ("0", "two", "1.5")],
+    *[("--workers", v, rep.WORKERS_EXPECTED) for v in ("0", "four")],
+])
+def test_bad_integer_option_one_line_exit_2(option, value, expected, tmp_path, monkeypatch, capsys) -> None:
     _refuse_generation(monkeypatch)
     ckpt = tmp_path / "nope.ckpt"
     ckpt.write_bytes(b"not read: the option is checked first")
-    args = ["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo", "--batch-size", value]
+    args = ["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo", option, value]
     assert rep.main(args) == 2
-    assert _one_error_line(capsys) == f"error: --batch-size {value}: an integer >= 1 (clips per pipeline call)"
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("value", ["0", "four"])
-def test_bad_workers_one_line_exit_2(value, tmp_path, monkeypatch, capsys) -> None:
-    _refuse_generation(monkeypatch)
-    ckpt = tmp_path / "nope.ckpt"
-    ckpt.write_bytes(b"not read: the option is checked first")
-    args = ["--ckpt", f"ete={ckpt}", "--out", str(tmp_path / "out"), "--datasets", "demo", "--workers", value]
-    assert rep.main(args) == 2
-    assert _one_error_line(capsys) == f"error: --workers {value}: {rep.WORKERS_EXPECTED}"
+    assert _one_error_line(capsys) == f"error: {option} {value}: {expected}"
     assert not (tmp_path / "out").exists()
 
 
